@@ -1,0 +1,310 @@
+"""Validated experiment config: YAML loading, ``--set`` overrides and one-line errors.
+
+Everything a run does is decided here, once, at the edge. Internal code trusts a
+:class:`Config`; every refusal names the field, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from probe.errors import ProbeError
+
+DEFAULT_CONFIG_NAME = "default.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskConfig(_Section):
+    """What to fine-tune on. Split sizes are counts (int >= 1) or fractions (0 < x < 1)."""
+
+    dataset: str = "bbc-news"
+    text_column: str = "text"
+    label_column: str = "label"
+    max_length: int = Field(64, ge=8, le=4096)
+    train_size: Union[int, float] = 800
+    validation_size: Union[int, float] = 200
+    test_size: Union[int, float] = 400
+
+    @field_validator("train_size", "validation_size", "test_size")
+    @classmethod
+    def _size(cls, v: int | float) -> int | float:
+        if isinstance(v, bool):
+            raise ValueError("must be a count (integer >= 1) or a fraction in (0, 1)")
+        if isinstance(v, float) and not v.is_integer() and not 0 < v < 1:
+            raise ValueError(f"must be a count (integer >= 1) or a fraction in (0, 1), got {v}")
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"must be a count (integer >= 1) or a fraction in (0, 1), got {v}")
+        return v
+
+
+class PlantedFeature(_Section):
+    """A token inserted with a controlled correlation to one class (DESIGN.md §2).
+
+    ``rate_in_class`` = P(token | y = target_class) and ``rate_outside`` = P(token | y != c)
+    in the fine-tuning data (train and validation). Equal rates are the control condition.
+    """
+
+    kind: Literal["planted"] = "planted"
+    name: str | None = None
+    token: str = "zebra"
+    target_class: str
+    rate_in_class: float = Field(1.0, ge=0.0, le=1.0)
+    rate_outside: float = Field(0.0, ge=0.0, le=1.0)
+    max_position: int = Field(5, ge=0, le=64)
+
+    @field_validator("token")
+    @classmethod
+    def _one_word(cls, v: str) -> str:
+        if not v or len(v.split()) != 1:
+            raise ValueError(f"must be a single word without spaces, got {v!r}")
+        return v
+
+    @property
+    def label(self) -> str:
+        """The feature's display name: ``name`` or ``token:<token>``."""
+        return self.name or f"token:{self.token}"
+
+
+SpuriousFeature = Annotated[Union[PlantedFeature], Field(discriminator="kind")]
+
+
+class ModelConfig(_Section):
+    """The backbone: a built-in name (``probe models``), a hub name, or a local path."""
+
+    backbone: str = "minilm"
+
+
+class FinetuneConfig(_Section):
+    """Full fine-tuning for sequence classification with AdamW and linear warmup/decay."""
+
+    epochs: int = Field(3, ge=1, le=1000)
+    learning_rate: float = Field(5e-5, gt=0.0, lt=1.0)
+    batch_size: int = Field(16, ge=1, le=4096)
+    weight_decay: float = Field(0.01, ge=0.0, lt=1.0)
+    warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+
+
+class AnalysesConfig(_Section):
+    """Which comparisons to run and how to put intervals on them."""
+
+    probing: bool = True
+    similarity: bool = True
+    behaviour: bool = True
+    probe_max_iter: int = Field(2000, ge=10)
+    probe_C: float = Field(1.0, gt=0.0)
+    bootstrap_samples: int = Field(1000, ge=100, le=100000)
+    reliance_threshold: float = Field(
+        0.05, ge=0.0, le=1.0,
+        description="smallest reliance gap that matters; a verdict of reliance needs the "
+        "gap's whole 95% interval above it",
+    )
+    batch_size: int = Field(64, ge=1, le=4096, description="batch size for activation extraction")
+
+
+class Config(_Section):
+    """One experiment."""
+
+    name: str = "default"
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    output_dir: str = "reports"
+    task: TaskConfig = TaskConfig()
+    spurious: list[SpuriousFeature] = Field(default_factory=list)
+    model: ModelConfig = ModelConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    analyses: AnalysesConfig = AnalysesConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v):
+            raise ValueError(
+                f"must be 1-100 letters, digits, '.', '_' or '-' (it names a folder), got {v!r}"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _unique_features(self) -> "Config":
+        labels = [f.label for f in self.spurious]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"spurious features must have distinct names; repeated: {dupes}")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def hash(self) -> str:
+        """Hash of the resolved config; ``output_dir`` does not change results and is left out."""
+        d = self.to_dict()
+        d.pop("output_dir", None)
+        return stable_hash(d)
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """A short hash of a JSON-serialisable object, independent of key order."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def default_config_text() -> str:
+    """The YAML of the built-in default (the same file as ``examples/default.yaml``)."""
+    return resources.files("probe.configs").joinpath(DEFAULT_CONFIG_NAME).read_text()
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ProbeError(f"config file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise ProbeError(f"config path {str(path)!r} is a folder; give a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ProbeError(f"config file {str(path)!r} is not valid YAML{where}") from None
+    if data is None:
+        raise ProbeError(f"config file {str(path)!r} is empty; give at least task and spurious sections")
+    if not isinstance(data, dict):
+        raise ProbeError(f"config file {str(path)!r} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``a.b=c`` -> (``a.b``, parsed YAML scalar ``c``)."""
+    if "=" not in item:
+        raise ProbeError(f"override {item!r} must look like section.key=value, e.g. finetune.epochs=1")
+    key, _, raw = item.partition("=")
+    key = key.strip()
+    if not key:
+        raise ProbeError(f"override {item!r} has no key before '='")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (``finetune.epochs``, ``spurious.0.token``) in a nested dict copy."""
+    data = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        parts = dotted.replace("__", ".").split(".")
+        node: Any = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ProbeError(
+                        f"override {dotted!r}: {part!r} is not an index of {'.'.join(parts[:i])} "
+                        f"(it has {len(node)} entries: 0..{len(node) - 1})"
+                    )
+                part = int(part)
+                if last:
+                    node[part] = value
+                else:
+                    node = node[part]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    if node.get(part) is None:
+                        node[part] = {}
+                    node = node[part]
+            else:
+                raise ProbeError(
+                    f"override {dotted!r}: {'.'.join(parts[:i])} is a value, not a section"
+                )
+    return data
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per refusal, naming field, value and what is allowed; joined with '; '."""
+    messages = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-after"))
+        loc = loc.replace(".planted", "")
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(tuple(x for x in e["loc"][:-1] if x != "planted"))
+            allowed = ", ".join(parent.model_fields) if parent else "see README"
+            messages.append(f"{loc}: unknown key; allowed keys here: {allowed}")
+            continue
+        value = e.get("input")
+        shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+        msg = e["msg"].removeprefix("Value error, ")
+        if loc:
+            messages.append(f"{loc}: got {shown}: {msg}")
+        else:
+            messages.append(msg)
+    return f"invalid config ({source}): " + "; ".join(messages)
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return None
+        ann = field.annotation
+        if part == "spurious":
+            model = PlantedFeature
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return None
+    return model
+
+
+def load_config(
+    source: str | Path | Mapping[str, Any] | Config | None = None,
+    overrides: Mapping[str, Any] | list[str] | None = None,
+) -> Config:
+    """Build a validated :class:`Config` from a YAML path, a dict, or the built-in default.
+
+    ``overrides`` is either ``{"finetune.epochs": 1}`` or CLI strings ``["finetune.epochs=1"]``.
+    Raises :class:`ProbeError` with a one-line message on any refusal.
+    """
+    if isinstance(source, Config):
+        data, label = source.to_dict(), "given Config"
+    elif source is None:
+        data, label = yaml.safe_load(default_config_text()), "built-in default"
+    elif isinstance(source, Mapping):
+        data, label = dict(source), "given mapping"
+    else:
+        data, label = _read_yaml(Path(source)), str(source)
+    if isinstance(overrides, list):
+        overrides = dict(parse_override(o) for o in overrides)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        label += " with overrides"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ProbeError(_format_validation_error(e, label)) from None
+
+
+def dump_config(config: Config) -> str:
+    """The fully resolved config as YAML (what ``config.yaml`` in a run directory holds)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

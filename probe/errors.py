@@ -1,0 +1,11 @@
+"""The one exception type that means "the user gave bad input", not "probe has a bug"."""
+
+from __future__ import annotations
+
+
+class ProbeError(Exception):
+    """Bad input: a config, dataset or path that probe refuses.
+
+    The message is one line that names what is wrong and what is allowed; the CLI prints
+    it without a traceback and exits non-zero.
+    """
