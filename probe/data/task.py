@@ -1,0 +1,150 @@
+"""TaskData: the splits, the planted fine-tuning data and the held-out test partitions of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from probe.config import Config, PlantedFeature, stable_hash
+from probe.data.planted import insert_token, insertion_positions, plant_mask
+from probe.data.sources import load_text_classification
+from probe.errors import ProbeError
+
+
+@dataclass
+class PlantedTest:
+    """Held-out partitions for one planted token with target class ``target`` (DESIGN.md §2).
+
+    ``inserted[i]`` is test example ``i`` with the token inserted; ``aligned`` examples are
+    those with ``label == target``, ``conflicting`` the rest. ``clean`` and ``inserted`` form
+    the counterfactual pairs. ``probe_has_token`` says which version the probing set uses:
+    drawn with probability 1/2 independently of the label, so a probe for the token cannot
+    succeed by decoding the topic.
+    """
+
+    feature: PlantedFeature
+    target: int
+    inserted: list[str]
+    probe_has_token: np.ndarray
+    train_rate_in_class: float
+    train_rate_outside: float
+    natural_rate: float
+
+
+@dataclass
+class TaskData:
+    classes: list[str]
+    train_texts: list[str]
+    train_labels: np.ndarray
+    val_texts: list[str]
+    val_labels: np.ndarray
+    test_texts: list[str]
+    test_labels: np.ndarray
+    planted: list[PlantedTest] = field(default_factory=list)
+    probe_texts: list[str] = field(default_factory=list)
+    n_total: int = 0
+
+    def fingerprint(self) -> str:
+        """Hash of everything the fine-tuning stage sees."""
+        return stable_hash([self.classes, self.train_texts, self.train_labels.tolist(),
+                            self.val_texts, self.val_labels.tolist()])
+
+
+def _resolve_size(value: int | float, n: int) -> int:
+    return int(round(value * n)) if isinstance(value, float) else int(value)
+
+
+def stratified_splits(
+    labels: np.ndarray, sizes: tuple[int, int, int], seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Disjoint train / validation / test indices, each stratified by label, from ``seed``.
+
+    Each class gets its share of every split by largest-remainder rounding, so the
+    proportions match the full data as closely as integers allow.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    per_class = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
+    out = []
+    taken = {c: 0 for c in classes}
+    for size in sizes:
+        quota = counts * size / n
+        alloc = np.floor(quota).astype(int)
+        rest = size - alloc.sum()
+        order = np.argsort(-(quota - alloc), kind="stable")
+        alloc[order[:rest]] += 1
+        idx = []
+        for c, k in zip(classes, alloc):
+            k = min(k, len(per_class[c]) - taken[c])
+            idx.append(per_class[c][taken[c]: taken[c] + k])
+            taken[c] += k
+        out.append(np.sort(np.concatenate(idx)))
+    return out[0], out[1], out[2]
+
+
+def build_task_data(config: Config) -> TaskData:
+    """Load, check and split the dataset, plant the spurious tokens and build test partitions.
+
+    Deterministic in ``config.seed``. Raises :class:`ProbeError` for data the config
+    cannot be run on (sizes larger than the data, unknown target class, ...).
+    """
+    t = config.task
+    texts, labels, classes = load_text_classification(t.dataset, t.text_column, t.label_column)
+    n = len(texts)
+    sizes = tuple(_resolve_size(v, n) for v in (t.train_size, t.validation_size, t.test_size))
+    names = ("task.train_size", "task.validation_size", "task.test_size")
+    for name, raw, size in zip(names, (t.train_size, t.validation_size, t.test_size), sizes):
+        if size < len(classes):
+            raise ProbeError(
+                f"{name}: {raw} gives {size} examples, fewer than the {len(classes)} classes; "
+                f"allowed: at least {len(classes)}"
+            )
+        if size > n:
+            raise ProbeError(f"{name}: {raw} is larger than the dataset ({n} examples); allowed: at most {n}")
+    if sum(sizes) > n:
+        raise ProbeError(
+            f"task: train + validation + test sizes ({sizes[0]} + {sizes[1]} + {sizes[2]} = {sum(sizes)}) "
+            f"exceed the dataset's {n} examples"
+        )
+    for feature_index, feature in enumerate(config.spurious):
+        if feature.target_class not in classes:
+            raise ProbeError(
+                f"spurious.{feature_index}.target_class: {feature.target_class!r} is not a class of "
+                f"{t.dataset!r}; allowed: {', '.join(classes)}"
+            )
+
+    tr, va, te = stratified_splits(labels, sizes, config.seed)
+    data = TaskData(
+        classes=classes,
+        train_texts=[texts[i] for i in tr], train_labels=labels[tr],
+        val_texts=[texts[i] for i in va], val_labels=labels[va],
+        test_texts=[texts[i] for i in te], test_labels=labels[te],
+        n_total=n,
+    )
+    rng = np.random.default_rng([config.seed, 1])
+    probe_texts = list(data.test_texts)
+    for feature in config.spurious:
+        target = classes.index(feature.target_class)
+        token_lower = feature.token.lower()
+        natural = float(np.mean([token_lower in x.lower().split() for x in texts]))
+        rates = []
+        for split in ("train", "val"):
+            split_texts = getattr(data, f"{split}_texts")
+            split_labels = getattr(data, f"{split}_labels")
+            mask = plant_mask(split_labels, target, feature.rate_in_class, feature.rate_outside, rng)
+            pos = insertion_positions(split_texts, feature.max_position, rng)
+            setattr(data, f"{split}_texts",
+                    [insert_token(x, feature.token, p) if m else x for x, m, p in zip(split_texts, mask, pos)])
+            if split == "train":
+                in_c = split_labels == target
+                rates = [float(mask[in_c].mean()) if in_c.any() else 0.0,
+                         float(mask[~in_c].mean()) if (~in_c).any() else 0.0]
+        pos = insertion_positions(data.test_texts, feature.max_position, rng)
+        inserted = [insert_token(x, feature.token, p) for x, p in zip(data.test_texts, pos)]
+        has = rng.random(len(data.test_texts)) < 0.5
+        probe_texts = [insert_token(x, feature.token, p) if h else x for x, h, p in zip(probe_texts, has, pos)]
+        data.planted.append(PlantedTest(feature, target, inserted, has, rates[0], rates[1], natural))
+    data.probe_texts = probe_texts
+    return data
