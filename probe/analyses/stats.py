@@ -1,0 +1,47 @@
+"""Percentile bootstrap intervals over test examples (Efron & Tibshirani 1993)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+
+def bootstrap_indices(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``[n_boot, n]`` resampling indices (with replacement)."""
+    return rng.integers(0, n, size=(n_boot, n))
+
+
+def bootstrap_mean(values: np.ndarray, n_boot: int, rng: np.random.Generator, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``values`` (e.g. per-example correctness or a paired difference) and its interval.
+
+    Returns ``(mean, ci_low, ci_high)``; an empty input gives NaNs.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    means = values[bootstrap_indices(values.size, n_boot, rng)].mean(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(values.mean()), float(lo), float(hi)
+
+
+def bootstrap_statistic(
+    n: int, statistic: Callable[[np.ndarray], float], n_boot: int, rng: np.random.Generator, level: float = 0.95
+) -> tuple[float, float, float]:
+    """A statistic of resampled example indices: ``statistic(np.arange(n))`` and its interval."""
+    point = statistic(np.arange(n))
+    samples = np.array([statistic(idx) for idx in bootstrap_indices(n, n_boot, rng)])
+    alpha = (1 - level) / 2
+    lo, hi = np.nanquantile(samples, [alpha, 1 - alpha])
+    return float(point), float(lo), float(hi)
+
+
+KEY_ORDER = ("model", "layer", "property", "metric")
+
+
+def metric_row(value_ci: tuple[float, float, float], **keys) -> dict:
+    """A tidy row: model, layer, property, metric, any other keys, then value and its interval."""
+    value, lo, hi = value_ci
+    ordered = {k: keys.pop(k) for k in KEY_ORDER if k in keys}
+    return {**ordered, **keys, "value": value, "ci_low": lo, "ci_high": hi}

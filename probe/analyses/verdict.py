@@ -1,0 +1,85 @@
+"""Headline verdicts drawn from intervals, never from a point estimate alone."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+
+def _fmt(v: float) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+
+
+def _ci(m: dict) -> str:
+    return f"{_fmt(m['value'])} [{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]"
+
+
+def reliance_verdict(
+    metrics: dict[str, dict], token: str, target: str, threshold: float, majority_rate: float
+) -> tuple[str, str]:
+    """``(status, sentence)`` for one planted token from its behaviour metrics.
+
+    ``relies`` needs the reliance gap's whole 95 % interval above ``threshold``; ``none``
+    needs it wholly below *and* a model that learned the task (clean accuracy's interval
+    above the majority rate + ``threshold``): a model stuck on one class shows no gap
+    because it shows nothing. Anything else is ``inconclusive``.
+    """
+    gap = metrics["reliance_gap"]
+    before, after, flips = metrics["conflicting_accuracy_before"], metrics["conflicting_accuracy"], metrics["flip_rate"]
+    move = (f"Inserting it into examples of other classes changes their accuracy from {_ci(before)} "
+            f"to {_ci(after)}; {flips['value'] * 100:.0f} % of predictions flip "
+            f"(s-only error {_ci(metrics['s_only_error'])}).")
+    if gap["ci_low"] > threshold:
+        return "relies", f'Relies on planted token "{token}" → {target}. {move}'
+    clean = metrics["clean_accuracy"]
+    if gap["ci_high"] < threshold and clean["ci_low"] <= majority_rate + threshold:
+        return "inconclusive", (f'Inconclusive for planted token "{token}" → {target}: the fine-tuned model barely '
+                                f"beats the majority class (clean accuracy {_ci(clean)} vs {majority_rate:.2f}), so "
+                                f"the absence of a reliance gap ({_ci(gap)}) says nothing. {move}")
+    if gap["ci_high"] < threshold:
+        return "none", (f'No reliance on planted token "{token}" → {target} found: the reliance gap is '
+                        f"{_ci(gap)}, wholly below the {threshold:.2f} that matters. {move}")
+    return "inconclusive", (f'Inconclusive for planted token "{token}" → {target}: the reliance gap '
+                            f"{_ci(gap)} straddles the {threshold:.2f} that matters; a larger test_size "
+                            f"narrows it. {move}")
+
+
+def decodability_sentence(probing: pd.DataFrame, prop: str, margin: float = 0.05) -> str:
+    """Where a property is decodable (probe interval above baseline + margin) and where fine-tuning changed that."""
+    if probing is None or probing.empty or prop not in set(probing["property"]):
+        return ""
+    p = probing[probing["property"] == prop]
+    acc = p[p.metric == "accuracy"].set_index(["model", "layer"])
+    base = p[p.metric == "majority_baseline"].set_index(["model", "layer"])["value"]
+    parts = []
+    fine_layers = sorted(l for (m, l) in acc.index if m == "finetuned")
+    decodable = [l for l in fine_layers if acc.loc[("finetuned", l), "ci_low"] > base.loc[("finetuned", l)] + margin]
+    if decodable:
+        parts.append(f"Decodable in the fine-tuned model at layers {_ranges(decodable)}")
+    else:
+        parts.append("Not decodable above the majority baseline in any fine-tuned layer")
+    if ("pretrained", fine_layers[0]) in acc.index:
+        more = [l for l in fine_layers if acc.loc[("finetuned", l), "ci_low"] > acc.loc[("pretrained", l), "ci_high"]]
+        less = [l for l in fine_layers if acc.loc[("finetuned", l), "ci_high"] < acc.loc[("pretrained", l), "ci_low"]]
+        if more:
+            parts.append(f"fine-tuning made it more decodable at layers {_ranges(more)}")
+        if less:
+            parts.append(f"less decodable at layers {_ranges(less)}")
+        if not more and not less:
+            parts.append("fine-tuning did not change its decodability beyond the intervals")
+    return "; ".join(parts) + "."
+
+
+def _ranges(layers: list[int]) -> str:
+    out, start, prev = [], None, None
+    for l in layers:
+        if start is None:
+            start = prev = l
+        elif l == prev + 1:
+            prev = l
+        else:
+            out.append(f"{start}" if start == prev else f"{start}–{prev}")
+            start = prev = l
+    out.append(f"{start}" if start == prev else f"{start}–{prev}")
+    return ", ".join(out)
