@@ -1,0 +1,107 @@
+"""``probe run | report | datasets | models``: parse arguments, then call the public API.
+
+Heavy libraries are imported inside the commands so that ``probe --help`` is instant.
+Bad input prints one line (``probe: error: ...``) and exits 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EPILOG = """examples:
+  probe run                                   the built-in default (minilm on bbc-news, planted token)
+  probe run examples/control.yaml             the control: the token carries no label information
+  probe run my.yaml --set finetune.epochs=1 --set spurious.0.token=zebra
+  probe report reports/default                re-render index.html from the stored tables
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    from probe import __version__
+
+    p = argparse.ArgumentParser(prog="probe", description="Did a fine-tuned transformer learn its task or a shortcut?",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"probe {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="fine-tune, compare pretrained vs fine-tuned, write a report")
+    r.add_argument("config", nargs="?", help="YAML config (default: the built-in default, examples/default.yaml)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set finetune.epochs=1 (repeatable)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+    rep = sub.add_parser("report", help="re-render RUN_DIR/index.html from its stored tables")
+    rep.add_argument("run_dir")
+
+    sub.add_parser("datasets", help="list the built-in datasets")
+    sub.add_parser("models", help="list the built-in backbones")
+    return p
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from probe.config import dump_config, load_config
+
+    config = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(dump_config(config), end="")
+        return 0
+    from probe.pipeline import execute
+
+    run = execute(config, progress=not args.quiet and sys.stderr.isatty())
+    print(run.summary["verdict"])
+    print(f"report: {run.report_path}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from probe.report.render import render_report
+
+    print(render_report(args.run_dir))
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from probe.data.sources import BUILTIN_DATASETS
+
+    for d in BUILTIN_DATASETS.values():
+        print(f"{d.name:<10} {d.task_type:<21} {d.description}")
+    print("also: a .csv/.tsv/.jsonl file, a saved datasets folder, or hf:<name>[:<config>] (needs a network)")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from probe.models.backbones import BUILTIN_BACKBONES
+
+    for m in BUILTIN_BACKBONES.values():
+        print(f"{m.name:<10} {m.description}")
+    print("also: a local model folder, or a hub name such as bert-base-uncased (needs a network)")
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "report": _cmd_report, "datasets": _cmd_datasets, "models": _cmd_models}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from probe.errors import ProbeError
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return COMMANDS[args.command](args)
+    except ProbeError as e:
+        print(f"probe: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("probe: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
