@@ -232,7 +232,7 @@ def _execute_stages(config, data, tokenizer, device, run_dir: Path, timer: _Time
                                              train_idx, test_idx, a.probe_C, a.probe_max_iter,
                                              a.bootstrap_samples, config.seed, progress)
         if a.similarity:
-            tables["cka"] = cka_by_layer(pre_acts, fine_acts, a.bootstrap_samples, config.seed)
+            tables["cka"] = cka_by_layer(pre_acts, fine_acts)
         logits = extraction["finetuned"]["logits"]
         clean_pred = logits[[fine_index[t] for t in data.test_texts]].argmax(1)
         task_acc = dict(zip(("value", "ci_low", "ci_high"), bootstrap_mean(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from probe.analyses.stats import bootstrap_statistic, metric_row
+from probe.analyses.stats import jackknife_statistic, metric_row
 
 
 def _centered_gram(X: np.ndarray) -> np.ndarray:
@@ -42,20 +42,20 @@ def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
     return float(cross / denom) if denom > 0 else float("nan")
 
 
-def cka_by_layer(pre: np.ndarray, fine: np.ndarray, n_boot: int, seed: int) -> pd.DataFrame:
-    """Linear CKA of pretrained layer l vs fine-tuned layer l, with bootstrap intervals over examples.
+def cka_by_layer(pre: np.ndarray, fine: np.ndarray) -> pd.DataFrame:
+    """Linear CKA of pretrained layer l vs fine-tuned layer l, with 95 % jackknife intervals over examples.
 
-    ``pre`` and ``fine`` are ``[n_layers + 1, n, hidden]`` on the same examples. Resampling
-    is done on the Gram matrices, which equals resampling rows of the activations.
+    ``pre`` and ``fine`` are ``[n_layers + 1, n, hidden]`` on the same examples. Leaving
+    examples out is done on the Gram matrices, which equals dropping rows of the activations.
+    (Bootstrap resamples duplicate examples and bias CKA upwards; see ``jackknife_statistic``.)
     """
     rows = []
     for layer in range(pre.shape[0]):
         K = pre[layer].astype(np.float64) @ pre[layer].astype(np.float64).T
         L = fine[layer].astype(np.float64) @ fine[layer].astype(np.float64).T
-        rng = np.random.default_rng([seed, 2, layer])
         stat = lambda idx: _cka_from_grams(K[np.ix_(idx, idx)], L[np.ix_(idx, idx)])  # noqa: E731
         rows.append(metric_row(
-            bootstrap_statistic(pre.shape[1], stat, n_boot, rng),
+            jackknife_statistic(pre.shape[1], stat),
             model="pretrained-vs-finetuned", layer=layer, property="representation", metric="linear_cka",
         ))
     return pd.DataFrame(rows)

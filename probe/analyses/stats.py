@@ -40,6 +40,25 @@ def bootstrap_statistic(
 KEY_ORDER = ("model", "layer", "property", "metric")
 
 
+def jackknife_statistic(
+    n: int, statistic: Callable[[np.ndarray], float], level: float = 0.95
+) -> tuple[float, float, float]:
+    """``statistic(np.arange(n))`` with a normal interval from the leave-one-out jackknife (Efron 1981).
+
+    For kernel statistics such as CKA the bootstrap is the wrong tool: a resample holds
+    duplicated examples, whose self-similarity inflates the statistic (for independent noise
+    the bootstrap interval can sit wholly above the estimate). Leaving one out never duplicates.
+    """
+    from scipy.stats import norm
+
+    full = np.arange(n)
+    point = statistic(full)
+    loo = np.array([statistic(np.delete(full, i)) for i in range(n)])
+    se = float(np.sqrt((n - 1) / n * np.sum((loo - loo.mean()) ** 2)))
+    z = float(norm.ppf(0.5 + level / 2))
+    return float(point), float(point - z * se), float(point + z * se)
+
+
 def metric_row(value_ci: tuple[float, float, float], **keys) -> dict:
     """A tidy row: model, layer, property, metric, any other keys, then value and its interval."""
     value, lo, hi = value_ci

@@ -96,10 +96,10 @@ def behaviour_figure(behaviour: pd.DataFrame, feature: str) -> str:
     err = [vals - b.loc[names, "ci_low"].to_numpy(), b.loc[names, "ci_high"].to_numpy() - vals]
     fig, ax = plt.subplots(figsize=(5.2, 2.6))
     ax.bar(range(len(names)), vals, yerr=err, color=FINETUNED, alpha=0.85, capsize=3)
-    for i, v in enumerate(vals):
-        ax.text(i, min(v + 0.04, 0.98), f"{v:.2f}", ha="center", fontsize=8)
+    for i, (v, hi) in enumerate(zip(vals, b.loc[names, "ci_high"].to_numpy())):
+        ax.text(i, hi + 0.03, f"{v:.2f}", ha="center", fontsize=8)
     ax.set_xticks(range(len(names)), labels, fontsize=7.5)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.12)
     ax.set_ylabel("fine-tuned accuracy")
     ax.set_title(feature)
     fig.tight_layout()

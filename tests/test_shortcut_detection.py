@@ -1,0 +1,54 @@
+"""The diagnosis itself: a planted shortcut is reported, its control is not.
+
+tiny-bert learns BBC topics only partly in a few seconds, but a token planted in every
+training article of one class is the easiest cue there is: the verdict must say "relies".
+With the token planted at equal rates in every class it carries no label information, and
+the verdict must not say "relies". The slow tests repeat this with the real minilm defaults.
+"""
+
+from pathlib import Path
+
+import pytest
+
+import probe
+from tests.conftest import tiny_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {"task.train_size": 600, "task.test_size": 200, "finetune.epochs": 6, "finetune.learning_rate": 2e-3,
+        "finetune.batch_size": 32}
+
+
+def _run(tmp_path, name, rate_in, rate_out):
+    over = tiny_overrides(tmp_path, name, **FAST, **{"spurious.0.rate_in_class": rate_in,
+                                                     "spurious.0.rate_outside": rate_out})
+    return probe.run(None, progress=False, **{k.replace(".", "__"): v for k, v in over.items()})
+
+
+def test_tiny_bert_planted_shortcut_is_found(tmp_path):
+    f = _run(tmp_path, "planted", 1.0, 0.0).summary["features"][0]
+    assert f["verdict_status"] == "relies", f["verdict"]
+    assert f["reliance_gap"]["ci_low"] > 0.2
+    assert f["s_only_error"]["value"] > 0.4
+    assert f["verdict"].startswith('Relies on planted token "zebra" → business.')
+
+
+def test_tiny_bert_control_is_not_reported(tmp_path):
+    f = _run(tmp_path, "control", 0.5, 0.5).summary["features"][0]
+    assert f["verdict_status"] != "relies", f["verdict"]
+    assert f["reliance_gap"]["ci_high"] < 0.05
+    assert f["flip_rate"]["value"] < 0.2
+
+
+@pytest.mark.slow
+def test_minilm_default_and_control(tmp_path):
+    """The README's claim, end to end on the real default (about 2 minutes each on 2 cores)."""
+    default = probe.run(None, progress=False, output_dir=str(tmp_path)).summary
+    f = default["features"][0]
+    assert f["verdict_status"] == "relies"
+    assert f["conflicting_accuracy_before"]["ci_low"] > 0.85
+    assert f["conflicting_accuracy"]["ci_high"] < f["conflicting_accuracy_before"]["ci_low"] - 0.4
+    control = probe.run(ROOT / "examples" / "control.yaml", progress=False, output_dir=str(tmp_path)).summary
+    c = control["features"][0]
+    assert c["verdict_status"] == "none", c["verdict"]
+    assert control["task_accuracy"]["ci_low"] > 0.85
+    assert c["conflicting_accuracy"]["ci_low"] > c["conflicting_accuracy_before"]["value"] - 0.1
