@@ -18,8 +18,17 @@ def pad_batch(tokenizer, ids: list[list[int]]):
     return tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
 
 
-def length_sorted_batches(ids: list[list[int]], batch_size: int) -> Iterator[np.ndarray]:
-    """Index batches of texts sorted by length (longest first), for inference."""
+def length_sorted_batches(ids: list[list[int]], batch_size: int, max_tokens: int = 4096) -> Iterator[np.ndarray]:
+    """Index batches of texts sorted by length (longest first), for inference.
+
+    A batch holds at most ``batch_size`` texts and at most ``max_tokens`` padded tokens:
+    on a CPU, long sequences in wide batches are slower than short ones (attention memory),
+    so the token budget keeps every batch in the fast regime.
+    """
     order = np.argsort([-len(x) for x in ids], kind="stable")
-    for start in range(0, len(order), batch_size):
-        yield order[start: start + batch_size]
+    start = 0
+    while start < len(order):
+        longest = max(len(ids[order[start]]), 1)
+        size = max(1, min(batch_size, max_tokens // longest))
+        yield order[start: start + size]
+        start += size
