@@ -1,0 +1,393 @@
+"""Word-level attributions for a sequence classifier, batched and memory-bounded (captum).
+
+Methods (all explain the *predicted* class ŷ of each example):
+
+- ``integrated_gradients``: Layer Integrated Gradients on the input (word) embedding layer
+  (Sundararajan et al. 2017). The baseline replaces every real token by ``[PAD]`` and keeps
+  ``[CLS]`` / ``[SEP]`` as they are: the special tokens are part of every input the model
+  ever saw, so keeping them makes the baseline an "empty sentence" rather than an input out
+  of distribution, and puts all attribution on the words. Padding positions are identical
+  in input and baseline and masked out, so they receive exactly zero attribution.
+- ``saliency``: the L2 norm over the embedding dimension of the gradient of F w.r.t. the
+  word-embedding output (Simonyan et al. 2014); unsigned.
+- ``input_x_gradient``: gradient · embedding, summed over the embedding dimension
+  (Shrikumar et al. 2016; captum ``LayerGradientXActivation``); signed.
+- ``occlusion``: every word in turn has all its subwords replaced by ``[MASK]`` (or
+  ``[PAD]``, see ``occlusion_token``); its score is F(x) − F(x with the word occluded)
+  (Zeiler & Fergus 2014). Implemented with captum's ``FeatureAblation`` and a word-id
+  feature mask, because captum's ``Occlusion`` slides contiguous windows over token
+  positions, which do not line up with words. ``[MASK]`` is the default: it is the token a
+  BERT-style encoder was pretrained to read as "a word is missing here".
+
+F is the logit of ŷ (``output="logit"``, default) or its probability (``"probability"``).
+Words are the whitespace-separated words of the input text; subword scores are summed per
+word via the fast tokenizer's ``word_ids()`` (the text is tokenised as pre-split words, which
+for WordPiece tokenizers gives exactly the ids of tokenising the text). Words cut off by
+``max_length`` truncation are not part of the result: ``words`` holds the covered prefix.
+
+Batching: examples are sorted by length and grouped; each group is padded (attention mask
+0 on padding) and attributed in one call, with captum's ``internal_batch_size`` chosen so
+that one forward pass holds at most ``token_budget`` tokens (``rows × padded length``).
+Memory thus stays bounded on long inputs, and the results equal a plain per-example captum
+call up to float rounding (checked in ``tests/test_attribution.py``).
+
+Metrics (DESIGN.md §5): :func:`spurious_attribution_metrics` gives the spurious attribution
+share (absolute mass on the token's words / total absolute mass) next to the token's share
+of the input, the top-1 rate, and the relative convergence delta, as tidy rows with 95 %
+bootstrap intervals over examples.
+"""
+
+from __future__ import annotations
+
+import html
+import string
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from probe.analyses.stats import bootstrap_mean, metric_row
+
+METHODS = ("integrated_gradients", "saliency", "input_x_gradient", "occlusion")
+SIGNED = {"integrated_gradients": True, "saliency": False, "input_x_gradient": True, "occlusion": True}
+DELTA_WARN = 0.05
+NEGATIVE_RGB = (0x00, 0x72, 0xB2)  # Okabe-Ito blue
+POSITIVE_RGB = (0xD5, 0x5E, 0x00)  # Okabe-Ito vermillion
+
+
+@dataclass
+class WordAttributions:
+    """Attributions of one example: one score per (covered) whitespace word."""
+
+    words: list[str]
+    scores: np.ndarray
+    prediction: int
+    method: str
+    delta: float = float("nan")  # |convergence delta| / |F(x) − F(baseline)|; IG only
+    delta_large: bool = False
+
+
+@dataclass
+class _Encoded:
+    ids: list[list[int]]
+    word_ids: list[list[int | None]]
+    words: list[list[str]]
+
+
+# --------------------------------------------------------------------------------------
+# encoding and grouping
+
+
+def _encode(tokenizer, texts: Sequence[str], max_length: int) -> _Encoded:
+    """Tokenise whitespace words so that ``word_ids()`` indexes ``text.split()``."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError("word-level attributions need a fast tokenizer (word_ids())")
+    split = [t.split() for t in texts]
+    enc = tokenizer(split, is_split_into_words=True, truncation=True, max_length=max_length)
+    ids, wids, words = [], [], []
+    for i, ws in enumerate(split):
+        w = enc.word_ids(i)
+        covered = max((x for x in w if x is not None), default=-1) + 1
+        ids.append(list(enc["input_ids"][i]))
+        wids.append(list(w))
+        words.append(ws[:covered])
+    return _Encoded(ids, wids, words)
+
+
+def _groups(lengths: Sequence[int], rows_per_example: int, token_budget: int, max_examples: int) -> Iterator[np.ndarray]:
+    """Index groups, longest first: ``len(group) · rows_per_example · longest ≤ token_budget``
+    where possible (always at least one example per group)."""
+    order = np.argsort([-n for n in lengths], kind="stable")
+    start = 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)
+        size = max(1, min(max_examples, token_budget // (longest * max(rows_per_example, 1))))
+        yield order[start: start + size]
+        start += size
+
+
+def _internal_batch_size(n_examples: int, n_steps: int, length: int, token_budget: int) -> int:
+    """captum's ``internal_batch_size`` (rows per forward pass) for ``n_examples`` of ``length``."""
+    rows = max(1, token_budget // max(length, 1))
+    steps_per_pass = max(1, min(n_steps, rows // n_examples))
+    return n_examples * steps_per_pass
+
+
+def _pad(ids: list[list[int]], pad_id: int):
+    import torch
+
+    width = max(len(x) for x in ids)
+    out = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, x in enumerate(ids):
+        out[i, : len(x)] = torch.as_tensor(x, dtype=torch.long)
+        mask[i, : len(x)] = 1
+    return out, mask
+
+
+def pad_baseline(input_ids, tokenizer):
+    """The IG baseline: every token that is not special (``[CLS]``, ``[SEP]``, ``[PAD]``,
+    ...) replaced by ``[PAD]``."""
+    import torch
+
+    special = torch.isin(input_ids, torch.as_tensor(tokenizer.all_special_ids, device=input_ids.device))
+    return torch.where(special, input_ids, torch.full_like(input_ids, tokenizer.pad_token_id))
+
+
+# --------------------------------------------------------------------------------------
+# model plumbing
+
+
+def _device(model):
+    return next(model.parameters()).device
+
+
+@contextmanager
+def _frozen_eval(model):
+    """Eval mode (no dropout) and no parameter gradients, restored in ``finally``."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def forward_function(model, output: str = "logit") -> Callable:
+    """``f(input_ids, attention_mask) -> [N, K]`` logits (or probabilities) of ``model``."""
+    if output not in ("logit", "probability"):
+        raise ValueError(f"output: {output!r}; allowed: 'logit', 'probability'")
+
+    def f(input_ids, attention_mask):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+        return logits.softmax(-1) if output == "probability" else logits
+
+    return f
+
+
+def _to_words(token_scores: np.ndarray, word_ids: list[int | None], n_words: int, first_only: bool = False) -> np.ndarray:
+    """Sum (or, with ``first_only``, take the first of) the subword scores of every word."""
+    out = np.zeros(n_words, dtype=np.float64)
+    seen = np.zeros(n_words, dtype=bool)
+    for pos, w in enumerate(word_ids):
+        if w is None or w >= n_words:
+            continue
+        if first_only:
+            if not seen[w]:
+                out[w] = token_scores[pos]
+                seen[w] = True
+        else:
+            out[w] += token_scores[pos]
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# attribution
+
+
+def attribute_tokens(
+    model, tokenizer, texts: Sequence[str], method: str = "integrated_gradients", *,
+    max_length: int = 128, n_steps: int = 50, token_budget: int = 4096, max_group: int = 64,
+    output: str = "logit", occlusion_token: str = "mask", target: Sequence[int] | None = None,
+) -> tuple[_Encoded, list[np.ndarray], np.ndarray, np.ndarray]:
+    """Token-level attributions: ``(encoded, scores per example [len(ids)], predictions, relative deltas)``.
+
+    See the module docstring for the methods. ``target`` overrides the predicted class.
+    For IG the relative delta is ``|Σ attr − (F(x) − F(b))| / |F(x) − F(b)|``
+    (Sundararajan et al. 2017, completeness); NaN for the other methods.
+    """
+    import torch
+    from captum.attr import FeatureAblation, LayerGradientXActivation, LayerIntegratedGradients
+
+    if method not in METHODS:
+        raise ValueError(f"method: {method!r}; allowed: {', '.join(METHODS)}")
+    if occlusion_token not in ("mask", "pad"):
+        raise ValueError(f"occlusion_token: {occlusion_token!r}; allowed: 'mask', 'pad'")
+    enc = _encode(tokenizer, texts, max_length)
+    n = len(texts)
+    scores: list[np.ndarray] = [np.zeros(0)] * n
+    preds = np.zeros(n, dtype=np.int64)
+    deltas = np.full(n, np.nan)
+    device = _device(model)
+    f = forward_function(model, output)
+    layer = model.get_input_embeddings()
+    lengths = [len(x) for x in enc.ids]
+    rows = {"integrated_gradients": n_steps, "saliency": 1, "input_x_gradient": 1}.get(method, 1)
+
+    with _frozen_eval(model):
+        for idx in _groups(lengths, rows, token_budget, max_group):
+            input_ids, mask = _pad([enc.ids[i] for i in idx], tokenizer.pad_token_id)
+            input_ids, mask = input_ids.to(device), mask.to(device)
+            with torch.no_grad():
+                fx = f(input_ids, mask)
+            tgt = fx.argmax(-1) if target is None else torch.as_tensor([target[i] for i in idx], device=device)
+            preds[idx] = tgt.cpu().numpy()
+            if method == "integrated_gradients":
+                baseline = pad_baseline(input_ids, tokenizer)
+                lig = LayerIntegratedGradients(f, layer)
+                attr = lig.attribute(
+                    input_ids, baselines=baseline, target=tgt, additional_forward_args=(mask,),
+                    n_steps=n_steps, internal_batch_size=_internal_batch_size(len(idx), n_steps, input_ids.shape[1], token_budget),
+                )
+                tok = attr.sum(-1).detach()
+                with torch.no_grad():
+                    fb = f(baseline, mask)
+                sel = torch.arange(len(idx), device=device)
+                diff = (fx[sel, tgt] - fb[sel, tgt]).double()
+                delta = (tok.double() * mask).sum(-1) - diff
+                deltas[idx] = (delta.abs() / diff.abs().clamp_min(1e-12)).cpu().numpy()
+            elif method in ("saliency", "input_x_gradient"):
+                lgxa = LayerGradientXActivation(f, layer, multiply_by_inputs=method == "input_x_gradient")
+                attr = lgxa.attribute(input_ids, target=tgt, additional_forward_args=(mask,)).detach()
+                tok = attr.norm(dim=-1) if method == "saliency" else attr.sum(-1)
+            else:
+                occ = tokenizer.mask_token_id if occlusion_token == "mask" else tokenizer.pad_token_id
+                if occ is None:
+                    raise ValueError(f"occlusion_token={occlusion_token!r}: the tokenizer has no such token")
+                n_words = max(len(enc.words[i]) for i in idx)
+                fmask = torch.full_like(input_ids, n_words)  # specials and padding: one extra group
+                for r, i in enumerate(idx):
+                    for pos, w in enumerate(enc.word_ids[i]):
+                        if w is not None and w < n_words:
+                            fmask[r, pos] = w
+                per_eval = max(1, token_budget // (len(idx) * input_ids.shape[1]))
+                fa = FeatureAblation(f)
+                with torch.no_grad():
+                    tok = fa.attribute(input_ids, baselines=occ, target=tgt, additional_forward_args=(mask,),
+                                       feature_mask=fmask, perturbations_per_eval=per_eval)
+            tok = (tok.float() * mask).cpu().numpy()
+            for r, i in enumerate(idx):
+                scores[i] = tok[r, : lengths[i]].astype(np.float64)
+    return enc, scores, preds, deltas
+
+
+def word_attributions(
+    model, tokenizer, texts: Sequence[str], method: str = "integrated_gradients", *,
+    max_length: int = 128, n_steps: int = 50, token_budget: int = 4096, max_group: int = 64,
+    output: str = "logit", occlusion_token: str = "mask", target: Sequence[int] | None = None,
+    delta_warn: float = DELTA_WARN,
+) -> list[WordAttributions]:
+    """Per-example word attributions of the predicted class (see the module docstring).
+
+    Batched by length under ``token_budget`` tokens per forward pass. For Integrated
+    Gradients (Sundararajan et al. 2017) each result carries the relative convergence delta;
+    a warning names how many exceed ``delta_warn`` (raise ``n_steps`` then).
+    """
+    enc, scores, preds, deltas = attribute_tokens(
+        model, tokenizer, texts, method, max_length=max_length, n_steps=n_steps, token_budget=token_budget,
+        max_group=max_group, output=output, occlusion_token=occlusion_token, target=target,
+    )
+    out = []
+    for i in range(len(texts)):
+        words = enc.words[i]
+        ws = _to_words(scores[i], enc.word_ids[i], len(words), first_only=method == "occlusion")
+        large = bool(np.isfinite(deltas[i]) and deltas[i] > delta_warn)
+        out.append(WordAttributions(words, ws, int(preds[i]), method, float(deltas[i]), large))
+    n_large = sum(a.delta_large for a in out)
+    if n_large:
+        warnings.warn(
+            f"integrated gradients: {n_large} of {len(out)} examples have a convergence delta above "
+            f"{delta_warn:.0%} of |F(x) - F(baseline)| (max {np.nanmax(deltas):.3f}); raise n_steps",
+            stacklevel=2,
+        )
+    return out
+
+
+def heatmap_data(attributions: Sequence[WordAttributions]) -> list[tuple[list[str], list[float]]]:
+    """``(words, scores)`` per example, for token heatmaps in the report."""
+    return [(list(a.words), [float(s) for s in a.scores]) for a in attributions]
+
+
+def attribution_table(attributions: Sequence[WordAttributions], model_name: str) -> pd.DataFrame:
+    """Tidy per-word rows: model, method, example, position, word, score, prediction."""
+    rows = [
+        {"model": model_name, "method": a.method, "example": i, "position": j, "word": w, "score": float(s),
+         "prediction": a.prediction}
+        for i, a in enumerate(attributions) for j, (w, s) in enumerate(zip(a.words, a.scores))
+    ]
+    return pd.DataFrame(rows, columns=["model", "method", "example", "position", "word", "score", "prediction"])
+
+
+def render_heatmap_html(words: Sequence[str], scores: Sequence[float], scale: float | None = None) -> str:
+    """HTML spans, background intensity ∝ |score| / ``scale`` (default: max |score|).
+
+    Diverging and colour-blind safe (Okabe & Ito): vermillion #D55E00 for positive
+    (supports the prediction), blue #0072B2 for negative. Every word is ``html.escape``d.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(words) != scores.size:
+        raise ValueError(f"{len(words)} words but {scores.size} scores")
+    finite = np.abs(scores[np.isfinite(scores)])
+    scale = float(scale) if scale else float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    spans = []
+    for w, s in zip(words, scores):
+        s = float(s) if np.isfinite(s) else 0.0
+        alpha = min(abs(s) / scale, 1.0)
+        r, g, b = POSITIVE_RGB if s >= 0 else NEGATIVE_RGB
+        spans.append(
+            f'<span class="attr" title="{s:+.4f}" style="background-color: rgba({r}, {g}, {b}, {alpha:.3f})">'
+            f"{html.escape(w)}</span>"
+        )
+    return " ".join(spans)
+
+
+# --------------------------------------------------------------------------------------
+# metrics
+
+
+def _normalise(word: str) -> str:
+    return word.strip(string.punctuation).casefold()
+
+
+def token_positions(words: Sequence[str], token: str) -> np.ndarray:
+    """Indices of the words that are ``token`` (case-folded, surrounding punctuation stripped)."""
+    t = _normalise(token)
+    return np.array([j for j, w in enumerate(words) if _normalise(w) == t], dtype=np.int64)
+
+
+def spurious_attribution_metrics(
+    attributions: Sequence[WordAttributions], token: str, *, model_name: str, n_boot: int = 1000, seed: int = 0,
+    feature: str | None = None,
+) -> pd.DataFrame:
+    """Spurious attribution share, input share, top-1 rate and convergence delta (DESIGN.md §5).
+
+    Over the examples that contain ``token``: share = Σ|score| on the token's words / Σ|score|,
+    next to ``input_share`` = (token words) / (words) (1 / n for one token); top-1 rate =
+    whether a token word has the largest |score|. Intervals: 95 % bootstrap over examples.
+    """
+    share, input_share, top1, deltas = [], [], [], []
+    method = attributions[0].method if attributions else ""
+    for a in attributions:
+        pos = token_positions(a.words, token)
+        if pos.size == 0:
+            continue
+        mag = np.abs(a.scores)
+        total = mag.sum()
+        share.append(mag[pos].sum() / total if total > 0 else np.nan)
+        input_share.append(pos.size / len(a.words))
+        top1.append(float(total > 0 and int(np.argmax(mag)) in set(pos.tolist())))
+        deltas.append(a.delta)
+    values = {
+        "spurious_attribution_share": np.asarray(share, dtype=float),
+        "spurious_input_share": np.asarray(input_share, dtype=float),
+        "spurious_top1_rate": np.asarray(top1, dtype=float),
+    }
+    d = np.asarray(deltas, dtype=float)
+    if d.size and np.isfinite(d).all():
+        values["relative_convergence_delta"] = d
+        values["large_delta_rate"] = (d > DELTA_WARN).astype(float)
+    rows = []
+    for k, (name, v) in enumerate(values.items()):
+        v = v[np.isfinite(v)]
+        rng = np.random.default_rng([seed, 11, k])
+        rows.append(metric_row(bootstrap_mean(v, n_boot, rng), model=model_name, layer=None, property=feature or token,
+                               metric=name, method=method, n=int(v.size)))
+    return pd.DataFrame(rows)

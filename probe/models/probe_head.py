@@ -1,0 +1,145 @@
+"""A linear-probe classifier on a frozen pretrained encoder, shaped like a HF classifier.
+
+DESIGN.md §5: the *pretrained* model is explained on the same task as the fine-tuned one
+through a linear probe head trained on its frozen representation (Alain & Bengio 2017;
+Belinkov 2022 for probing classifiers). :class:`ProbeHeadClassifier` is the encoder + mean
+pooling over real tokens (attention mask 1, special tokens included, as in
+``probe.representations.extract``) of the last layer + one ``nn.Linear``. Its weights come
+from a scikit-learn ``StandardScaler`` + ``LogisticRegression`` fitted on pooled activations,
+with the scaler folded into the layer:
+
+    w·((x − μ) / σ) + b  =  (w / σ)·x + (b − Σ_j w_j μ_j / σ_j).
+
+For two classes sklearn has one decision function d(x); the logits are ``[0, d(x)]``, so
+their softmax is sklearn's ``predict_proba`` and ``logits[:, 1]`` is ``decision_function``.
+The module exposes ``forward(input_ids, attention_mask) -> .logits``,
+``get_input_embeddings()`` and ``.config.num_labels``: the attribution code treats it as it
+treats a fine-tuned ``AutoModelForSequenceClassification``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class ProbeHeadClassifier(nn.Module):
+    """``encoder`` (frozen use) + masked mean pooling of the last layer + a linear head."""
+
+    def __init__(self, encoder: nn.Module, weight: torch.Tensor | np.ndarray, bias: torch.Tensor | np.ndarray,
+                 id2label: dict[int, str] | None = None) -> None:
+        super().__init__()
+        self.encoder = getattr(encoder, "base_model", encoder)
+        weight = torch.as_tensor(np.asarray(weight), dtype=torch.float32)
+        bias = torch.as_tensor(np.asarray(bias), dtype=torch.float32)
+        self.head = nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            self.head.weight.copy_(weight)
+            self.head.bias.copy_(bias)
+        self.config = copy.deepcopy(self.encoder.config)
+        self.config.num_labels = weight.shape[0]
+        if id2label is not None:
+            self.config.id2label = dict(id2label)
+            self.config.label2id = {v: k for k, v in id2label.items()}
+        self.to(next(self.encoder.parameters()).device)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.encoder.get_input_embeddings()
+
+    def pooled(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+               **kwargs) -> torch.Tensor:
+        """Mean of the last layer over tokens with attention mask 1."""
+        kwargs.pop("labels", None)
+        kwargs.pop("output_hidden_states", None)
+        kwargs.pop("return_dict", None)
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        h = out.last_hidden_state
+        if attention_mask is None:
+            return h.mean(1)
+        mask = attention_mask.unsqueeze(-1).to(h.dtype)
+        return (h * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, **kwargs):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        return SequenceClassifierOutput(logits=self.head(self.pooled(input_ids, attention_mask, **kwargs)))
+
+
+def folded_linear(scaler, classifier) -> tuple[np.ndarray, np.ndarray]:
+    """``(weight [K, H], bias [K])`` of the linear map equal to ``classifier`` after ``scaler``.
+
+    Binary: ``weight = [0, w]``, ``bias = [0, b]`` (logit difference = decision function).
+    """
+    coef = np.asarray(classifier.coef_, dtype=np.float64)
+    intercept = np.asarray(classifier.intercept_, dtype=np.float64)
+    mean = np.asarray(scaler.mean_ if scaler.with_mean else np.zeros(coef.shape[1]), dtype=np.float64)
+    scale = np.asarray(scaler.scale_ if scaler.with_std else np.ones(coef.shape[1]), dtype=np.float64)
+    weight = coef / scale
+    bias = intercept - weight @ mean
+    if weight.shape[0] == 1:
+        weight = np.vstack([np.zeros_like(weight), weight])
+        bias = np.concatenate([[0.0], bias])
+    return weight, bias
+
+
+def pooled_last_layer(encoder: nn.Module, tokenizer, texts: Sequence[str], max_length: int, batch_size: int = 32) -> np.ndarray:
+    """``[n, hidden]`` last-layer activations mean-pooled over real tokens, in the order of ``texts``."""
+    from probe.models.batching import length_sorted_batches, pad_batch, tokenize
+
+    encoder = getattr(encoder, "base_model", encoder)
+    device = next(encoder.parameters()).device
+    ids = tokenize(tokenizer, list(texts), max_length)
+    out = None
+    was_training = encoder.training
+    try:
+        encoder.eval()
+        with torch.inference_mode():
+            for idx in length_sorted_batches(ids, batch_size):
+                batch = pad_batch(tokenizer, [ids[i] for i in idx]).to(device)
+                h = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
+                pooled = ((h * mask).sum(1) / mask.sum(1)).float().cpu().numpy()
+                if out is None:
+                    out = np.zeros((len(ids), pooled.shape[1]), dtype=np.float32)
+                out[idx] = pooled
+    finally:
+        encoder.train(was_training)
+    return out
+
+
+def fit_probe_head_on_features(
+    encoder: nn.Module, features: np.ndarray, labels: np.ndarray, *, num_labels: int | None = None, C: float = 1.0,
+    max_iter: int = 2000, seed: int = 0, id2label: dict[int, str] | None = None,
+) -> ProbeHeadClassifier:
+    """Fit ``StandardScaler`` + ``LogisticRegression`` on pooled ``features`` and fold them into a
+    :class:`ProbeHeadClassifier` (sklearn objects kept as ``scaler_`` and ``classifier_``)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    labels = np.asarray(labels)
+    k = int(num_labels if num_labels is not None else labels.max() + 1)
+    present = np.unique(labels)
+    if present.size != k or present.min() != 0 or present.max() != k - 1:
+        raise ValueError(f"probe head: labels must cover classes 0..{k - 1}; found {present.tolist()}")
+    scaler = StandardScaler().fit(features)
+    classifier = LogisticRegression(C=C, max_iter=max_iter, random_state=seed).fit(scaler.transform(features), labels)
+    weight, bias = folded_linear(scaler, classifier)
+    head = ProbeHeadClassifier(encoder, weight, bias, id2label)
+    head.scaler_ = scaler
+    head.classifier_ = classifier
+    return head
+
+
+def fit_probe_head(
+    encoder: nn.Module, tokenizer, texts: Sequence[str], labels: np.ndarray, *, max_length: int, batch_size: int = 32,
+    C: float = 1.0, max_iter: int = 2000, seed: int = 0, num_labels: int | None = None,
+    id2label: dict[int, str] | None = None,
+) -> ProbeHeadClassifier:
+    """Pool the frozen ``encoder``'s last layer on ``texts`` and fit the probe head on ``labels``."""
+    feats = pooled_last_layer(encoder, tokenizer, texts, max_length, batch_size)
+    return fit_probe_head_on_features(encoder, feats, labels, num_labels=num_labels, C=C, max_iter=max_iter,
+                                      seed=seed, id2label=id2label)
