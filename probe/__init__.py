@@ -13,32 +13,28 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "load_run", "load_config", "render_report", "linear_cka", "ProbeError", "Run", "__version__"]
+__all__ = ["run", "load_run", "load_config", "render_report", "linear_cka", "cka_matrix", "online_codelength",
+           "relative_extractability", "selectivity", "control_labels", "ProbeError", "Run", "__version__"]
+
+_LAZY = {
+    "run": "probe.pipeline",
+    "load_run": "probe.rundir",
+    "Run": "probe.rundir",
+    "load_config": "probe.config",
+    "render_report": "probe.report.render",
+    "linear_cka": "probe.analyses.similarity",
+    "cka_matrix": "probe.analyses.similarity",
+    "online_codelength": "probe.analyses.mdl",
+    "relative_extractability": "probe.analyses.mdl",
+    "selectivity": "probe.analyses.control_tasks",
+    "control_labels": "probe.analyses.control_tasks",
+    "ProbeError": "probe.errors",
+}
 
 
 def __getattr__(name: str):
-    if name == "run":
-        from probe.pipeline import run
+    if name in _LAZY:
+        import importlib
 
-        return run
-    if name in ("load_run", "Run"):
-        from probe import rundir
-
-        return getattr(rundir, name)
-    if name == "load_config":
-        from probe.config import load_config
-
-        return load_config
-    if name == "render_report":
-        from probe.report.render import render_report
-
-        return render_report
-    if name == "linear_cka":
-        from probe.analyses.similarity import linear_cka
-
-        return linear_cka
-    if name == "ProbeError":
-        from probe.errors import ProbeError
-
-        return ProbeError
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'probe' has no attribute {name!r}")

@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("datasets", help="list the built-in datasets")
     sub.add_parser("models", help="list the built-in backbones")
+    sub.add_parser("properties", help="list the natural text properties that probes look for")
     return p
 
 
@@ -81,7 +82,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "report": _cmd_report, "datasets": _cmd_datasets, "models": _cmd_models}
+def _cmd_properties(args: argparse.Namespace) -> int:
+    from probe.data.properties import available_properties
+
+    for p in available_properties().values():
+        print(f"{p.name:<28} {p.applies_to:<7} {p.description}")
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "report": _cmd_report, "datasets": _cmd_datasets, "models": _cmd_models,
+            "properties": _cmd_properties}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Union
+from typing import Annotated, Any, Literal, Mapping, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -104,8 +104,29 @@ class AnalysesConfig(_Section):
     probing: bool = True
     similarity: bool = True
     behaviour: bool = True
+    properties: Union[Literal["auto"], list[str]] = Field(
+        "auto", description="natural properties to probe: 'auto' (all registered ones that vary on the "
+        "data) or a list of names (`probe properties`)")
+    probe_family: Literal["logistic", "mlp"] = "logistic"
+    probe_C: Union[Literal["cv"], float] = Field(
+        "cv", description="L2 strength of the probes, or 'cv' to choose it by cross-validation on the "
+        "probe's training split")
     probe_max_iter: int = Field(2000, ge=10)
-    probe_C: float = Field(1.0, gt=0.0)
+    control_tasks: bool = True
+    mdl: bool = True
+    cka_debiased: bool = True
+    attribution: bool = True
+    attribution_methods: list[Literal["integrated_gradients", "saliency", "input_x_gradient", "occlusion"]] = Field(
+        default_factory=lambda: ["integrated_gradients", "saliency", "input_x_gradient", "occlusion"])
+    faithfulness_methods: list[Literal["integrated_gradients", "saliency", "input_x_gradient", "occlusion"]] = Field(
+        default_factory=lambda: ["integrated_gradients", "saliency", "input_x_gradient", "occlusion"],
+        description="methods whose ERASER comprehensiveness / sufficiency is measured (each costs 20 forward "
+        "passes per example)")
+    attribution_examples: int = Field(12, ge=2, le=10000, description="examples per partition (conflicting, "
+                                      "aligned, clean) that are attributed, for each model")
+    ig_steps: int = Field(32, ge=2, le=2000, description="integration steps of Layer Integrated Gradients")
+    invariance: bool = True
+    invariance_examples: int = Field(200, ge=2, le=100000)
     bootstrap_samples: int = Field(1000, ge=100, le=100000)
     reliance_threshold: float = Field(
         0.05, ge=0.0, le=1.0,
@@ -114,12 +135,34 @@ class AnalysesConfig(_Section):
     )
     batch_size: int = Field(64, ge=1, le=4096, description="batch size for activation extraction")
 
+    @field_validator("probe_C")
+    @classmethod
+    def _positive_c(cls, v: str | float) -> str | float:
+        if not isinstance(v, str) and v <= 0:
+            raise ValueError(f"must be 'cv' or a number > 0, got {v}")
+        return v
+
+    @field_validator("properties")
+    @classmethod
+    def _known_properties(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list):
+            from probe.data.properties import available_properties
+
+            known = available_properties()
+            unknown = [p for p in v if p not in known]
+            if unknown:
+                raise ValueError(f"unknown properties {unknown}; allowed: 'auto' or a list of {', '.join(known)}")
+        return v
+
 
 class Config(_Section):
     """One experiment."""
 
     name: str = "default"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="seeds the data split and planting (and everything else unless seeds is set)")
+    seeds: Optional[list[int]] = Field(
+        None, description="repeat fine-tuning and analyses once per seed; tables keep per-seed rows plus "
+        "the mean across seeds with its interval")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     output_dir: str = "reports"
     task: TaskConfig = TaskConfig()
@@ -138,6 +181,18 @@ class Config(_Section):
                 f"must be 1-100 letters, digits, '.', '_' or '-' (it names a folder), got {v!r}"
             )
         return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or len(set(v)) != len(v) or min(v) < 0):
+            raise ValueError(f"must be a non-empty list of distinct integers >= 0, got {v}")
+        return v
+
+    @property
+    def run_seeds(self) -> list[int]:
+        """The fine-tuning seeds of this run: ``seeds`` if given, else ``[seed]``."""
+        return list(self.seeds) if self.seeds else [self.seed]
 
     @model_validator(mode="after")
     def _unique_features(self) -> "Config":
@@ -250,7 +305,9 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
             messages.append(f"{loc}: unknown key; allowed keys here: {allowed}")
             continue
         value = e.get("input")
-        shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+        shown = repr(value)
+        if isinstance(value, dict) or len(shown) > 80:
+            shown = type(value).__name__
         msg = e["msg"].removeprefix("Value error, ")
         if loc:
             messages.append(f"{loc}: got {shown}: {msg}")

@@ -142,139 +142,379 @@ def execute(config: Config, progress: bool = True) -> Run:
 
 
 def _execute_stages(config, data, tokenizer, device, run_dir: Path, timer: _Timer, progress: bool) -> dict:
-    from probe.analyses.behaviour import reliance_metrics
-    from probe.analyses.probing import probe_layers, probe_split
-    from probe.analyses.similarity import cka_by_layer
-    from probe.analyses.stats import bootstrap_mean
-    from probe.analyses.verdict import decodability_sentence, reliance_verdict
+    from probe.analyses.aggregate import aggregate_seeds
     from probe.models.backbones import load_encoder
-    from probe.models.finetune import build_classifier, finetune
     from probe.report.render import render_report
-    from probe.representations.extract import extract_pooled
 
     _seed_everything(config.seed)
     atomic_write_text(run_dir / "config.yaml", dump_config(config))
     reused: list[str] = []
-    a = config.analyses
-    ml = config.task.max_length
-
-    # fine-tune ----------------------------------------------------------------------------
-    with timer.stage("finetune"):
-        ft_key = stable_hash([config.model.backbone, config.finetune.model_dump(), ml, config.seed,
-                              data.fingerprint(), "seqcls-v1"])
-        model_dir = run_dir / "models" / "finetuned"
-        key_file = model_dir / "probe_key.json"
-        model = None
-        if key_file.is_file() and json.loads(key_file.read_text()).get("key") == ft_key:
-            from transformers import AutoModelForSequenceClassification
-
-            model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-            train_log = json.loads((model_dir / "training.json").read_text())
-            reused.append("finetune")
-            log(f"finetune: reused checkpoint {model_dir} (key {ft_key})")
-        else:
-            log(f"finetune: {config.model.backbone}, {config.finetune.epochs} epochs on {device.type}")
-            model = build_classifier(config.model.backbone, data.classes, config.seed)
-            tl = finetune(model, tokenizer, data.train_texts, data.train_labels, data.val_texts, data.val_labels,
-                          config.finetune, ml, config.seed, device, progress)
-            train_log = {"epochs": tl.epochs, "tokens": tl.train_tokens, "seconds": tl.train_seconds,
-                         "tokens_per_second": tl.tokens_per_second}
-            tmp = model_dir.with_name(".finetuned.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            atomic_write_json(tmp / "training.json", train_log)
-            atomic_write_json(tmp / "probe_key.json", {"key": ft_key})
-            shutil.rmtree(model_dir, ignore_errors=True)
-            tmp.rename(model_dir)
-
-    # extract ------------------------------------------------------------------------------
+    seeds = config.run_seeds
+    fine_texts, fine_index = _unique(data.test_texts + [t for p in data.planted for t in p.inserted]
+                                     + data.probe_texts)
+    pre_texts, pre_index = _unique(data.probe_texts)
     with timer.stage("extract"):
-        fine_texts, fine_index = _unique(data.test_texts + [t for p in data.planted for t in p.inserted]
-                                         + data.probe_texts)
-        pre_texts, pre_index = _unique(data.probe_texts)
-        extraction: dict[str, dict] = {}
-        for name, texts, with_logits in (("pretrained", pre_texts, False), ("finetuned", fine_texts, True)):
-            source_key = config.model.backbone if name == "pretrained" else ft_key
-            key = stable_hash([source_key, config.seed, ml, texts, ACTIVATION_FORMAT])
-            path = run_dir / "cache" / f"activations-{name}-{key}.npz"
-            cached = _load_npz(path) if path.is_file() else None
-            if cached is not None:
-                reused.append(f"extract:{name}")
-                log(f"extract: reused cached {name} activations {path.name}")
-                extraction[name] = cached
-                continue
-            m = load_encoder(config.model.backbone, config.seed) if name == "pretrained" else model
-            out = extract_pooled(m, tokenizer, texts, ml, a.batch_size, device, with_logits=with_logits,
-                                 progress=progress, desc=f"extract {name}")
-            arrays = {"activations": out["activations"], "tokens": np.array(out["tokens"]),
-                      "seconds": np.array(out["seconds"])}
-            if with_logits:
-                arrays["logits"] = out["logits"]
-            _save_npz(path, **arrays)
-            extraction[name] = arrays
-            log(f"extract: {name}, {len(texts)} texts, {out['tokens'] / out['seconds']:.0f} tokens/s")
+        pre = _extract_cached(config, run_dir, "pretrained", config.model.backbone, pre_texts,
+                              lambda: load_encoder(config.model.backbone, config.seed), tokenizer, device,
+                              False, progress, reused)
+    pre_acts = pre["activations"][:, [pre_index[t] for t in data.probe_texts]]
 
-    # analyses -----------------------------------------------------------------------------
+    per_seed: dict[str, list[pd.DataFrame]] = {}
+    train_logs, speeds = {}, {"pretrained": _speed(pre)}
+    for seed in seeds:
+        suffix = "" if len(seeds) == 1 else f"-seed{seed}"
+        with timer.stage("finetune"):
+            model, train_log, ft_key = _finetune_cached(config, data, tokenizer, device, run_dir, seed, suffix,
+                                                        progress, reused)
+        with timer.stage("extract"):
+            fine = _extract_cached(config, run_dir, f"finetuned{suffix}", ft_key, fine_texts, lambda: model,
+                                   tokenizer, device, True, progress, reused)
+        speeds[f"finetuned{suffix}"] = _speed(fine)
+        train_logs[seed] = train_log
+        with timer.stage("analyses"):
+            fine_acts = fine["activations"][:, [fine_index[t] for t in data.probe_texts]]
+            preds = {"clean": fine["logits"][[fine_index[t] for t in data.test_texts]].argmax(1)}
+            for p in data.planted:
+                preds[p.feature.label] = fine["logits"][[fine_index[t] for t in p.inserted]].argmax(1)
+            tables = _analyse(config, data, pre_acts, fine_acts, preds, train_log, seed, progress)
+        if config.analyses.attribution or config.analyses.invariance:
+            with timer.stage("attribution"):
+                extra = _attribution_tables(config, data, lambda: load_encoder(config.model.backbone, config.seed),
+                                            model, tokenizer, pre_acts, seed, progress)
+            for name, df in extra.items():
+                tables[name] = pd.concat([tables[name], df], ignore_index=True) if name in tables else df
+        for name, df in tables.items():
+            df.insert(0, "seed", seed)
+            per_seed.setdefault(name, []).append(df)
+
     with timer.stage("analyses"):
-        tables: dict[str, pd.DataFrame] = {}
-        tables["training"] = pd.DataFrame([{k: e[k] for k in ("epoch", "train_loss", "validation_accuracy")}
-                                           for e in train_log["epochs"]])
-        probe_rows = [pre_index[t] for t in data.probe_texts]
-        pre_acts = extraction["pretrained"]["activations"][:, probe_rows]
-        fine_acts = extraction["finetuned"]["activations"][:, [fine_index[t] for t in data.probe_texts]]
-        if a.probing:
-            properties = {"task": data.test_labels}
-            for p in data.planted:
-                properties[p.feature.label] = p.probe_has_token.astype(int)
-            train_idx, test_idx = probe_split(data.test_labels, config.seed)
-            tables["probing"] = probe_layers({"pretrained": pre_acts, "finetuned": fine_acts}, properties,
-                                             train_idx, test_idx, a.probe_C, a.probe_max_iter,
-                                             a.bootstrap_samples, config.seed, progress)
-        if a.similarity:
-            tables["cka"] = cka_by_layer(pre_acts, fine_acts)
-        logits = extraction["finetuned"]["logits"]
-        clean_pred = logits[[fine_index[t] for t in data.test_texts]].argmax(1)
-        task_acc = dict(zip(("value", "ci_low", "ci_high"), bootstrap_mean(
-            (clean_pred == data.test_labels).astype(float), a.bootstrap_samples, np.random.default_rng([config.seed, 5, 0]))))
-        majority_rate = float(np.bincount(data.test_labels).max() / len(data.test_labels))
-        features = []
-        if a.behaviour:
-            frames = []
-            for p in data.planted:
-                ins_pred = logits[[fine_index[t] for t in p.inserted]].argmax(1)
-                df = reliance_metrics(clean_pred, ins_pred, data.test_labels, p.target, a.bootstrap_samples,
-                                      config.seed, p.feature.label)
-                frames.append(df)
-                metrics = {r.metric: {"value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high}
-                           for r in df.itertuples()}
-                status, sentence = reliance_verdict(metrics, p.feature.token, p.feature.target_class,
-                                                    a.reliance_threshold, majority_rate)
-                where = decodability_sentence(tables.get("probing"), p.feature.label)
-                features.append({
-                    "name": p.feature.label, "kind": "planted", "token": p.feature.token,
-                    "target_class": p.feature.target_class,
-                    "train_rate_in_class": p.train_rate_in_class, "train_rate_outside": p.train_rate_outside,
-                    "natural_rate": p.natural_rate,
-                    "task_accuracy": metrics["clean_accuracy"],
-                    **{k: metrics[k] for k in ("aligned_accuracy", "conflicting_accuracy",
-                                               "conflicting_accuracy_before", "s_only_error", "flip_rate",
-                                               "flip_rate_aligned", "reliance_gap")},
-                    "verdict_status": status, "verdict": sentence, "decodability": where,
-                })
-            if frames:
-                tables["behaviour"] = pd.concat(frames, ignore_index=True)
+        tables = {name: aggregate_seeds(pd.concat(dfs, ignore_index=True)) for name, dfs in per_seed.items()}
         for name, df in tables.items():
             write_table(run_dir, name, df)
+        features, task_acc = _features(config, data, tables)
 
-    summary = _summary(config, data, task_acc, features, train_log, extraction, reused, device)
+    summary = _summary(config, data, task_acc, features, train_logs, speeds, reused, device, tables)
     with timer.stage("report"):
         render_report(run_dir, summary_override={**summary, "status": "complete", "timings": timer.seconds})
     return summary
 
 
-def _summary(config: Config, data, task_acc: dict, features: list[dict], train_log: dict,
-             extraction: dict, reused: list[str], device) -> dict:
+def _speed(extraction: dict) -> float | None:
+    seconds = float(extraction.get("seconds", 0))
+    return float(extraction["tokens"]) / seconds if seconds > 0 else None
+
+
+def _finetune_cached(config, data, tokenizer, device, run_dir: Path, seed: int, suffix: str, progress: bool,
+                     reused: list[str]):
+    """The fine-tuned classifier for ``seed``: from ``models/finetuned<suffix>`` when its key matches."""
+    from probe.models.finetune import build_classifier, finetune
+
+    ft_key = stable_hash([config.model.backbone, config.finetune.model_dump(), config.task.max_length, seed,
+                          data.fingerprint(), "seqcls-v1"])
+    model_dir = run_dir / "models" / f"finetuned{suffix}"
+    key_file = model_dir / "probe_key.json"
+    label = f"finetune{suffix.replace('-', ':')}"
+    if key_file.is_file() and json.loads(key_file.read_text()).get("key") == ft_key:
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        reused.append(label)
+        log(f"finetune: reused checkpoint {model_dir} (key {ft_key})")
+        return model, json.loads((model_dir / "training.json").read_text()), ft_key
+    log(f"finetune: {config.model.backbone}, {config.finetune.epochs} epochs on {device.type}, seed {seed}")
+    model = build_classifier(config.model.backbone, data.classes, seed)
+    tl = finetune(model, tokenizer, data.train_texts, data.train_labels, data.val_texts, data.val_labels,
+                  config.finetune, config.task.max_length, seed, device, progress)
+    train_log = {"epochs": tl.epochs, "tokens": tl.train_tokens, "seconds": tl.train_seconds,
+                 "tokens_per_second": tl.tokens_per_second}
+    tmp = model_dir.with_name(f".{model_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    atomic_write_json(tmp / "training.json", train_log)
+    atomic_write_json(tmp / "probe_key.json", {"key": ft_key})
+    shutil.rmtree(model_dir, ignore_errors=True)
+    tmp.rename(model_dir)
+    return model, train_log, ft_key
+
+
+def _extract_cached(config, run_dir: Path, name: str, source_key: str, texts: list[str], get_model, tokenizer,
+                    device, with_logits: bool, progress: bool, reused: list[str]) -> dict:
+    """Pooled activations (and logits) of ``texts``, from ``cache/`` when the same inputs made them."""
+    from probe.representations.extract import extract_pooled
+
+    key = stable_hash([source_key, config.seed, config.task.max_length, texts, ACTIVATION_FORMAT])
+    path = run_dir / "cache" / f"activations-{name}-{key}.npz"
+    cached = _load_npz(path) if path.is_file() else None
+    if cached is not None:
+        reused.append(f"extract:{name.replace('-', ':')}")
+        log(f"extract: reused cached {name} activations {path.name}")
+        return cached
+    out = extract_pooled(get_model(), tokenizer, texts, config.task.max_length, config.analyses.batch_size, device,
+                         with_logits=with_logits, progress=progress, desc=f"extract {name}")
+    arrays = {"activations": out["activations"], "tokens": np.array(out["tokens"]), "seconds": np.array(out["seconds"])}
+    if with_logits:
+        arrays["logits"] = out["logits"]
+    _save_npz(path, **arrays)
+    log(f"extract: {name}, {len(texts)} texts, {out['tokens'] / out['seconds']:.0f} tokens/s")
+    return arrays
+
+
+def _analyse(config: Config, data, pre_acts: np.ndarray, fine_acts: np.ndarray, preds: dict[str, np.ndarray],
+             train_log: dict, seed: int, progress: bool) -> dict[str, pd.DataFrame]:
+    """Every analysis of one fine-tuning seed; tidy tables without the seed column."""
+    from probe.analyses.behaviour import reliance_metrics
+    from probe.analyses.control_tasks import document_type
+    from probe.analyses.probing import probe_split, probe_suite
+    from probe.analyses.similarity import cka_by_layer, cka_matrix, cka_matrix_table
+    from probe.analyses.stats import bootstrap_mean, metric_row
+    from probe.data.properties import compute_properties
+
+    a = config.analyses
+    tables: dict[str, pd.DataFrame] = {
+        "training": pd.DataFrame([{k: e[k] for k in ("epoch", "train_loss", "validation_accuracy")}
+                                  for e in train_log["epochs"]])}
+    acts = {"pretrained": pre_acts, "finetuned": fine_acts}
+    if a.probing:
+        properties = {"task": data.test_labels}
+        for p in data.planted:
+            properties[p.feature.label] = p.probe_has_token.astype(int)
+        names = None if a.properties == "auto" else a.properties
+        natural, skipped = compute_properties(data.probe_texts, names, min_count=10, return_skipped=True)
+        for name, reason in skipped.items():
+            log(f"probing: property {name} skipped: {reason}")
+        properties.update(natural)
+        types = [document_type(t) for t in data.test_texts]
+        train_idx, test_idx = probe_split(data.test_labels, seed)
+        tables["probing"] = probe_suite(acts, properties, types, train_idx, test_idx, a.probe_family, a.probe_C,
+                                        a.probe_max_iter, a.bootstrap_samples, seed, a.control_tasks, progress)
+        if a.mdl:
+            tables["mdl"] = _mdl_table(config, data, acts, properties, types, seed)
+    if a.similarity:
+        tables["cka"] = cka_by_layer(pre_acts, fine_acts, debiased=a.cka_debiased)
+        matrices = [cka_matrix_table(cka_matrix(pre_acts, fine_acts), metric="linear_cka")]
+        if a.cka_debiased:
+            matrices.append(cka_matrix_table(cka_matrix(pre_acts, fine_acts, debiased=True),
+                                             metric="debiased_linear_cka"))
+        tables["cka_matrix"] = pd.concat(matrices, ignore_index=True)
+    rows = [metric_row(bootstrap_mean((preds["clean"] == data.test_labels).astype(float), a.bootstrap_samples,
+                                      np.random.default_rng([seed, 5, 0])),
+                       model="finetuned", layer=None, property="task", metric="clean_accuracy",
+                       n=len(data.test_labels))]
+    frames = [pd.DataFrame(rows)]
+    if a.behaviour:
+        for p in data.planted:
+            frames.append(reliance_metrics(preds["clean"], preds[p.feature.label], data.test_labels, p.target,
+                                           a.bootstrap_samples, seed, p.feature.label))
+    tables["behaviour"] = pd.concat(frames, ignore_index=True)
+    return tables
+
+
+def _attribution_tables(config: Config, data, get_encoder, model, tokenizer, pre_acts: np.ndarray, seed: int,
+                        progress: bool) -> dict[str, pd.DataFrame]:
+    """What the prediction looks at (captum attributions, ERASER faithfulness) for both models, and
+    behavioural invariance of the fine-tuned model. The pretrained model is explained through a
+    linear probe head fitted on its frozen last layer (DESIGN.md §5), so both answer the same task."""
+    import warnings
+
+    from probe.analyses.attribution import spurious_attribution_metrics, word_attributions
+    from probe.analyses.faithfulness import faithfulness_metrics
+    from probe.analyses.invariance import invariance_metrics
+    from probe.analyses.probing import probe_split
+    from probe.models.probe_head import fit_probe_head_on_features
+
+    a = config.analyses
+    ml = config.task.max_length
+    out: dict[str, pd.DataFrame] = {}
+    if a.invariance:
+        rng = np.random.default_rng([seed, 15])
+        idx = np.sort(rng.choice(len(data.test_texts), min(a.invariance_examples, len(data.test_texts)), replace=False))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the uncased-tokenizer note is kept in the identical_inputs column
+            inv = invariance_metrics(model, tokenizer, [data.test_texts[i] for i in idx], max_length=ml,
+                                     labels=data.test_labels[idx], n_boot=a.bootstrap_samples, seed=seed)
+        out["behaviour"] = inv
+    if not a.attribution:
+        return out
+    train_idx, _ = probe_split(data.test_labels, seed)
+    head = fit_probe_head_on_features(get_encoder(), pre_acts[-1][train_idx], data.test_labels[train_idx],
+                                      num_labels=len(data.classes), seed=seed,
+                                      id2label=dict(enumerate(data.classes)))
+    models = {"pretrained": head, "finetuned": model}
+    rng = np.random.default_rng([seed, 14])
+    k = a.attribution_examples
+    labels = data.test_labels
+
+    def pick(mask: np.ndarray) -> np.ndarray:
+        idx = np.flatnonzero(mask)
+        return np.sort(rng.choice(idx, min(k, idx.size), replace=False))
+
+    partitions: list[tuple[str, str | None, str | None, list[str], np.ndarray]] = []
+    clean_idx = pick(np.ones(len(labels), bool))
+    partitions.append(("clean", None, None, [data.test_texts[i] for i in clean_idx], clean_idx))
+    for p in data.planted:
+        for part, mask in (("conflicting", labels != p.target), ("aligned", labels == p.target)):
+            idx = pick(mask)
+            partitions.append((part, p.feature.label, p.feature.token, [p.inserted[i] for i in idx], idx))
+    rows, words = [], []
+    jobs = [(m, method, part) for m in models for method in a.attribution_methods for part in partitions]
+    from tqdm.auto import tqdm
+
+    for mname, method, (part, feature, token, texts, idx) in tqdm(jobs, desc="attribution", disable=not progress,
+                                                                  leave=False):
+        if not texts:
+            continue
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            attrs = word_attributions(models[mname], tokenizer, texts, method, max_length=ml, n_steps=a.ig_steps)
+        if any("convergence" in str(w.message).lower() for w in caught):
+            log(f"attribution: {mname} {method} on {part}: large convergence delta; raise analyses.ig_steps")
+        frames = []
+        if token is not None:
+            frames.append(spurious_attribution_metrics(attrs, token, model_name=mname, n_boot=a.bootstrap_samples,
+                                                       seed=seed, feature=feature))
+        if method in a.faithfulness_methods:
+            frames.append(faithfulness_metrics(models[mname], tokenizer, attrs, model_name=mname,
+                                               feature=feature or "task", max_length=ml,
+                                               n_boot=a.bootstrap_samples, seed=seed))
+        for df in frames:
+            df.insert(df.columns.get_loc("metric") + 1, "partition", part)
+            rows.append(df)
+        if method == "integrated_gradients":
+            words.append(_heatmap_rows(attrs, mname, part, feature, token, idx, labels, data.classes))
+    out["attribution"] = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    if words:
+        out["attribution_words"] = pd.concat(words, ignore_index=True)
+    return out
+
+
+def _heatmap_rows(attrs, model: str, partition: str, feature: str | None, token: str | None, idx: np.ndarray,
+                  labels: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """Word-level IG scores of the most telling examples of one partition: the first, and for token
+    partitions also those with the highest and the lowest spurious attribution share."""
+    from probe.analyses.attribution import token_positions
+
+    chosen = {0: "example"}
+    if token is not None and attrs:
+        shares = []
+        for a in attrs:
+            pos = token_positions(a.words, token)
+            total = np.abs(a.scores).sum()
+            shares.append(np.abs(a.scores)[pos].sum() / total if pos.size and total > 0 else np.nan)
+        if np.isfinite(shares).any():
+            chosen = {int(np.nanargmax(shares)): "highest spurious share",
+                      int(np.nanargmin(shares)): "lowest spurious share"}
+    rows = []
+    for i, why in chosen.items():
+        a = attrs[i]
+        for position, (word, score) in enumerate(zip(a.words, a.scores)):
+            rows.append({"model": model, "partition": partition, "property": feature or "task", "example": int(idx[i]),
+                         "selection": why, "label": classes[labels[idx[i]]], "prediction": classes[a.prediction],
+                         "position": position, "word": word, "score": float(score)})
+    return pd.DataFrame(rows)
+
+
+def _mdl_table(config: Config, data, acts: dict[str, np.ndarray], properties: dict[str, np.ndarray],
+               types: list[str], seed: int) -> pd.DataFrame:
+    """Online codelength (Voita & Titov 2020) of the task, each planted feature and their control
+    tasks for every (model, layer), plus relative extractability (Lovering et al. 2021) of each
+    planted feature against its target class on balanced binary probes."""
+    from probe.analyses.control_tasks import control_labels
+    from probe.analyses.mdl import online_codelength_layers
+    from probe.analyses.stats import bootstrap_indices
+
+    n_boot = config.analyses.bootstrap_samples
+    models = list(acts)
+    L = acts[models[0]].shape[0]
+    designs = np.concatenate([acts[m] for m in models])  # [models * L, n, d]
+    keys = [(m, l) for m in models for l in range(L)]
+    names = ["task"] + [p.feature.label for p in data.planted]
+    labels = {}
+    for i, name in enumerate(names):
+        labels[name] = properties[name]
+        control = control_labels(types, properties[name], np.random.default_rng([seed, 6, i]))
+        if np.unique(control).size > 1:  # too few document types give a constant control: no control
+            labels[f"control:{name}"] = control
+    bits = online_codelength_layers(designs, labels, seed=seed)
+    n = designs.shape[1]
+    boot = bootstrap_indices(n, n_boot, np.random.default_rng([seed, 9]))
+    rows = []
+
+    def add(model, layer, prop, metric, value, samples):
+        lo, hi = np.quantile(samples, [0.025, 0.975]) if samples is not None else (np.nan, np.nan)
+        rows.append({"model": model, "layer": layer, "property": prop, "metric": metric, "value": float(value),
+                     "ci_low": float(lo), "ci_high": float(hi)})
+
+    for name in names:
+        K = len(np.unique(labels[name]))
+        uniform = n * np.log2(K)
+        for g, (m, l) in enumerate(keys):
+            for prefix in ("", "control_"):
+                if prefix and f"control:{name}" not in bits:
+                    continue
+                b = bits[("control:" if prefix else "") + name][g]
+                total, samples = b.sum(), b[boot].sum(axis=1)
+                add(m, l, name, f"{prefix}codelength_bits", total, samples)
+                add(m, l, name, f"{prefix}compression", uniform / total, uniform / samples)
+    for p in data.planted:
+        rng = np.random.default_rng([seed, 10])
+        s_lab = properties[p.feature.label]
+        t_lab = (data.test_labels == p.target).astype(int)
+        per_class = int(min(s_lab.sum(), n - s_lab.sum(), t_lab.sum(), n - t_lab.sum()))
+        idx = {k: np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False)
+                                          for c in (0, 1)])) for k, y in (("s", s_lab), ("t", t_lab))}
+        bs = online_codelength_layers(designs[:, idx["s"]], {"s": s_lab[idx["s"]]}, seed=seed)["s"]
+        bt = online_codelength_layers(designs[:, idx["t"]], {"t": t_lab[idx["t"]]}, seed=seed)["t"]
+        boot2 = bootstrap_indices(2 * per_class, n_boot, np.random.default_rng([seed, 12]))
+        boot3 = bootstrap_indices(2 * per_class, n_boot, np.random.default_rng([seed, 13]))
+        for g, (m, l) in enumerate(keys):
+            add(m, l, p.feature.label, "relative_extractability", bs[g].sum() / bt[g].sum(),
+                bs[g][boot2].sum(axis=1) / bt[g][boot3].sum(axis=1))
+    return pd.DataFrame(rows)
+
+
+def _features(config: Config, data, tables: dict[str, pd.DataFrame]) -> tuple[list[dict], dict]:
+    """Headline numbers and verdict per planted feature, from the behaviour table.
+
+    With several seeds the numbers are the across-seed means and intervals (``seed == "all"``).
+    """
+    from probe.analyses.verdict import decodability_sentence, reliance_verdict
+
+    a = config.analyses
+    b = tables["behaviour"]
+    pooled = b[b.seed.astype(str) == "all"] if (b.seed.astype(str) == "all").any() else b
+    probing = tables.get("probing")
+    if probing is not None:
+        probing = probing[probing.seed.astype(str) == str(pooled.seed.iloc[0])]
+
+    def metric(prop: str, name: str) -> dict:
+        r = pooled[(pooled.property == prop) & (pooled.metric == name)].iloc[0]
+        return {"value": float(r.value), "ci_low": float(r.ci_low), "ci_high": float(r.ci_high)}
+
+    task_acc = metric("task", "clean_accuracy")
+    majority_rate = float(np.bincount(data.test_labels).max() / len(data.test_labels))
+    features = []
+    if not a.behaviour:
+        return features, task_acc
+    for p in data.planted:
+        name = p.feature.label
+        metrics = {m: metric(name, m) for m in ("clean_accuracy", "aligned_accuracy", "conflicting_accuracy",
+                                                "conflicting_accuracy_before", "s_only_error", "flip_rate",
+                                                "flip_rate_aligned", "reliance_gap")}
+        status, sentence = reliance_verdict(metrics, p.feature.token, p.feature.target_class,
+                                            a.reliance_threshold, majority_rate)
+        features.append({
+            "name": name, "kind": "planted", "token": p.feature.token, "target_class": p.feature.target_class,
+            "train_rate_in_class": p.train_rate_in_class, "train_rate_outside": p.train_rate_outside,
+            "natural_rate": p.natural_rate, "task_accuracy": metrics.pop("clean_accuracy"), **metrics,
+            "verdict_status": status, "verdict": sentence,
+            "decodability": decodability_sentence(probing, name) if probing is not None else "",
+        })
+    return features, task_acc
+
+
+def _summary(config: Config, data, task_acc: dict, features: list[dict], train_logs: dict, speeds: dict,
+             reused: list[str], device, tables: dict[str, pd.DataFrame]) -> dict:
     first = features[0] if features else {}
     headline = {k: first.get(k) for k in ("aligned_accuracy", "conflicting_accuracy", "s_only_error",
                                           "flip_rate", "reliance_gap")}
@@ -282,8 +522,16 @@ def _summary(config: Config, data, task_acc: dict, features: list[dict], train_l
         verdict = "No spurious features were configured; only task quality and layer comparisons were measured."
     else:
         verdict = " ".join(f["verdict"].split(". ")[0].rstrip(".") + "." for f in features)
-    extract_speed = {name: float(e["tokens"]) / float(e["seconds"]) for name, e in extraction.items()
-                     if "tokens" in e and float(e["seconds"]) > 0}
+    seeds = config.run_seeds
+    majority_rate = float(np.bincount(data.test_labels).max() / len(data.test_labels))
+    b = tables["behaviour"]
+    per_seed = []
+    for s in seeds:
+        acc = float(b[(b.seed.astype(str) == str(s)) & (b.property == "task")].value.iloc[0])
+        per_seed.append({"seed": s, "clean_accuracy": acc,
+                         "collapsed": bool(acc <= majority_rate + config.analyses.reliance_threshold),
+                         "final_validation_accuracy": train_logs[s]["epochs"][-1]["validation_accuracy"]})
+    train_speed = [t["tokens_per_second"] for t in train_logs.values() if t.get("tokens_per_second")]
     return {
         "status": "running",
         "name": config.name,
@@ -292,13 +540,17 @@ def _summary(config: Config, data, task_acc: dict, features: list[dict], train_l
         "task_accuracy": task_acc,
         **headline,
         "features": features,
+        "seeds": seeds,
+        "per_seed": per_seed,
+        "probe_family": config.analyses.probe_family,
+        "majority_rate": majority_rate,
         "task": {"dataset": config.task.dataset, "classes": data.classes, "n_examples": data.n_total,
                  "n_train": len(data.train_texts), "n_validation": len(data.val_texts),
                  "n_test": len(data.test_texts),
-                 "final_validation_accuracy": train_log["epochs"][-1]["validation_accuracy"]},
+                 "final_validation_accuracy": float(np.mean([p["final_validation_accuracy"] for p in per_seed]))},
         "model": {"backbone": config.model.backbone},
-        "throughput": {"train_tokens_per_second": train_log.get("tokens_per_second"),
-                       "extract_tokens_per_second": extract_speed},
+        "throughput": {"train_tokens_per_second": float(np.mean(train_speed)) if train_speed else None,
+                       "extract_tokens_per_second": speeds},
         "reused_stages": reused,
         "device": str(device),
         "seed": config.seed,

@@ -61,6 +61,8 @@ def test_help_does_not_import_torch():
 def test_listing_and_print_config(tmp_path):
     res = probe_cli("datasets", cwd=tmp_path)
     assert res.returncode == 0 and "bbc-news" in res.stdout and "wnut16" in res.stdout
+    res = probe_cli("properties", cwd=tmp_path)
+    assert res.returncode == 0 and "length_bucket" in res.stdout and "has_mention" in res.stdout
     res = probe_cli("models", cwd=tmp_path)
     assert res.returncode == 0 and "minilm" in res.stdout and "tiny-bert" in res.stdout
     res = probe_cli("run", "--print-config", "--set", "finetune.epochs=7", cwd=tmp_path)

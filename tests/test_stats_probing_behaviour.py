@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from probe.analyses.behaviour import reliance_metrics
-from probe.analyses.probing import probe_accuracy, probe_layers, probe_split
+from probe.analyses.probing import probe_accuracy, probe_split, probe_suite
 from probe.analyses.stats import bootstrap_mean
 from probe.analyses.verdict import decodability_sentence, reliance_verdict
 
@@ -32,15 +32,18 @@ def test_probe_finds_planted_linear_signal_and_not_noise():
     assert abs(correct.mean() - 0.25) < 0.12
 
 
-def test_probe_layers_tidy_rows():
+def test_probe_suite_tidy_rows():
     rng = np.random.default_rng(0)
     acts = {"pretrained": rng.normal(size=(2, 100, 8)), "finetuned": rng.normal(size=(2, 100, 8))}
     acts["finetuned"][1, :, 0] += np.repeat([0, 4.0], 50)
     y = np.repeat([0, 1], 50)
     train, test = probe_split(y, 0)
-    df = probe_layers(acts, {"task": y}, train, test, 1.0, 500, 100, 0, progress=False)
+    df = probe_suite(acts, {"task": y}, [f"t{i}" for i in range(100)], train, test, C=1.0, max_iter=500, n_boot=100,
+                     control=False, progress=False)
     assert list(df.columns[:4]) == ["model", "layer", "property", "metric"]
-    assert len(df) == 2 * 2 * 1 * 2
+    per_model = df[df.model.isin(["pretrained", "finetuned"])]
+    assert len(per_model) == 2 * 2 * 1 * 3  # accuracy, majority_baseline, probe_C
+    assert len(df[df.metric == "accuracy_difference"]) == 2
     acc = df[df.metric == "accuracy"].set_index(["model", "layer"]).value
     assert acc[("finetuned", 1)] > 0.9 and acc[("pretrained", 1)] < 0.75
     sentence = decodability_sentence(df, "task")

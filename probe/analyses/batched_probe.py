@@ -1,6 +1,6 @@
 """Batched probes in torch: many logistic-regression probes fitted at once, and an MLP probe.
 
-``probe_layers`` fits one probe per (model, layer, property); with scikit-learn that is one
+A plain probing loop fits one probe per (model, layer, property); with scikit-learn that is one
 L-BFGS run after another. Here every probe is a slice of one batched L-BFGS run: the
 objective is a sum of independent problems, so each keeps its own curvature history, step
 size and stopping test, while the linear algebra (one ``bmm`` per evaluation) is shared.
