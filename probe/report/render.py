@@ -43,13 +43,56 @@ def _table_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return list(df.columns), [[cell(v) for v in row] for row in df.itertuples(index=False)]
 
 
-def _amplification(probing: pd.DataFrame) -> pd.DataFrame:
-    acc = probing[probing.metric == "accuracy"].pivot_table(index=["property", "layer"], columns="model",
-                                                             values="value")
-    if not {"pretrained", "finetuned"} <= set(acc.columns):
-        return pd.DataFrame()
-    out = (acc["finetuned"] - acc["pretrained"]).rename("finetuned_minus_pretrained").reset_index()
-    return out.pivot(index="property", columns="layer", values="finetuned_minus_pretrained").reset_index()
+def _pooled(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows to show: the across-seed aggregate where there are several seeds, else the one seed."""
+    if "seed" not in df:
+        return df
+    seeds = df["seed"].astype(str)
+    keep = seeds == "all" if (seeds == "all").any() else seeds == seeds.iloc[0]
+    return df[keep].drop(columns="seed")
+
+
+def _ci_text(r) -> str:
+    if r.ci_low != r.ci_low:  # NaN: no interval
+        return f"{r.value:+.3f}"
+    return f"{r.value:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+
+
+def _layer_pivot(df: pd.DataFrame, index: list[str], signed: bool = True) -> tuple[list[str], list[list[str]]]:
+    """``index`` × layer table whose cells read ``value [ci_low, ci_high]``."""
+    fmt = _ci_text if signed else (lambda r: f"{r.value:.3f}" if r.ci_low != r.ci_low
+                                   else f"{r.value:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]")
+    d = df.assign(cell=[fmt(r) for r in df.itertuples()])
+    wide = d.pivot_table(index=index, columns="layer", values="cell", aggfunc="first").reset_index()
+    wide.columns = [c if isinstance(c, str) else f"layer {int(c)}" for c in wide.columns]
+    return _table_rows(wide)
+
+
+def _wide(df: pd.DataFrame, index: list[str]) -> tuple[list[str], list[list[str]]]:
+    """``index`` × metric table whose cells read ``value [ci_low, ci_high]``."""
+    d = df.assign(cell=[f"{r.value:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" for r in df.itertuples()])
+    wide = d.pivot_table(index=index, columns="metric", values="cell", aggfunc="first").reset_index()
+    wide.columns = [str(c) for c in wide.columns]
+    return _table_rows(wide)
+
+
+def _heatmaps(words: pd.DataFrame) -> list[dict]:
+    """Word heatmaps (integrated gradients) of the stored examples; every word escaped."""
+    from markupsafe import Markup
+
+    from probe.analyses.attribution import render_heatmap_html
+
+    if "seed" in words:
+        words = words[words.seed.astype(str) == str(words.seed.iloc[0])]
+    out = []
+    keys = ["model", "property", "partition", "selection", "example"]
+    for key, g in words.groupby(keys, sort=False):
+        g = g.sort_values("position")
+        info = dict(zip(keys, key))
+        info.update(label=g.label.iloc[0], prediction=g.prediction.iloc[0],
+                    html=Markup(render_heatmap_html(g.word.astype(str).tolist(), g.score.to_numpy())))
+        out.append(info)
+    return out
 
 
 def render_report(run_dir: str | Path, summary_override: dict | None = None) -> Path:
@@ -65,36 +108,57 @@ def render_report(run_dir: str | Path, summary_override: dict | None = None) -> 
                              "run it again with probe run")
     else:
         summary = summary_override
-    tables = _read_tables(run_dir)
+    raw = _read_tables(run_dir)
+    tables = {name: _pooled(df) for name, df in raw.items()}
     config_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
 
     figs: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
     if "probing" in tables:
-        figs["probing"] = figures.probing_figure(tables["probing"])
+        probing = tables["probing"]
+        figs["probing"] = figures.probing_figure(probing[probing.model.isin(["pretrained", "finetuned"])])
+        amp = probing[probing.metric == "accuracy_difference"]
+        if not amp.empty:
+            sections["amplification"] = _layer_pivot(amp, ["property"])
+        sections["probing"] = _table_rows(probing)
+    if "mdl" in tables:
+        mdl = tables["mdl"]
+        figs["mdl"] = figures.mdl_figure(mdl)
+        comp = mdl[mdl.metric.isin(["compression", "control_compression"])]
+        sections["compression"] = _layer_pivot(comp, ["model", "property", "metric"], signed=False)
+        rel = mdl[mdl.metric == "relative_extractability"]
+        if not rel.empty:
+            sections["extractability"] = _layer_pivot(rel, ["model", "property"], signed=False)
+        sections["mdl"] = _table_rows(mdl)
     if "cka" in tables:
         figs["cka"] = figures.cka_figure(tables["cka"])
+        sections["cka"] = _table_rows(tables["cka"].drop(columns=["model", "property"], errors="ignore"))
+    if "cka_matrix" in tables:
+        figs["cka_heatmap"] = figures.cka_heatmap(tables["cka_matrix"])
+    heatmaps = []
+    if "attribution" in tables and not tables["attribution"].empty:
+        attr = tables["attribution"]
+        spur = attr[attr.metric.isin(["spurious_attribution_share", "spurious_input_share", "spurious_top1_rate"])]
+        if not spur.empty:
+            sections["spurious_attribution"] = _wide(spur, ["model", "property", "partition", "method"])
+        faith = attr[attr.metric.isin(["comprehensiveness_aopc", "sufficiency_aopc"])]
+        if not faith.empty:
+            sections["faithfulness"] = _wide(faith, ["model", "partition", "method"])
+        sections["attribution"] = _table_rows(attr)
+    if "attribution_words" in raw:
+        heatmaps = _heatmaps(raw["attribution_words"])
     behaviour_figs = {}
     if "behaviour" in tables:
+        behaviour = tables["behaviour"]
         for f in summary.get("features", []):
-            behaviour_figs[f["name"]] = figures.behaviour_figure(tables["behaviour"], f["name"])
-
-    sections = {}
-    if "behaviour" in tables:
-        sections["behaviour"] = _table_rows(tables["behaviour"].drop(columns=["model", "layer"], errors="ignore"))
-    if "probing" in tables:
-        amp = _amplification(tables["probing"])
-        if not amp.empty:
-            sections["amplification"] = _table_rows(amp)
-        wide = tables["probing"].copy()
-        sections["probing"] = _table_rows(wide)
-    if "cka" in tables:
-        sections["cka"] = _table_rows(tables["cka"].drop(columns=["model", "property"], errors="ignore"))
-    if "training" in tables:
-        sections["training"] = _table_rows(tables["training"])
+            behaviour_figs[f["name"]] = figures.behaviour_figure(behaviour, f["name"])
+        sections["behaviour"] = _table_rows(behaviour.drop(columns=["model", "layer"], errors="ignore"))
+    if "training" in raw:
+        sections["training"] = _table_rows(raw["training"])
 
     html = _env().get_template("report.html.j2").render(
         s=summary, figs=figs, behaviour_figs=behaviour_figs, sections=sections,
-        config_text=config_text, status_label=STATUS_LABEL,
+        config_text=config_text, status_label=STATUS_LABEL, heatmaps=heatmaps,
     )
     out = run_dir / "index.html"
     atomic_write_text(out, html)
