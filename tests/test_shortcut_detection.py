@@ -41,14 +41,36 @@ def test_tiny_bert_control_is_not_reported(tmp_path):
 
 @pytest.mark.slow
 def test_minilm_default_and_control(tmp_path):
-    """The README's claim, end to end on the real default (about 2 minutes each on 2 cores)."""
-    default = probe.run(None, progress=False, output_dir=str(tmp_path)).summary
-    f = default["features"][0]
+    """README's claims, end to end on the real default (about 3.5 minutes on 2 cores) and its
+    control (behaviour and integrated gradients only, about 2 minutes)."""
+    run = probe.run(None, progress=False, output_dir=str(tmp_path))
+    f = run.summary["features"][0]
     assert f["verdict_status"] == "relies"
     assert f["conflicting_accuracy_before"]["ci_low"] > 0.85
     assert f["conflicting_accuracy"]["ci_high"] < f["conflicting_accuracy_before"]["ci_low"] - 0.4
-    control = probe.run(ROOT / "examples" / "control.yaml", progress=False, output_dir=str(tmp_path)).summary
-    c = control["features"][0]
+    # probing: the topic probe is selective at every layer, and cheaper to transmit than its control
+    probing = run.table("probing")
+    sel = probing[(probing.property == "task") & (probing.metric == "selectivity")]
+    assert len(sel) == 14 and (sel.ci_low > 0.2).all()
+    mdl = run.table("mdl").set_index(["model", "layer", "property", "metric"]).value
+    for model in ("pretrained", "finetuned"):
+        for layer in range(7):
+            assert mdl[(model, layer, "task", "codelength_bits")] < mdl[(model, layer, "task", "control_codelength_bits")]
+    # attribution: the token dominates the fine-tuned model's integrated gradients on conflicting examples
+    attr = run.table("attribution")
+    ig = attr[(attr.method == "integrated_gradients") & (attr.partition == "conflicting")].set_index(["model", "metric"])
+    assert ig.loc[("finetuned", "spurious_top1_rate"), "value"] > 0.8
+    assert ig.loc[("pretrained", "spurious_top1_rate"), "value"] < 0.3
+    comp = attr[(attr.metric == "comprehensiveness_aopc") & (attr.method == "integrated_gradients-random")]
+    assert (comp[comp.model == "finetuned"].ci_low > 0).all()
+
+    control = probe.run(ROOT / "examples" / "control.yaml", progress=False, output_dir=str(tmp_path),
+                        analyses__probing=False, analyses__similarity=False, analyses__invariance=False,
+                        analyses__attribution_methods=["integrated_gradients"])
+    c = control.summary["features"][0]
     assert c["verdict_status"] == "none", c["verdict"]
-    assert control["task_accuracy"]["ci_low"] > 0.85
+    assert control.summary["task_accuracy"]["ci_low"] > 0.85
     assert c["conflicting_accuracy"]["ci_low"] > c["conflicting_accuracy_before"]["value"] - 0.1
+    attr = control.table("attribution")
+    ig = attr[(attr.method == "integrated_gradients") & (attr.partition == "conflicting")].set_index(["model", "metric"])
+    assert ig.loc[("finetuned", "spurious_top1_rate"), "value"] < 0.3
