@@ -473,6 +473,11 @@ def _mdl_table(config: Config, data, acts: dict[str, np.ndarray], properties: di
     return pd.DataFrame(rows)
 
 
+def _majority_rate(labels: np.ndarray) -> float:
+    """Accuracy of always predicting the most frequent test class."""
+    return float(np.bincount(labels).max() / len(labels))
+
+
 def _features(config: Config, data, tables: dict[str, pd.DataFrame]) -> tuple[list[dict], dict]:
     """Headline numbers and verdict per planted feature, from the behaviour table.
 
@@ -492,7 +497,7 @@ def _features(config: Config, data, tables: dict[str, pd.DataFrame]) -> tuple[li
         return {"value": float(r.value), "ci_low": float(r.ci_low), "ci_high": float(r.ci_high)}
 
     task_acc = metric("task", "clean_accuracy")
-    majority_rate = float(np.bincount(data.test_labels).max() / len(data.test_labels))
+    majority_rate = _majority_rate(data.test_labels)
     features = []
     if not a.behaviour:
         return features, task_acc
@@ -523,7 +528,7 @@ def _summary(config: Config, data, task_acc: dict, features: list[dict], train_l
     else:
         verdict = " ".join(f["verdict"].split(". ")[0].rstrip(".") + "." for f in features)
     seeds = config.run_seeds
-    majority_rate = float(np.bincount(data.test_labels).max() / len(data.test_labels))
+    majority_rate = _majority_rate(data.test_labels)
     b = tables["behaviour"]
     per_seed = []
     for s in seeds:

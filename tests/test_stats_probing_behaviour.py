@@ -87,3 +87,21 @@ def test_verdict_comes_from_the_interval(gap, clean, status):
     got, sentence = reliance_verdict(_metrics(gap, clean), "zebra", "business", 0.05, majority_rate=0.23)
     assert got == status
     assert "zebra" in sentence and "business" in sentence
+
+
+def test_probe_suite_mlp_family_sees_nonlinear_signal():
+    rng = np.random.default_rng(0)
+    n = 240
+    X = rng.normal(size=(n, 4))
+    y = ((X[:, 0] > 0) ^ (X[:, 1] > 0)).astype(int)  # XOR: no linear probe can decode it
+    acts = {"pretrained": np.stack([X, rng.normal(size=(n, 4))]), "finetuned": np.stack([X, X])}
+    train, test = probe_split(y, 0)
+    types = [f"t{i}" for i in range(n)]
+    mlp = probe_suite(acts, {"xor": y}, types, train, test, family="mlp", C="cv", n_boot=100, progress=False)
+    linear = probe_suite(acts, {"xor": y}, types, train, test, family="logistic", C=1.0, n_boot=100,
+                         progress=False)
+    acc = lambda df: df[df.metric == "accuracy"].set_index(["model", "layer"]).value  # noqa: E731
+    assert acc(mlp)[("finetuned", 0)] > 0.85 and acc(linear)[("finetuned", 0)] < 0.7
+    assert acc(mlp)[("pretrained", 1)] < 0.7  # noise layer stays at chance
+    sel = mlp[mlp.metric == "selectivity"].set_index(["model", "layer"]).value
+    assert sel[("finetuned", 0)] > 0.3
