@@ -9,7 +9,7 @@ set -euo pipefail
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 probe() { python3 -m probe "$@"; }
 date -u; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 probe run --quiet --set device=cuda --set output_dir=/tmp/gpu-reports
 python3 - <<'PY'
 import json
