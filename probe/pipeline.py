@@ -1,6 +1,7 @@
-"""The flow of one run (DESIGN.md §3): data -> fine-tune -> extract -> analyses -> report.
+"""The flow of one run (DESIGN.md §3): data -> fine-tune -> extract -> analyses -> attribution -> report.
 
-Each expensive artifact (fine-tuned checkpoint, activations) is keyed by a hash of what
+With ``seeds``, fine-tuning, extraction, analyses and attribution repeat per seed (the
+pretrained activations are shared), and the tables gain across-seed rows. Each expensive artifact (fine-tuned checkpoint, activations) is keyed by a hash of what
 produced it and written atomically, so an interrupted or repeated run resumes instead of
 recomputing. ``summary.json`` says ``"status": "complete"`` only once everything is written.
 """
