@@ -306,16 +306,6 @@ def heatmap_data(attributions: Sequence[WordAttributions]) -> list[tuple[list[st
     return [(list(a.words), [float(s) for s in a.scores]) for a in attributions]
 
 
-def attribution_table(attributions: Sequence[WordAttributions], model_name: str) -> pd.DataFrame:
-    """Tidy per-word rows: model, method, example, position, word, score, prediction."""
-    rows = [
-        {"model": model_name, "method": a.method, "example": i, "position": j, "word": w, "score": float(s),
-         "prediction": a.prediction}
-        for i, a in enumerate(attributions) for j, (w, s) in enumerate(zip(a.words, a.scores))
-    ]
-    return pd.DataFrame(rows, columns=["model", "method", "example", "position", "word", "score", "prediction"])
-
-
 def render_heatmap_html(words: Sequence[str], scores: Sequence[float], scale: float | None = None) -> str:
     """HTML spans, background intensity ∝ |score| / ``scale`` (default: max |score|).
 

@@ -15,11 +15,6 @@ import pandas as pd
 from probe.analyses.stats import jackknife_statistic, metric_row
 
 
-def _centered_gram(X: np.ndarray) -> np.ndarray:
-    X = X - X.mean(axis=0, keepdims=True)
-    return X @ X.T
-
-
 def _centre(G: np.ndarray) -> np.ndarray:
     """H G H with H = I - 11ᵀ/n (double centring)."""
     return G - G.mean(0, keepdims=True) - G.mean(1, keepdims=True) + G.mean()

@@ -26,20 +26,6 @@ def bootstrap_mean(values: np.ndarray, n_boot: int, rng: np.random.Generator, le
     return float(values.mean()), float(lo), float(hi)
 
 
-def bootstrap_statistic(
-    n: int, statistic: Callable[[np.ndarray], float], n_boot: int, rng: np.random.Generator, level: float = 0.95
-) -> tuple[float, float, float]:
-    """A statistic of resampled example indices: ``statistic(np.arange(n))`` and its interval."""
-    point = statistic(np.arange(n))
-    samples = np.array([statistic(idx) for idx in bootstrap_indices(n, n_boot, rng)])
-    alpha = (1 - level) / 2
-    lo, hi = np.nanquantile(samples, [alpha, 1 - alpha])
-    return float(point), float(lo), float(hi)
-
-
-KEY_ORDER = ("model", "layer", "property", "metric")
-
-
 def jackknife_statistic(
     n: int, statistic: Callable[[np.ndarray], float], level: float = 0.95
 ) -> tuple[float, float, float]:
@@ -57,6 +43,9 @@ def jackknife_statistic(
     se = float(np.sqrt((n - 1) / n * np.sum((loo - loo.mean()) ** 2)))
     z = float(norm.ppf(0.5 + level / 2))
     return float(point), float(point - z * se), float(point + z * se)
+
+
+KEY_ORDER = ("model", "layer", "property", "metric")
 
 
 def metric_row(value_ci: tuple[float, float, float], **keys) -> dict:
