@@ -155,6 +155,31 @@ class AnalysesConfig(_Section):
         return v
 
 
+class CausalConfig(_Section):
+    """Interventions inside the fine-tuned model (issue 5): concept erasure with a random-direction
+    control, layer swaps / re-initialisation and attention-head ablation. Needs planted features."""
+
+    enabled: bool = True
+    layers: Union[Literal["all"], list[int]] = Field(
+        "all", description="hidden-state layers to intervene on: 0 = embeddings, l = output of block l")
+    methods: list[Literal["leace", "inlp"]] = Field(
+        default_factory=lambda: ["leace", "inlp"], description="erasure methods (LEACE, Belrose et al. "
+        "2023; INLP, Ravfogel et al. 2020)")
+    concepts: list[Literal["position", "document"]] = Field(
+        default_factory=lambda: ["position", "document"], description="'position': does this token "
+        "position hold the planted token; 'document': does the text contain it, copied to every position")
+    random_control: bool = Field(True, description="erase as many random directions at the same layer "
+                                 "(amnesic control, Elazar et al. 2021)")
+    inlp_max_iterations: int = Field(10, ge=1, le=200, description="INLP: most nullspace projections")
+    inlp_tolerance: float = Field(
+        0.02, ge=0.0, le=0.5, description="INLP stops once a fresh probe's held-out accuracy is within this "
+        "of the majority rate")
+    layer_swap: bool = Field(True, description="swap each fine-tuned block for the pretrained one, and "
+                             "re-initialise it; also the fine-tuned head on the pretrained encoder")
+    head_ablation: bool = True
+    top_heads: int = Field(5, ge=1, le=1000, description="heads listed (largest drop in s-only error)")
+
+
 class Config(_Section):
     """One experiment."""
 
@@ -170,6 +195,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     analyses: AnalysesConfig = AnalysesConfig()
+    causal: CausalConfig = CausalConfig()
 
     @field_validator("name")
     @classmethod
