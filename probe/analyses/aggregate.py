@@ -31,11 +31,12 @@ def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
     """
     if df.empty or "seed" not in df or "value" not in df or df["seed"].nunique() < 2:
         return df
-    keys = [c for c in df.columns if c not in VALUE_COLUMNS and c not in ("seed", "n")]
+    keys = [c for c in df.columns if c not in VALUE_COLUMNS and c not in ("seed", "n", "rank")]
     rows = []
     for key, group in df.groupby(keys, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         m, lo, hi = mean_interval(group["value"].to_numpy())
-        rows.append({**dict(zip(keys, key)), "seed": "all", "value": m, "ci_low": lo, "ci_high": hi})
+        rows.append({**dict(zip(keys, key)), "seed": "all", "value": m, "ci_low": lo, "ci_high": hi,
+                     **({"rank": group["rank"].median()} if "rank" in group else {})})
     out = pd.concat([df.astype({"seed": object}), pd.DataFrame(rows)], ignore_index=True)
     return out[list(df.columns)]

@@ -20,21 +20,17 @@ METRICS = (
 )
 
 
-def reliance_metrics(
-    clean_pred: np.ndarray, inserted_pred: np.ndarray, labels: np.ndarray, target: int,
-    n_boot: int, seed: int, feature: str,
-) -> pd.DataFrame:
-    """Tidy rows (one per metric) for one planted token with target class ``target``.
-
-    ``clean_pred[i]`` and ``inserted_pred[i]`` are the predictions for test example ``i``
-    without and with the token: together they are the counterfactual pairs.
-    """
+def metric_values(clean_pred: np.ndarray, inserted_pred: np.ndarray, labels: np.ndarray,
+                  target: int) -> dict[str, np.ndarray]:
+    """Per-example values of every metric in ``METRICS`` (on the partition each one is defined on);
+    the mean of each is the metric. ``clean_pred[i]`` and ``inserted_pred[i]`` are the predictions
+    for test example ``i`` without and with the token: together they are the counterfactual pairs."""
     aligned = labels == target
     conf = ~aligned
     correct_clean = (clean_pred == labels).astype(float)
     correct_ins = (inserted_pred == labels).astype(float)
     flips = (clean_pred != inserted_pred).astype(float)
-    values = {
+    return {
         "clean_accuracy": correct_clean,
         "aligned_accuracy": correct_ins[aligned],
         "conflicting_accuracy": correct_ins[conf],
@@ -44,6 +40,14 @@ def reliance_metrics(
         "flip_rate": flips[conf],
         "flip_rate_aligned": flips[aligned],
     }
+
+
+def reliance_metrics(
+    clean_pred: np.ndarray, inserted_pred: np.ndarray, labels: np.ndarray, target: int,
+    n_boot: int, seed: int, feature: str,
+) -> pd.DataFrame:
+    """Tidy rows (one per metric) for one planted token with target class ``target``."""
+    values = metric_values(clean_pred, inserted_pred, labels, target)
     rows = []
     for i, name in enumerate(METRICS):
         rng = np.random.default_rng([seed, 5, i])

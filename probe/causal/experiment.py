@@ -1,0 +1,314 @@
+"""The causal stage of a run: erase a planted token's concept layer by layer, against a
+random-direction control, and swap, re-initialise or ablate parts of the fine-tuned model.
+
+Decodability is not use (Elazar et al. 2021): a probe that reads the token from layer 3 says
+nothing about whether the classifier uses it there. Here the fine-tuned model is edited and
+its behaviour re-measured on held-out counterfactual pairs (DESIGN.md §5, causal tests):
+
+- erasure: for each layer, concept ("position": this position holds the token; "document":
+  the text contains it, copied to every position) and method (LEACE, Belrose et al. 2023;
+  INLP, Ravfogel et al. 2020), an eraser is fitted on the fine-tuned model's token
+  activations of the probing split's training half and applied through a forward hook. The
+  guarantee is checked on the other half: a fresh logistic probe for the concept on erased
+  activations, next to the majority rate. The amnesic control erases as many random
+  directions at the same layer; ``condition == "difference"`` rows are erased minus random,
+  paired per example, with a bootstrap interval.
+- ablation: each block replaced by the pretrained block ("swap_pretrained") or a fresh
+  initialisation ("reinit"), the fine-tuned head on the whole pretrained encoder
+  ("pretrained_encoder"), and single attention heads zeroed (Michel et al. 2019).
+
+Behaviour is always measured on the held-out half (clean texts and the same texts with the
+token inserted), so the erasers never see the examples they are judged on. Layers are
+hidden-state indices: 0 = embeddings, l = output of block l (so ablation rows of block l carry
+``layer = l``).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from probe.analyses.behaviour import metric_values
+from probe.analyses.stats import bootstrap_mean, metric_row
+
+CAUSAL_METRICS = ("clean_accuracy", "conflicting_accuracy", "s_only_error", "flip_rate", "reliance_gap")
+
+
+@dataclass
+class EvalSet:
+    """Held-out counterfactual pairs: ``clean`` texts and, per planted feature, the same texts with
+    its token inserted."""
+
+    clean: list[str]
+    labels: np.ndarray
+    inserted: dict[str, list[str]]
+    targets: dict[str, int]
+
+
+class _Predictor:
+    """Predictions of the (possibly edited) model on an :class:`EvalSet`, one forward pass per call."""
+
+    def __init__(self, model, tokenizer, ev: EvalSet, max_length: int, batch_size: int, device) -> None:
+        self.model, self.tokenizer, self.ev = model, tokenizer, ev
+        self.max_length, self.batch_size, self.device = max_length, batch_size, device
+        self.features = list(ev.inserted)
+        self.passes = 0
+
+    def __call__(self, features: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+        """``{feature: metric_values(...)}`` for ``features`` (default: all)."""
+        from probe.models.finetune import predict_logits
+
+        features = self.features if features is None else features
+        texts = list(self.ev.clean) + [t for f in features for t in self.ev.inserted[f]]
+        pred = predict_logits(self.model, self.tokenizer, texts, self.max_length, self.batch_size,
+                              self.device).argmax(1)
+        self.passes += 1
+        n = len(self.ev.clean)
+        out = {}
+        for i, f in enumerate(features):
+            ins = pred[n * (i + 1): n * (i + 2)]
+            out[f] = metric_values(pred[:n], ins, self.ev.labels, self.ev.targets[f])
+        return out
+
+
+def _rows(values: dict[str, np.ndarray], n_boot: int, seed: int, salt: int, **keys) -> list[dict]:
+    rows = []
+    for i, name in enumerate(CAUSAL_METRICS):
+        v = values[name]
+        rows.append(metric_row(bootstrap_mean(v, n_boot, np.random.default_rng([seed, 31, salt, i])),
+                               metric=name, n=int(v.size), **keys))
+    return rows
+
+
+def _proportion_row(correct: float, n: int, **keys) -> dict:
+    """A proportion with its Wilson 95 % interval (for probe accuracies on many token positions)."""
+    z = 1.959964
+    if n == 0:
+        return metric_row((float("nan"),) * 3, n=0, **keys)
+    centre = (correct + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(correct * (1 - correct) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return metric_row((float(correct), float(centre - half), float(centre + half)), n=n, **keys)
+
+
+def _balanced_row(balanced: float, z: np.ndarray, **keys) -> dict:
+    """Balanced accuracy (mean per-class recall) with a normal 95 % interval: its standard error is
+    (1/K)·sqrt(Σ_k b(1 − b)/n_k), taking every class's recall near b. The fair score when a class is
+    rare (a position holding the token is about 1 in 50)."""
+    counts = np.bincount(np.unique(z, return_inverse=True)[1])
+    se = np.sqrt(np.sum(balanced * (1 - balanced) / counts)) / counts.size
+    return metric_row((float(balanced), float(balanced - 1.959964 * se), float(balanced + 1.959964 * se)),
+                      n=int(z.size), **keys)
+
+
+def resolve_layers(layers, n_hidden: int) -> list[int]:
+    """``"all"`` or a list of hidden-state indices, checked against the model's ``n_hidden`` states."""
+    from probe.errors import ProbeError
+
+    if layers == "all":
+        return list(range(n_hidden))
+    bad = [layer for layer in layers if not 0 <= layer < n_hidden]
+    if bad:
+        raise ProbeError(f"causal.layers: {bad} out of range; allowed: 'all' or integers 0..{n_hidden - 1} "
+                         f"(0 = embeddings, l = output of block l)")
+    return sorted(set(layers))
+
+
+def fit_eraser(method: str, X, z: np.ndarray, seed: int = 0, inlp_max_iterations: int = 10,
+               inlp_tolerance: float = 0.02):
+    """An eraser for concept labels ``z`` from activations ``X [N, d]`` by ``method``."""
+    from probe.causal.erasure import fit_inlp, fit_leace
+
+    if method == "leace":
+        return fit_leace(X, z)
+    if method == "inlp":
+        return fit_inlp(X, z, max_iterations=inlp_max_iterations, tolerance=inlp_tolerance, seed=seed,
+                        metric="balanced_accuracy")
+    raise ValueError(f"unknown erasure method {method!r}; allowed: leace, inlp")
+
+
+@contextmanager
+def erase(model, layer: int, concept, method: str = "leace", seed: int = 0) -> Iterator[object]:
+    """Erase a concept from one layer of ``model`` while the ``with`` block runs; yields the eraser.
+
+    ``concept`` is a fitted eraser (from :mod:`probe.causal.erasure`) or a pair ``(X, z)`` of
+    that layer's token activations ``[N, d]`` and concept labels ``[N]``, fitted here with
+    ``method`` ("leace" or "inlp"). The hook is removed on exit, also after an exception::
+
+        acts = token_activations(model, tok, texts, [3], 64, 32, "cpu", token="zebra")
+        with probe.erase(model, 3, (acts.layers[3], acts.has_token)):
+            logits = model(**batch).logits
+    """
+    from probe.causal.hooks import edit_hidden_state
+
+    eraser = fit_eraser(method, *concept, seed=seed) if isinstance(concept, tuple) else concept
+    with edit_hidden_state(model, layer, eraser):
+        yield eraser
+
+
+def _concept_labels(acts, concept: str) -> np.ndarray:
+    if concept == "position":
+        return acts.has_token.astype(np.int64)
+    return acts.doc_has_token[acts.doc_index].astype(np.int64)
+
+
+def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str], ev: EvalSet, feature: str,
+                  token: str, cfg, max_length: int, batch_size: int, device, n_boot: int, seed: int,
+                  progress: bool = True) -> pd.DataFrame:
+    """Erasure sweep for one planted feature (see the module docstring); tidy rows with columns
+    model, layer, property, metric, method, concept, condition, rank, value, ci_low, ci_high, n."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from probe.causal.erasure import concept_decodability, random_eraser
+    from probe.causal.hooks import edit_hidden_state, n_layers
+    from probe.causal.token_activations import token_activations
+
+    layers = resolve_layers(cfg.layers, n_layers(model))
+    fit = token_activations(model, tokenizer, fit_texts, layers, max_length, batch_size, device, token=token)
+    held = token_activations(model, tokenizer, held_texts, layers, max_length, batch_size, device, token=token)
+    predict = _Predictor(model, tokenizer, ev, max_length, batch_size, device)
+    keys = dict(model="finetuned", property=feature)
+    rows = _rows(predict([feature])[feature], n_boot, seed, 0, layer=None, method=None, concept=None,
+                 condition="none", rank=0, **keys)
+    jobs = [(layer, concept, method) for layer in layers for concept in cfg.concepts for method in cfg.methods]
+    for j, (layer, concept, method) in enumerate(tqdm(jobs, desc=f"erasure {feature}", disable=not progress,
+                                                      leave=False), start=1):
+        z_fit, z_held = _concept_labels(fit, concept), _concept_labels(held, concept)
+        if np.unique(z_fit).size < 2:
+            continue  # the concept does not vary here (e.g. the token never survives truncation)
+        X_fit = torch.from_numpy(fit.layers[layer])
+        X_held = torch.from_numpy(held.layers[layer])
+        eraser = fit_eraser(method, X_fit, z_fit, seed, cfg.inlp_max_iterations, cfg.inlp_tolerance)
+        conditions = [("erased", eraser)]
+        if cfg.random_control:
+            conditions.append(("random", random_eraser(X_fit, eraser.rank, seed=seed + layer)))
+        values = {}
+        for c, (condition, er) in enumerate(conditions):
+            at = dict(layer=layer, method=method, concept=concept, condition=condition, rank=int(er.rank), **keys)
+            with torch.no_grad():
+                dec = concept_decodability(er(X_fit).numpy(), z_fit, er(X_held).numpy(), z_held, seed=seed)
+            rows.append(_balanced_row(dec["balanced_accuracy"], z_held, metric="concept_balanced_accuracy", **at))
+            rows.append(metric_row((dec["chance"],) * 3, metric="concept_chance", n=int(dec["n_test"]), **at))
+            rows.append(_proportion_row(dec["accuracy"], int(dec["n_test"]), metric="concept_accuracy", **at))
+            rows.append(metric_row((dec["majority"],) * 3, metric="concept_majority", n=int(dec["n_test"]), **at))
+            with edit_hidden_state(model, layer, er):
+                values[condition] = predict([feature])[feature]
+            rows += _rows(values[condition], n_boot, seed, 2 * j + c, **at)
+        if "random" in values:
+            diff = {m: values["erased"][m] - values["random"][m] for m in CAUSAL_METRICS}
+            rows += _rows(diff, n_boot, seed, 2 * j + 7919, layer=layer, method=method, concept=concept,
+                          condition="difference", rank=int(eraser.rank), **keys)
+    return pd.DataFrame(rows)
+
+
+def ablation_table(model, pretrained, tokenizer, ev: EvalSet, cfg, max_length: int, batch_size: int, device,
+                   n_boot: int, seed: int, progress: bool = True) -> pd.DataFrame:
+    """Block swaps, re-initialisation, the head on the pretrained encoder, and single-head ablation.
+
+    Rows: model, layer (= block number, 1-based), property, metric, intervention, head, value,
+    ci_low, ci_high, n. ``intervention`` is none / swap_pretrained / reinit / pretrained_encoder /
+    head. Head rows: every head's s-only error (metric ``s_only_error`` for the first planted
+    feature, no interval) and the full metrics of the ``top_heads`` whose ablation lowers it most.
+    """
+    from tqdm.auto import tqdm
+
+    from probe.causal.ablation import (ablate_heads, encoder_blocks, head_ablation_scan,
+                                       pretrained_encoder_with_head, reinit_layers, swap_layers)
+
+    predict = _Predictor(model, tokenizer, ev, max_length, batch_size, device)
+    rows: list[dict] = []
+
+    def measure(intervention: str, layer: int | None, edit: Callable[[], object], salt: int, head=None) -> None:
+        with edit():
+            per_feature = predict() if predict.features else {}
+            if not per_feature:  # no planted feature: clean accuracy only
+                clean = _clean_accuracy(model, tokenizer, ev, max_length, batch_size, device)
+        if not per_feature:
+            v = bootstrap_mean(clean, n_boot, np.random.default_rng([seed, 37, salt]))
+            rows.append(metric_row(v, model="finetuned", layer=layer, property="task", metric="clean_accuracy",
+                                   intervention=intervention, head=head, n=int(clean.size)))
+        for f, values in per_feature.items():
+            for r in _rows(values, n_boot, seed, salt, model="finetuned", layer=layer, property=f,
+                           intervention=intervention, head=head):
+                rows.append(r)
+
+    blocks = len(encoder_blocks(model))
+    jobs: list[tuple[str, int | None, Callable[[], object]]] = [("none", None, nullcontext)]
+    if cfg.layer_swap:
+        for b in range(blocks):
+            jobs.append(("swap_pretrained", b + 1, lambda b=b: swap_layers(model, pretrained, [b])))
+            jobs.append(("reinit", b + 1, lambda b=b: reinit_layers(model, [b], seed)))
+        jobs.append(("pretrained_encoder", None, lambda: pretrained_encoder_with_head(model, pretrained)))
+    for i, (intervention, layer, edit) in enumerate(tqdm(jobs, desc="layer swaps", disable=not progress,
+                                                         leave=False)):
+        measure(intervention, layer, edit, 1000 + i)
+    if cfg.head_ablation and predict.features:
+        first = predict.features[0]
+        conf = ev.labels != ev.targets[first]
+        conflicting = [t for t, c in zip(ev.inserted[first], conf) if c]
+        target = ev.targets[first]
+
+        def s_only_error() -> float:
+            from probe.models.finetune import predict_logits
+
+            pred = predict_logits(model, tokenizer, conflicting, max_length, batch_size, device).argmax(1)
+            return float((pred == target).mean())
+
+        n_heads = model.config.num_attention_heads
+        scan = head_ablation_scan(model, s_only_error, blocks, n_heads, progress=progress)
+        for r in scan.itertuples():
+            rows.append(metric_row((r.score, float("nan"), float("nan")), model="finetuned", layer=int(r.block) + 1,
+                                   property=first, metric="s_only_error_scan", intervention="head",
+                                   head=int(r.head), n=int(conf.sum())))
+        top = scan.sort_values("change", kind="stable").head(cfg.top_heads)
+        for k, r in enumerate(top.itertuples()):
+            measure("head", int(r.block) + 1, lambda r=r: ablate_heads(model, [(int(r.block), int(r.head))]),
+                    5000 + k, head=int(r.head))
+    return pd.DataFrame(rows)
+
+
+def _clean_accuracy(model, tokenizer, ev: EvalSet, max_length, batch_size, device) -> np.ndarray:
+    from probe.models.finetune import predict_logits
+
+    pred = predict_logits(model, tokenizer, ev.clean, max_length, batch_size, device).argmax(1)
+    return (pred == ev.labels).astype(float)
+
+
+def eval_split(data, seed: int) -> tuple[np.ndarray, EvalSet]:
+    """The probing split's training half (indices; erasers are fitted there) and the held-out half's
+    counterfactual pairs (:class:`EvalSet`), on which every intervention is judged."""
+    from probe.analyses.probing import probe_split
+
+    fit_idx, held_idx = probe_split(data.test_labels, seed)
+    ev = EvalSet(clean=[data.test_texts[i] for i in held_idx], labels=data.test_labels[held_idx],
+                 inserted={p.feature.label: [p.inserted[i] for i in held_idx] for p in data.planted},
+                 targets={p.feature.label: p.target for p in data.planted})
+    return fit_idx, ev
+
+
+def erasure_tables(config, data, model, tokenizer, device, seed: int, progress: bool = True) -> pd.DataFrame | None:
+    """The erasure sweep of every planted feature (None without planted features)."""
+    from probe.analyses.probing import probe_split
+
+    if not data.planted:
+        return None
+    cfg = config.causal
+    ml, bs, n_boot = config.task.max_length, config.analyses.batch_size, config.analyses.bootstrap_samples
+    fit_idx, ev = eval_split(data, seed)
+    _, held_idx = probe_split(data.test_labels, seed)
+    frames = [erasure_table(model, tokenizer, [data.probe_texts[i] for i in fit_idx],
+                            [data.probe_texts[i] for i in held_idx], ev, p.feature.label, p.feature.token,
+                            cfg, ml, bs, device, n_boot, seed, progress) for p in data.planted]
+    return pd.concat(frames, ignore_index=True)
+
+
+def ablation_tables(config, data, model, pretrained, tokenizer, device, seed: int,
+                    progress: bool = True) -> pd.DataFrame:
+    """Block swaps, re-initialisation and head ablation, judged on the held-out counterfactual pairs."""
+    _, ev = eval_split(data, seed)
+    return ablation_table(model, pretrained, tokenizer, ev, config.causal, config.task.max_length,
+                          config.analyses.batch_size, device, config.analyses.bootstrap_samples, seed, progress)
