@@ -87,8 +87,55 @@ class ModelConfig(_Section):
     backbone: str = "minilm"
 
 
+class LoraSection(_Section):
+    """LoRA adapters (Hu et al. 2022, via ``peft``): W + (alpha / rank) * B A on ``target_modules``."""
+
+    rank: int = Field(8, ge=1, le=1024)
+    alpha: float = Field(16.0, gt=0.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "value"],
+        description="names (or name suffixes) of the linear layers that get adapters, e.g. query, key, value, dense")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _modules(cls, v: list[str]) -> list[str]:
+        if not v or any(not isinstance(m, str) or not m.strip() for m in v):
+            raise ValueError(f"must be a non-empty list of module names such as ['query', 'value'], got {v}")
+        return v
+
+
+class AdversarialSection(_Section):
+    """Adversarial training on the word-embedding output: FGM (Miyato et al. 2017) or PGD (Madry et al. 2018).
+
+    ``epsilon`` is the L2 radius per example; PGD takes ``steps`` ascent steps of size ``alpha``.
+    """
+
+    method: Literal["none", "fgm", "pgd"] = "none"
+    epsilon: float = Field(1.0, gt=0.0, le=1000.0)
+    steps: int = Field(3, ge=1, le=100)
+    alpha: float = Field(0.3, gt=0.0, le=1000.0)
+
+
+class AugmentationSection(_Section):
+    """Training-data augmentation, drawn afresh every epoch (see ``probe.data.augment``)."""
+
+    word_deletion: float = Field(0.0, ge=0.0, lt=1.0, description="per-word deletion probability")
+    counterfactual_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="fraction of other-class training examples that get each planted "
+        "token inserted, labels unchanged (Kaushik et al. 2020)")
+
+
 class FinetuneConfig(_Section):
-    """Full fine-tuning for sequence classification with AdamW and linear warmup/decay."""
+    """Fine-tuning for sequence classification with AdamW and linear warmup/decay.
+
+    ``strategy``: ``full`` (every weight), ``linear_probe`` (frozen encoder, only the head:
+    classifier and pooler), ``lp_ft`` (Kumar et al. 2022: ``lp_epochs`` of linear probing, then
+    ``epochs`` of full fine-tuning from that head), ``lora`` (adapters plus the head) or
+    ``bitfit`` (Ben Zaken et al. 2022: bias terms plus the head). Regularisers (``weight_decay``,
+    ``l2_sp``, ``dropout``, ``early_stopping_patience``), ``adversarial`` training and
+    ``augmentation`` combine with any strategy.
+    """
 
     epochs: int = Field(3, ge=1, le=1000)
     learning_rate: float = Field(5e-5, gt=0.0, lt=1.0)
@@ -96,6 +143,22 @@ class FinetuneConfig(_Section):
     weight_decay: float = Field(0.01, ge=0.0, lt=1.0)
     warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
     max_grad_norm: float = Field(1.0, gt=0.0)
+    strategy: Literal["full", "linear_probe", "lp_ft", "lora", "bitfit"] = "full"
+    lp_epochs: int = Field(1, ge=1, le=1000, description="lp_ft: epochs of the linear-probing phase")
+    lp_learning_rate: float = Field(
+        1e-3, gt=0.0, lt=1.0, description="learning rate whenever only the head trains: linear_probe, and "
+        "the first phase of lp_ft")
+    lora: LoraSection = LoraSection()
+    l2_sp: float = Field(
+        0.0, ge=0.0, le=1e6, description="L2-SP strength alpha (Li et al. 2018): alpha/2 * sum ||theta - "
+        "theta_pretrained||^2 over the trainable encoder weights, added to the loss")
+    dropout: Optional[float] = Field(None, ge=0.0, lt=1.0, description="overrides the hidden and attention "
+                                     "dropout probabilities of the backbone (None keeps its own)")
+    early_stopping_patience: Optional[int] = Field(
+        None, ge=1, le=1000, description="stop once validation accuracy has not improved for this many "
+        "epochs and restore the best epoch's weights (None trains every epoch)")
+    adversarial: AdversarialSection = AdversarialSection()
+    augmentation: AugmentationSection = AugmentationSection()
 
 
 class AnalysesConfig(_Section):
@@ -163,8 +226,8 @@ class CausalConfig(_Section):
     layers: Union[Literal["all"], list[int]] = Field(
         "all", description="hidden-state layers to intervene on: 0 = embeddings, l = output of block l")
     methods: list[Literal["leace", "inlp"]] = Field(
-        default_factory=lambda: ["leace", "inlp"], description="erasure methods (LEACE, Belrose et al. "
-        "2023; INLP, Ravfogel et al. 2020)")
+        default_factory=lambda: ["leace"], description="erasure methods: 'leace' (Belrose et al. 2023) and/or "
+        "'inlp' (Ravfogel et al. 2020); each adds one forward pass per layer, concept and control")
     concepts: list[Literal["position", "document"]] = Field(
         default_factory=lambda: ["position", "document"], description="'position': does this token "
         "position hold the planted token; 'document': does the text contain it, copied to every position")
@@ -226,6 +289,9 @@ class Config(_Section):
         dupes = sorted({x for x in labels if labels.count(x) > 1})
         if dupes:
             raise ValueError(f"spurious features must have distinct names; repeated: {dupes}")
+        if self.finetune.augmentation.counterfactual_rate > 0 and not self.spurious:
+            raise ValueError("finetune.augmentation.counterfactual_rate > 0 plants the spurious tokens into other "
+                             "classes, but no spurious features are configured; add a spurious section or set it to 0")
         return self
 
     @property
