@@ -1,4 +1,4 @@
-"""``probe run | report | datasets | models``: parse arguments, then call the public API.
+"""``probe run | report | compare | datasets | models``: parse arguments, then call the public API.
 
 Heavy libraries are imported inside the commands so that ``probe --help`` is instant.
 Bad input prints one line (``probe: error: ...``) and exits 2, without a traceback.
@@ -15,6 +15,7 @@ EPILOG = """examples:
   probe run examples/control.yaml             the control: the token carries no label information
   probe run my.yaml --set finetune.epochs=1 --set spurious.0.token=zebra
   probe report reports/default                re-render index.html from the stored tables
+  probe compare reports/full reports/lora     compare fine-tuning recipes: comparison.html and .csv
 """
 
 
@@ -35,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="re-render RUN_DIR/index.html from its stored tables")
     rep.add_argument("run_dir")
+
+    cmp = sub.add_parser("compare", help="compare finished runs (e.g. fine-tuning strategies): table + Pareto plot")
+    cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run directories, one per variant")
+    cmp.add_argument("--out", metavar="DIR",
+                     help="where to write comparison.html and comparison.csv (default: <common parent>/comparison)")
+    cmp.add_argument("--names", metavar="A,B,...", help="comma-separated variant names, one per RUN_DIR")
 
     sub.add_parser("datasets", help="list the built-in datasets")
     sub.add_parser("models", help="list the built-in backbones")
@@ -64,6 +71,23 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from probe.comparison import compare, default_out_dir, display_table, write_comparison
+
+    names = None
+    if args.names is not None:
+        names = [n.strip() for n in args.names.split(",")]
+        if any(not n for n in names):
+            from probe.errors import ProbeError
+
+            raise ProbeError(f"--names {args.names!r}: empty name; give comma-separated names, one per RUN_DIR")
+    df = compare(args.run_dirs, names)
+    out = write_comparison(df, args.out if args.out else default_out_dir(args.run_dirs))
+    print(display_table(df).to_string(index=False))
+    print(f"comparison: {out}")
+    return 0
+
+
 def _cmd_datasets(args: argparse.Namespace) -> int:
     from probe.data.sources import BUILTIN_DATASETS
 
@@ -90,8 +114,8 @@ def _cmd_properties(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "report": _cmd_report, "datasets": _cmd_datasets, "models": _cmd_models,
-            "properties": _cmd_properties}
+COMMANDS = {"run": _cmd_run, "report": _cmd_report, "compare": _cmd_compare, "datasets": _cmd_datasets,
+            "models": _cmd_models, "properties": _cmd_properties}
 
 
 def main(argv: list[str] | None = None) -> int:
