@@ -7,6 +7,11 @@ Public API (heavy libraries are imported only when a function runs)::
     run.summary["verdict"], run.table("probing")
     probe.load_run("reports/default")
     probe.linear_cka(X, Y)
+    probe.compare(["reports/full", "reports/lora"])              # one row per run: reliance vs cost
+    with probe.erase(model, 3, (token_acts, concept_labels)):   # LEACE through a forward hook
+        ...
+    with probe.swap_layers(model, pretrained_encoder, [5]):      # pretrained block 5 in place
+        ...
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = ["run", "load_run", "load_config", "render_report", "linear_cka", "cka_matrix", "online_codelength",
-           "relative_extractability", "selectivity", "control_labels", "ProbeError", "Run", "__version__"]
+           "relative_extractability", "selectivity", "control_labels", "erase", "swap_layers", "token_activations",
+           "compare", "ProbeError", "Run", "__version__"]
 
 _LAZY = {
     "run": "probe.pipeline",
@@ -28,6 +34,10 @@ _LAZY = {
     "relative_extractability": "probe.analyses.mdl",
     "selectivity": "probe.analyses.control_tasks",
     "control_labels": "probe.analyses.control_tasks",
+    "erase": "probe.causal.experiment",
+    "swap_layers": "probe.causal.ablation",
+    "token_activations": "probe.causal.token_activations",
+    "compare": "probe.comparison",
     "ProbeError": "probe.errors",
 }
 

@@ -184,6 +184,8 @@ def _execute_stages(config, data, tokenizer, device, run_dir: Path, timer: _Time
                                             model, tokenizer, pre_acts, seed, progress)
             for name, df in extra.items():
                 tables[name] = pd.concat([tables[name], df], ignore_index=True) if name in tables else df
+        if config.causal.enabled:
+            tables.update(_causal(config, data, model, tokenizer, device, seed, timer, progress))
         for name, df in tables.items():
             df.insert(0, "seed", seed)
             per_seed.setdefault(name, []).append(df)
@@ -209,34 +211,40 @@ def _finetune_cached(config, data, tokenizer, device, run_dir: Path, seed: int, 
                      reused: list[str]):
     """The fine-tuned classifier for ``seed``: from ``models/finetuned<suffix>`` when its key matches."""
     from probe.models.finetune import build_classifier, finetune
+    from probe.models.strategies import for_analysis, load_trained, prepare_model, save_trained
 
     ft_key = stable_hash([config.model.backbone, config.finetune.model_dump(), config.task.max_length, seed,
-                          data.fingerprint(), "seqcls-v1"])
+                          data.fingerprint(), _planted_key(data), "seqcls-v2"])
     model_dir = run_dir / "models" / f"finetuned{suffix}"
     key_file = model_dir / "probe_key.json"
     label = f"finetune{suffix.replace('-', ':')}"
     if key_file.is_file() and json.loads(key_file.read_text()).get("key") == ft_key:
-        from transformers import AutoModelForSequenceClassification
-
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        model = for_analysis(load_trained(model_dir, config.model.backbone, data.classes, config.finetune, seed=seed))
         reused.append(label)
         log(f"finetune: reused checkpoint {model_dir} (key {ft_key})")
         return model, json.loads((model_dir / "training.json").read_text()), ft_key
-    log(f"finetune: {config.model.backbone}, {config.finetune.epochs} epochs on {device.type}, seed {seed}")
-    model = build_classifier(config.model.backbone, data.classes, seed)
+    log(f"finetune: {config.model.backbone}, {config.finetune.strategy}, {config.finetune.epochs} epochs on "
+        f"{device.type}, seed {seed}")
+    model = prepare_model(build_classifier(config.model.backbone, data.classes, seed), config.finetune)
+    planted = [(p.feature.token, p.target, p.feature.max_position) for p in data.planted]
     tl = finetune(model, tokenizer, data.train_texts, data.train_labels, data.val_texts, data.val_labels,
-                  config.finetune, config.task.max_length, seed, device, progress)
-    train_log = {"epochs": tl.epochs, "tokens": tl.train_tokens, "seconds": tl.train_seconds,
-                 "tokens_per_second": tl.tokens_per_second}
+                  config.finetune, config.task.max_length, seed, device, progress, planted=planted)
+    train_log = tl.to_dict()
     tmp = model_dir.with_name(f".{model_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    save_trained(model, tmp, config.finetune)
     tokenizer.save_pretrained(tmp)
     atomic_write_json(tmp / "training.json", train_log)
     atomic_write_json(tmp / "probe_key.json", {"key": ft_key})
     shutil.rmtree(model_dir, ignore_errors=True)
     tmp.rename(model_dir)
+    model = for_analysis(model)
     return model, train_log, ft_key
+
+
+def _planted_key(data) -> list:
+    """What counterfactual augmentation reads from the planted features (token, target, positions)."""
+    return [[p.feature.token, int(p.target), p.feature.max_position] for p in data.planted]
 
 
 def _extract_cached(config, run_dir: Path, name: str, source_key: str, texts: list[str], get_model, tokenizer,
@@ -389,6 +397,28 @@ def _attribution_tables(config: Config, data, get_encoder, model, tokenizer, pre
     return out
 
 
+def _causal(config: Config, data, model, tokenizer, device, seed: int, timer, progress: bool) -> dict[str, pd.DataFrame]:
+    """Erasure and ablation tables of one fine-tuned model (probe.causal.experiment), timed as two stages."""
+    from probe.causal.experiment import ablation_tables, erasure_tables
+    from probe.models.backbones import load_encoder
+
+    c = config.causal
+    out: dict[str, pd.DataFrame] = {}
+    model.to(device).eval()
+    if data.planted:
+        with timer.stage("erasure"):
+            t0 = time.perf_counter()
+            out["erasure"] = erasure_tables(config, data, model, tokenizer, device, seed, progress)
+            log(f"causal: erasure sweep in {time.perf_counter() - t0:.0f} s")
+    if c.layer_swap or (c.head_ablation and data.planted):
+        with timer.stage("ablation"):
+            t0 = time.perf_counter()
+            pretrained = load_encoder(config.model.backbone, seed).to(device).eval()  # fine-tuning's starting point
+            out["ablation"] = ablation_tables(config, data, model, pretrained, tokenizer, device, seed, progress)
+            log(f"causal: layer swaps and head ablation in {time.perf_counter() - t0:.0f} s")
+    return out
+
+
 def _heatmap_rows(attrs, model: str, partition: str, feature: str | None, token: str | None, idx: np.ndarray,
                   labels: np.ndarray, classes: list[str]) -> pd.DataFrame:
     """Word-level IG scores of the most telling examples of one partition: the first, and for token
@@ -484,7 +514,7 @@ def _features(config: Config, data, tables: dict[str, pd.DataFrame]) -> tuple[li
 
     With several seeds the numbers are the across-seed means and intervals (``seed == "all"``).
     """
-    from probe.analyses.verdict import decodability_sentence, reliance_verdict
+    from probe.analyses.verdict import decodability_sentence, erasure_sentence, reliance_verdict
 
     a = config.analyses
     b = tables["behaviour"]
@@ -492,6 +522,9 @@ def _features(config: Config, data, tables: dict[str, pd.DataFrame]) -> tuple[li
     probing = tables.get("probing")
     if probing is not None:
         probing = probing[probing.seed.astype(str) == str(pooled.seed.iloc[0])]
+    erasure = tables.get("erasure")
+    if erasure is not None:
+        erasure = erasure[erasure.seed.astype(str) == str(pooled.seed.iloc[0])]
 
     def metric(prop: str, name: str) -> dict:
         r = pooled[(pooled.property == prop) & (pooled.metric == name)].iloc[0]
@@ -515,8 +548,14 @@ def _features(config: Config, data, tables: dict[str, pd.DataFrame]) -> tuple[li
             "natural_rate": p.natural_rate, "task_accuracy": metrics.pop("clean_accuracy"), **metrics,
             "verdict_status": status, "verdict": sentence,
             "decodability": decodability_sentence(probing, name) if probing is not None else "",
+            "causal": erasure_sentence(erasure, name, p.feature.token, a.reliance_threshold),
         })
     return features, task_acc
+
+
+def _first_int(train_logs: dict, key: str) -> int | None:
+    values = [t[key] for t in train_logs.values() if t.get(key) is not None]
+    return int(values[0]) if values else None
 
 
 def _summary(config: Config, data, task_acc: dict, features: list[dict], train_logs: dict, speeds: dict,
@@ -557,6 +596,10 @@ def _summary(config: Config, data, task_acc: dict, features: list[dict], train_l
         "model": {"backbone": config.model.backbone},
         "throughput": {"train_tokens_per_second": float(np.mean(train_speed)) if train_speed else None,
                        "extract_tokens_per_second": speeds},
+        "training": {"strategy": config.finetune.strategy,
+                     "trainable_parameters": _first_int(train_logs, "trainable_parameters"),
+                     "total_parameters": _first_int(train_logs, "total_parameters"),
+                     "seconds": float(sum(t.get("seconds", 0.0) for t in train_logs.values()))},
         "reused_stages": reused,
         "device": str(device),
         "seed": config.seed,

@@ -20,6 +20,7 @@ TINY = {
     "finetune.epochs": 1,
     "finetune.batch_size": 16,
     "analyses.bootstrap_samples": 200,
+    "causal.enabled": False,  # tests/test_causal.py turns it on
 }
 
 

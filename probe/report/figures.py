@@ -174,3 +174,109 @@ def behaviour_figure(behaviour: pd.DataFrame, feature: str) -> str:
     ax.set_title(feature)
     fig.tight_layout()
     return _to_uri(fig)
+
+
+ERASED = "#009E73"  # bluish green: the erased model
+CLEAN = "#CC79A7"  # reddish purple: clean accuracy under the same edit
+
+
+def erasure_figure(erasure: pd.DataFrame, feature: str) -> str:
+    """One panel per (concept, method): conflicting and clean accuracy by layer with the concept erased
+    (solid, 95 % bands), with as many random directions erased (dashed grey), and unedited (dotted)."""
+    plt = _plt()
+    e = erasure[erasure["property"] == feature]
+    base = e[e.condition == "none"].set_index("metric")["value"]
+    panels = list(e[e.condition != "none"].groupby(["concept", "method"], sort=False).groups)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 2.8), squeeze=False, sharey=True)
+    for ax, (concept, method) in zip(axes[0], panels):
+        g = e[(e.concept == concept) & (e.method == method)]
+        for metric, colour, label in (("conflicting_accuracy", ERASED, "conflicting"), ("clean_accuracy", CLEAN, "clean")):
+            _by_layer(ax, g[(g.condition == "erased") & (g.metric == metric)], colour, f"{label}, erased")
+            r = g[(g.condition == "random") & (g.metric == metric)].sort_values("layer")
+            if not r.empty:
+                ax.plot(r.layer, r.value, color=BASELINE, ls="--", lw=1, label=f"{label}, random control")
+            if metric in base:
+                ax.axhline(base[metric], color=colour, ls=":", lw=1, label=f"{label}, unedited")
+        ax.set_title(f"{concept} concept, {method.upper()}", fontsize=9)
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.set_ylim(-0.02, 1.02)
+    axes[0][0].set_ylabel("fine-tuned accuracy")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.12))
+    fig.suptitle(feature, fontsize=9)
+    fig.tight_layout()
+    return _to_uri(fig)
+
+
+def ablation_figure(ablation: pd.DataFrame, feature: str) -> str:
+    """Clean and conflicting accuracy by block when that block is swapped for the pretrained one or
+    re-initialised; dotted: unedited; dash-dot: the fine-tuned head on the whole pretrained encoder."""
+    plt = _plt()
+    a = ablation[ablation["property"] == feature]
+    metrics = [m for m in ("clean_accuracy", "conflicting_accuracy") if (a.metric == m).any()]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 2.7), squeeze=False, sharey=True)
+    styles = {"swap_pretrained": (PRETRAINED, "pretrained block"), "reinit": (BASELINE, "re-initialised block")}
+    for ax, metric in zip(axes[0], metrics):
+        m = a[a.metric == metric]
+        for intervention, (colour, label) in styles.items():
+            _by_layer(ax, m[m.intervention == intervention], colour, label)
+        for intervention, ls, label in (("none", ":", "unedited"), ("pretrained_encoder", "-.", "head on pretrained encoder")):
+            v = m[m.intervention == intervention]
+            if not v.empty:
+                ax.axhline(float(v.value.iloc[0]), color=FINETUNED, ls=ls, lw=1, label=label)
+        ax.set_title(metric.replace("_", " "), fontsize=9)
+        ax.set_xlabel("block")
+        ax.set_ylim(-0.02, 1.02)
+    axes[0][0].set_ylabel("fine-tuned accuracy")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.14))
+    fig.suptitle(feature, fontsize=9)
+    fig.tight_layout()
+    return _to_uri(fig)
+
+
+PARETO = "#E69F00"  # orange: Pareto-optimal variants
+DOMINATED = "#56B4E9"  # sky blue: the others
+
+
+def pareto_figure(points: pd.DataFrame, optimal, x: str = "clean_accuracy", y: str = "conflicting_accuracy",
+                  label: str = "variant") -> str:
+    """One labelled point per variant, ``x`` against ``y`` with their intervals as error bars in both
+    directions (``<col>_ci_low`` / ``_ci_high``); Pareto-optimal variants (``optimal``, one bool per
+    row) as orange diamonds joined by a dashed black step line (the front), the others as sky-blue
+    circles; dashed grey:
+    ``y = x`` (the planted token costs nothing)."""
+    import numpy as np
+
+    plt = _plt()
+    optimal = np.asarray(list(optimal), dtype=bool)
+    xs, ys = points[x].to_numpy(dtype=float), points[y].to_numpy(dtype=float)
+
+    def err(col: str, v: np.ndarray) -> np.ndarray:
+        lo = points[f"{col}_ci_low"].to_numpy(dtype=float)
+        hi = points[f"{col}_ci_high"].to_numpy(dtype=float)
+        return np.nan_to_num(np.vstack([v - lo, hi - v]), nan=0.0).clip(min=0)
+
+    xerr, yerr = err(x, xs), err(y, ys)
+    fig, ax = plt.subplots(figsize=(5.4, 4.2))
+    ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color=BASELINE, label=f"{y.replace('_', ' ')} = {x.replace('_', ' ')}")
+    for mask, colour, marker, size, name in ((~optimal, DOMINATED, "o", 6, "dominated"),
+                                             (optimal, PARETO, "D", 7, "Pareto-optimal")):
+        if mask.any():
+            ax.errorbar(xs[mask], ys[mask], xerr=xerr[:, mask], yerr=yerr[:, mask], fmt=marker, ms=size,
+                        color=colour, mec="black", mew=0.6, ecolor=colour, elinewidth=1, capsize=2.5,
+                        label=name, zorder=5)
+    if optimal.sum() > 1:
+        order = np.argsort(xs[optimal])
+        ax.step(xs[optimal][order], ys[optimal][order], where="pre", color="black", lw=1, ls=(0, (4, 2)),
+                zorder=4, label="Pareto front")
+    for xi, yi, name in zip(xs, ys, points[label].astype(str)):
+        ax.annotate(name, (xi, yi), xytext=(5, 5), textcoords="offset points", fontsize=8, parse_math=False)
+    lo = np.nanmin(np.concatenate([xs - xerr[0], ys - yerr[0]]))
+    ax.set_xlim(max(0.0, lo - 0.05), 1.02)
+    ax.set_ylim(max(0.0, lo - 0.05), 1.02)
+    ax.set_xlabel(f"{x.replace('_', ' ')} (higher is better)")
+    ax.set_ylabel(f"{y.replace('_', ' ')} (higher is better)")
+    ax.legend(frameon=False, fontsize=7.5, loc="upper left")
+    fig.tight_layout()
+    return _to_uri(fig)

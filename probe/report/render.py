@@ -155,9 +155,32 @@ def render_report(run_dir: str | Path, summary_override: dict | None = None) -> 
         sections["behaviour"] = _table_rows(behaviour.drop(columns=["model", "layer"], errors="ignore"))
     if "training" in raw:
         sections["training"] = _table_rows(raw["training"])
+    causal_figs: dict[str, list[str]] = {}
+    if "erasure" in tables:
+        erasure = tables["erasure"]
+        for f in dict.fromkeys(erasure["property"]):
+            causal_figs.setdefault(f, []).append(figures.erasure_figure(erasure, f))
+        diff = erasure[(erasure.condition == "difference") & (erasure.metric == "conflicting_accuracy")]
+        if not diff.empty:
+            sections["erasure_difference"] = _layer_pivot(diff, ["property", "concept", "method"])
+        guarantee = erasure[erasure.metric.isin(["concept_accuracy", "concept_majority"])
+                            & (erasure.condition == "erased")]
+        if not guarantee.empty:
+            sections["erasure_guarantee"] = _layer_pivot(guarantee, ["property", "concept", "method", "metric"],
+                                                         signed=False)
+        sections["erasure"] = _table_rows(erasure)
+    if "ablation" in tables:
+        ablation = tables["ablation"]
+        blocks = ablation[ablation.intervention.isin(["none", "swap_pretrained", "reinit", "pretrained_encoder"])]
+        for f in dict.fromkeys(blocks["property"]):
+            causal_figs.setdefault(f, []).append(figures.ablation_figure(blocks, f))
+        heads = ablation[(ablation.intervention == "head") & (ablation.metric != "s_only_error_scan")]
+        if not heads.empty:
+            sections["heads"] = _wide(heads, ["property", "layer", "head"])
+        sections["ablation"] = _table_rows(ablation)
 
     html = _env().get_template("report.html.j2").render(
-        s=summary, figs=figs, behaviour_figs=behaviour_figs, sections=sections,
+        s=summary, figs=figs, behaviour_figs=behaviour_figs, causal_figs=causal_figs, sections=sections,
         config_text=config_text, status_label=STATUS_LABEL, heatmaps=heatmaps,
     )
     out = run_dir / "index.html"
