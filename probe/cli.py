@@ -58,7 +58,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 0
     from probe.pipeline import execute
 
-    run = execute(config, progress=not args.quiet and sys.stderr.isatty())
+    progress = not args.quiet and sys.stderr.isatty()
+    if config.compare:
+        from probe.comparison import display_table
+        from probe.pipeline import execute_sweep
+
+        sweep = execute_sweep(config, progress=progress)
+        print(display_table(sweep.comparison).to_string(index=False))
+        print(f"comparison: {sweep.report_path}")
+        return 0
+    run = execute(config, progress=progress)
     print(run.summary["verdict"])
     print(f"report: {run.report_path}")
     return 0

@@ -243,6 +243,31 @@ class CausalConfig(_Section):
     top_heads: int = Field(5, ge=1, le=1000, description="heads listed (largest drop in s-only error)")
 
 
+class Variant(_Section):
+    """One recipe of a sweep: a name and dotted overrides of the base config (``finetune.strategy: lora``)."""
+
+    name: str
+    set: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v) or v in ("shared", "comparison"):
+            raise ValueError(f"must be 1-100 letters, digits, '.', '_' or '-' and not 'shared' or 'comparison' "
+                             f"(it names a folder), got {v!r}")
+        return v
+
+    @field_validator("set")
+    @classmethod
+    def _no_run_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = [k for k in v if k.split(".")[0] in ("compare", "name", "output_dir")]
+        if bad:
+            raise ValueError(f"a variant cannot override {bad}; the sweep names and places its runs")
+        return v
+
+
 class Config(_Section):
     """One experiment."""
 
@@ -259,6 +284,9 @@ class Config(_Section):
     finetune: FinetuneConfig = FinetuneConfig()
     analyses: AnalysesConfig = AnalysesConfig()
     causal: CausalConfig = CausalConfig()
+    compare: Optional[list[Variant]] = Field(
+        None, description="a sweep: run the base config once per variant (its overrides applied) into "
+        "output_dir/name/<variant>, then write the comparison report there")
 
     @field_validator("name")
     @classmethod
@@ -289,6 +317,10 @@ class Config(_Section):
         dupes = sorted({x for x in labels if labels.count(x) > 1})
         if dupes:
             raise ValueError(f"spurious features must have distinct names; repeated: {dupes}")
+        if self.compare is not None:
+            names = [v.name for v in self.compare]
+            if not names or len(set(names)) != len(names):
+                raise ValueError(f"compare: needs at least one variant, with distinct names; got {names}")
         if self.finetune.augmentation.counterfactual_rate > 0 and not self.spurious:
             raise ValueError("finetune.augmentation.counterfactual_rate > 0 plants the spurious tokens into other "
                              "classes, but no spurious features are configured; add a spurious section or set it to 0")
@@ -457,3 +489,23 @@ def load_config(
 def dump_config(config: Config) -> str:
     """The fully resolved config as YAML (what ``config.yaml`` in a run directory holds)."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def variant_configs(config: Config) -> list[Config]:
+    """The validated config of every variant of a sweep (``compare:``), all checked before any work.
+
+    Each is the base config without ``compare``, with the variant's overrides applied, named after
+    the variant and written under ``output_dir/name/``.
+    """
+    base = config.to_dict()
+    base.pop("compare", None)
+    out = []
+    for v in config.compare or []:
+        data = apply_overrides(base, v.set)
+        data["name"], data["output_dir"] = v.name, str(Path(config.output_dir) / config.name)
+        try:
+            out.append(Config.model_validate(data))
+        except ValidationError as e:
+            raise ProbeError(_format_validation_error(e, f"compare variant {v.name!r}")) from None
+    return out
+

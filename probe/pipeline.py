@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -107,11 +108,46 @@ def run(config: str | Path | Mapping | Config | None = None, *, progress: bool =
     built-in default. Keyword overrides use ``__`` for dots: ``finetune__epochs=1``.
     """
     cfg = load_config(config, {k.replace("__", "."): v for k, v in overrides.items()})
+    if cfg.compare:
+        return execute_sweep(cfg, progress=progress)
     return execute(cfg, progress=progress)
 
 
-def execute(config: Config, progress: bool = True) -> Run:
-    """Run every stage of a validated config; see the module docstring."""
+@dataclass
+class Sweep:
+    """The runs of a sweep (``compare:`` in the config) and their comparison (``probe.compare``)."""
+
+    path: Path
+    runs: list[Run]
+    comparison: pd.DataFrame
+    report_path: Path
+
+
+def execute_sweep(config: Config, progress: bool = True) -> Sweep:
+    """Run every variant of ``config.compare`` into ``output_dir/name/<variant>``, then write
+    ``comparison.html`` and ``comparison.csv`` there. Artifacts that do not depend on the variant
+    (the pretrained model's activations) are computed once, in ``shared/``; the data stage is
+    rebuilt per variant (deterministic, seconds). Every variant is validated before any work."""
+    from probe.comparison import compare, write_comparison
+    from probe.config import variant_configs
+
+    variants = variant_configs(config)
+    sweep_dir = config.run_dir
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(sweep_dir / "config.yaml", dump_config(config))
+    runs = []
+    for i, v in enumerate(variants, start=1):
+        log(f"sweep: variant {i}/{len(variants)}: {v.name}")
+        runs.append(execute(v, progress=progress, shared_dir=sweep_dir / "shared"))
+    table = compare([r.path for r in runs], names=[v.name for v in variants])
+    report = write_comparison(table, sweep_dir)
+    log(f"sweep: {len(runs)} variants compared: {report}")
+    return Sweep(sweep_dir, runs, table, report)
+
+
+def execute(config: Config, progress: bool = True, shared_dir: Path | None = None) -> Run:
+    """Run every stage of a validated config; see the module docstring. ``shared_dir`` holds
+    artifacts shared with other runs of a sweep (the pretrained activations)."""
     from probe.data.task import build_task_data
     from probe.models.backbones import load_tokenizer
 
@@ -129,7 +165,7 @@ def execute(config: Config, progress: bool = True) -> Run:
     (run_dir / "index.html").unlink(missing_ok=True)
     _mark(run_dir, "running", config_hash=config.hash())
     try:
-        summary = _execute_stages(config, data, tokenizer, device, run_dir, timer, progress)
+        summary = _execute_stages(config, data, tokenizer, device, run_dir, timer, progress, shared_dir)
     except BaseException as e:  # mark failed and re-raise: nothing may look complete
         _mark(run_dir, "failed", config_hash=config.hash(), error=f"{type(e).__name__}: {e}".splitlines()[0])
         raise
@@ -142,7 +178,8 @@ def execute(config: Config, progress: bool = True) -> Run:
     return Run(run_dir)
 
 
-def _execute_stages(config, data, tokenizer, device, run_dir: Path, timer: _Timer, progress: bool) -> dict:
+def _execute_stages(config, data, tokenizer, device, run_dir: Path, timer: _Timer, progress: bool,
+                    shared_dir: Path | None = None) -> dict:
     from probe.analyses.aggregate import aggregate_seeds
     from probe.models.backbones import load_encoder
     from probe.report.render import render_report
@@ -155,7 +192,7 @@ def _execute_stages(config, data, tokenizer, device, run_dir: Path, timer: _Time
                                      + data.probe_texts)
     pre_texts, pre_index = _unique(data.probe_texts)
     with timer.stage("extract"):
-        pre = _extract_cached(config, run_dir, "pretrained", config.model.backbone, pre_texts,
+        pre = _extract_cached(config, shared_dir or run_dir, "pretrained", config.model.backbone, pre_texts,
                               lambda: load_encoder(config.model.backbone, config.seed), tokenizer, device,
                               False, progress, reused)
     pre_acts = pre["activations"][:, [pre_index[t] for t in data.probe_texts]]
