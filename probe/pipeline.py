@@ -1,9 +1,12 @@
-"""The flow of one run (DESIGN.md §3): data -> fine-tune -> extract -> analyses -> attribution -> report.
+"""The flow of one run (DESIGN.md §3): data -> fine-tune -> extract -> analyses -> attribution ->
+causal (erasure, ablation) -> report.
 
-With ``seeds``, fine-tuning, extraction, analyses and attribution repeat per seed (the
-pretrained activations are shared), and the tables gain across-seed rows. Each expensive artifact (fine-tuned checkpoint, activations) is keyed by a hash of what
-produced it and written atomically, so an interrupted or repeated run resumes instead of
-recomputing. ``summary.json`` says ``"status": "complete"`` only once everything is written.
+With ``seeds``, fine-tuning, extraction, analyses, attribution and the causal tests repeat per
+seed (the pretrained activations are shared), and the tables gain across-seed rows. A config with
+``compare:`` is a sweep: one run per variant, then the comparison (:func:`execute_sweep`). Each
+expensive artifact (fine-tuned checkpoint, activations) is keyed by a hash of what produced it and
+written atomically, so an interrupted or repeated run resumes instead of recomputing.
+``summary.json`` says ``"status": "complete"`` only once everything is written.
 """
 
 from __future__ import annotations
