@@ -176,6 +176,17 @@ def behaviour_figure(behaviour: pd.DataFrame, feature: str) -> str:
     return _to_uri(fig)
 
 
+def _finish_panels(fig, axes, title: str, ncol: int, below: float) -> str:
+    """Shared y label, one legend under the panels (from the first panel), a title; as a data URI."""
+    axes[0][0].set_ylabel("fine-tuned accuracy")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, -below))
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _to_uri(fig)
+
+
 ERASED = "#009E73"  # bluish green: the erased model
 CLEAN = "#CC79A7"  # reddish purple: clean accuracy under the same edit
 
@@ -200,12 +211,7 @@ def erasure_figure(erasure: pd.DataFrame, feature: str) -> str:
         ax.set_title(f"{concept} concept, {method.upper()}", fontsize=9)
         ax.set_xlabel("layer (0 = embeddings)")
         ax.set_ylim(-0.02, 1.02)
-    axes[0][0].set_ylabel("fine-tuned accuracy")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.12))
-    fig.suptitle(feature, fontsize=9)
-    fig.tight_layout()
-    return _to_uri(fig)
+    return _finish_panels(fig, axes, feature, ncol=3, below=0.12)
 
 
 def ablation_figure(ablation: pd.DataFrame, feature: str) -> str:
@@ -227,12 +233,7 @@ def ablation_figure(ablation: pd.DataFrame, feature: str) -> str:
         ax.set_title(metric.replace("_", " "), fontsize=9)
         ax.set_xlabel("block")
         ax.set_ylim(-0.02, 1.02)
-    axes[0][0].set_ylabel("fine-tuned accuracy")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.14))
-    fig.suptitle(feature, fontsize=9)
-    fig.tight_layout()
-    return _to_uri(fig)
+    return _finish_panels(fig, axes, feature, ncol=2, below=0.14)
 
 
 PARETO = "#E69F00"  # orange: Pareto-optimal variants
