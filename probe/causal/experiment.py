@@ -283,8 +283,8 @@ def _clean_accuracy(model, tokenizer, ev: EvalSet, max_length, batch_size, devic
     return (pred == ev.labels).astype(float)
 
 
-def eval_split(data, seed: int) -> tuple[np.ndarray, EvalSet]:
-    """The probing split's training half (indices; erasers are fitted there) and the held-out half's
+def eval_split(data, seed: int) -> tuple[np.ndarray, np.ndarray, EvalSet]:
+    """The probing split's halves (indices: erasers are fitted on the first) and the held-out half's
     counterfactual pairs (:class:`EvalSet`), on which every intervention is judged."""
     from probe.analyses.probing import probe_split
 
@@ -292,19 +292,16 @@ def eval_split(data, seed: int) -> tuple[np.ndarray, EvalSet]:
     ev = EvalSet(clean=[data.test_texts[i] for i in held_idx], labels=data.test_labels[held_idx],
                  inserted={p.feature.label: [p.inserted[i] for i in held_idx] for p in data.planted},
                  targets={p.feature.label: p.target for p in data.planted})
-    return fit_idx, ev
+    return fit_idx, held_idx, ev
 
 
 def erasure_tables(config, data, model, tokenizer, device, seed: int, progress: bool = True) -> pd.DataFrame | None:
     """The erasure sweep of every planted feature (None without planted features)."""
-    from probe.analyses.probing import probe_split
-
     if not data.planted:
         return None
     cfg = config.causal
     ml, bs, n_boot = config.task.max_length, config.analyses.batch_size, config.analyses.bootstrap_samples
-    fit_idx, ev = eval_split(data, seed)
-    _, held_idx = probe_split(data.test_labels, seed)
+    fit_idx, held_idx, ev = eval_split(data, seed)
     frames = [erasure_table(model, tokenizer, [data.probe_texts[i] for i in fit_idx],
                             [data.probe_texts[i] for i in held_idx], ev, p.feature.label, p.feature.token,
                             cfg, ml, bs, device, n_boot, seed, progress) for p in data.planted]
@@ -314,6 +311,6 @@ def erasure_tables(config, data, model, tokenizer, device, seed: int, progress: 
 def ablation_tables(config, data, model, pretrained, tokenizer, device, seed: int,
                     progress: bool = True) -> pd.DataFrame:
     """Block swaps, re-initialisation and head ablation, judged on the held-out counterfactual pairs."""
-    _, ev = eval_split(data, seed)
+    _, _, ev = eval_split(data, seed)
     return ablation_table(model, pretrained, tokenizer, ev, config.causal, config.task.max_length,
                           config.analyses.batch_size, device, config.analyses.bootstrap_samples, seed, progress)
