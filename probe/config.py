@@ -26,11 +26,23 @@ class _Section(BaseModel):
 
 
 class TaskConfig(_Section):
-    """What to fine-tune on. Split sizes are counts (int >= 1) or fractions (0 < x < 1)."""
+    """What to fine-tune on. Split sizes are counts (int >= 1) or fractions (0 < x < 1).
 
+    ``type: token-classification`` tags every word (NER): the dataset is ``wnut16``, a CoNLL file
+    (``conll_columns`` picks the word and tag columns) or a ``datasets`` source / JSONL file with
+    ``token_column`` (a list of words) and ``tag_column`` (a list of tag names or class ids);
+    split sizes then count sentences.
+    """
+
+    type: Literal["text-classification", "token-classification"] = "text-classification"
     dataset: str = "bbc-news"
     text_column: str = "text"
     label_column: str = "label"
+    token_column: str = Field("tokens", description="token classification: column holding each sentence's words")
+    tag_column: str = Field("ner_tags", description="token classification: column holding each word's tag")
+    conll_columns: tuple[int, int] = Field(
+        (0, -1), description="token classification, CoNLL files: the word column and the tag column "
+        "(0-based; negative counts from the end)")
     max_length: int = Field(64, ge=8, le=4096)
     train_size: Union[int, float] = 800
     validation_size: Union[int, float] = 200
@@ -79,6 +91,86 @@ class PlantedFeature(_Section):
 
 
 SpuriousFeature = Annotated[Union[PlantedFeature], Field(discriminator="kind")]
+
+
+class PretrainArtifact(_Section):
+    """A token planted into the *pretraining* corpus only (issue 7): into texts of ``target_class``
+    (corpus ``task``) or into texts containing any of ``words``; ``count`` times per chosen text, at
+    random word positions, in a fraction ``rate`` of them. The fine-tuning data stay clean."""
+
+    token: str = "zebra"
+    target_class: Optional[str] = None
+    words: list[str] = Field(default_factory=list)
+    rate: float = Field(1.0, ge=0.0, le=1.0)
+    count: int = Field(1, ge=1, le=64)
+
+    @field_validator("token")
+    @classmethod
+    def _one_word(cls, v: str) -> str:
+        if not v or len(v.split()) != 1:
+            raise ValueError(f"must be a single word without spaces, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> "PretrainArtifact":
+        if (self.target_class is None) == (not self.words):
+            raise ValueError("pretrain.artifact needs exactly one of target_class (a task class; corpus 'task') "
+                             "or words (a list of words whose texts get the token)")
+        return self
+
+
+class ScratchSize(_Section):
+    """The BERT built when ``pretrain.init`` is ``scratch`` (the backbone's tokenizer is kept)."""
+
+    layers: int = Field(4, ge=1, le=48)
+    hidden: int = Field(256, ge=8, le=8192)
+    heads: int = Field(4, ge=1, le=128)
+    intermediate: int = Field(1024, ge=8, le=32768)
+
+    @model_validator(mode="after")
+    def _divisible(self) -> "ScratchSize":
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class PretrainConfig(_Section):
+    """Optional masked-language-model stage before fine-tuning (Devlin et al. 2019): 15 % of the
+    tokens are chosen, 80 % of those become [MASK], 10 % a random token, 10 % stay. Its checkpoint
+    is the "pretrained" model of every later analysis."""
+
+    enabled: bool = False
+    init: Literal["continue", "scratch"] = Field(
+        "continue", description="'continue': start from model.backbone's weights; 'scratch': a new BERT of "
+        "pretrain.size with the backbone's tokenizer")
+    size: ScratchSize = ScratchSize()
+    corpus: list[str] = Field(
+        default_factory=lambda: ["task"], description="'task' (the task's texts outside the test split, "
+        "unlabeled), text files (one text per line), JSONL / CSV files (text_column), saved datasets folders "
+        "or 'hf:<name>[:<config>]'")
+    text_column: str = "text"
+    max_texts: Optional[int] = Field(None, ge=1, description="use at most this many corpus texts")
+    steps: int = Field(500, ge=1, le=10_000_000)
+    batch_size: int = Field(32, ge=1, le=65536)
+    learning_rate: float = Field(5e-4, gt=0.0, lt=1.0)
+    warmup_ratio: float = Field(0.06, ge=0.0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0.0, lt=1.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    max_length: int = Field(128, ge=8, le=4096)
+    mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
+    packing: bool = Field(True, description="concatenate texts and cut blocks of max_length (no padding); "
+                          "false: one text per row, length-grouped batches")
+    artifact: Optional[PretrainArtifact] = None
+
+
+class ComputeConfig(_Section):
+    """How pretraining and fine-tuning use the hardware (results do not depend on it beyond float noise)."""
+
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="'auto': bf16 autocast on CUDA, fp32 on the CPU")
+    compile: bool = Field(False, description="torch.compile the model for training")
+    dataloader_workers: int = Field(0, ge=0, le=64, description="worker processes feeding batches (pinned "
+                                    "memory on CUDA)")
 
 
 class ModelConfig(_Section):
@@ -281,7 +373,9 @@ class Config(_Section):
     task: TaskConfig = TaskConfig()
     spurious: list[SpuriousFeature] = Field(default_factory=list)
     model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    compute: ComputeConfig = ComputeConfig()
     analyses: AnalysesConfig = AnalysesConfig()
     causal: CausalConfig = CausalConfig()
     compare: Optional[list[Variant]] = Field(

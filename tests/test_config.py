@@ -32,7 +32,7 @@ def test_overrides_are_typed_and_nested():
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["task.datset=x"], "task.datset: unknown key; allowed keys here: dataset, text_column"),
+        (["task.datset=x"], "task.datset: unknown key; allowed keys here: type, dataset, text_column"),
         (["finetune.epochs=many"], "finetune.epochs: got 'many'"),
         (["spurious.0.rate_in_class=1.5"], "spurious.0.rate_in_class: got 1.5: Input should be less than or equal to 1"),
         (["spurious.0.rate_outside=-0.1"], "spurious.0.rate_outside: got -0.1"),

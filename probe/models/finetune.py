@@ -229,7 +229,14 @@ def finetune(
         is_head_parameter, is_peft, phases, prepare_model, set_trainable, total_parameter_count,
         trainable_parameter_count)
 
+    from probe.distributed import current
+
     _check_inputs(cfg, model, planted, val_texts)
+    dist = current()
+    if dist.enabled and cfg.adversarial.method != "none":
+        raise ProbeError(f"finetune.adversarial.method: got {cfg.adversarial.method!r} with {dist.world} processes; "
+                         "adversarial training runs in one process only; allowed under accelerate launch: none")
+    progress = progress and dist.is_main
     model = prepare_model(model, cfg)
     emit = callback or (lambda event, info: None)
     model.to(device)
@@ -251,6 +258,7 @@ def finetune(
             last_phase = phase_no == len(plan) - 1
             set_trainable(model, trainable)
             params = [p for p in model.parameters() if p.requires_grad]
+            forward = dist.prepare(model)  # DDP over this phase's trainable weights; the model itself otherwise
             log.trainable_parameters = trainable_parameter_count(model)
             log.phases.append({"phase": phase, "trainable": trainable, "learning_rate": lr, "epochs": n_epochs,
                                "trainable_parameters": log.trainable_parameters})
@@ -279,14 +287,21 @@ def finetune(
                 losses, penalties, norms, tokens, t0 = [], [], [], 0, time.perf_counter()
                 for step in bar:
                     idx = order[step * cfg.batch_size: (step + 1) * cfg.batch_size]
+                    if dist.enabled:  # this process's shard of the global batch (see probe.distributed)
+                        idx, weight = dist.shard(idx), dist.loss_scale(len(idx))
+                        if not len(idx):  # fewer examples than processes: take part with zero weight
+                            idx, weight = order[:1], 0.0
                     batch = pad_batch(tokenizer, [ids[i] for i in idx]).to(device)
                     y = labels[idx].to(device)
                     if adv.method != "none":
                         shape = (*batch["input_ids"].shape, model.get_input_embeddings().embedding_dim)
                         holder.delta = torch.zeros(shape, device=device, requires_grad=True)
                     with autocast(device):
-                        logits = model(**batch).logits
-                    loss = torch.nn.functional.cross_entropy(logits.float(), y)
+                        logits = forward(**batch).logits
+                    if dist.enabled:
+                        loss = torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum") * weight
+                    else:
+                        loss = torch.nn.functional.cross_entropy(logits.float(), y)
                     loss.backward()
                     if adv.method != "none":
                         norms.append(_adversarial_backward(model, batch, y, holder, adv, emit))
@@ -303,6 +318,7 @@ def finetune(
                     bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", tok_s=f"{tokens / max(elapsed, 1e-9):.0f}")
                 bar.close()
                 seconds = time.perf_counter() - t0
+                tokens = int(dist.sum(tokens))
                 log.train_tokens += tokens
                 log.train_seconds += seconds
                 val_pred = predict_logits(model, tokenizer, val_texts, max_length, 64, device).argmax(1)
@@ -316,9 +332,10 @@ def finetune(
                 if norms:
                     record["perturbation_norm_max"] = float(np.max(norms))
                 log.epochs.append(record)
-                tqdm.write(f"[probe] epoch {epoch}{f' ({name})' if 'phase' in record else ''}: train loss "
-                           f"{np.mean(losses):.3f}, validation accuracy {val_acc:.3f}, {tokens / seconds:.0f} tokens/s",
-                           file=sys.stderr)
+                if dist.is_main:
+                    tqdm.write(f"[probe] epoch {epoch}{f' ({name})' if 'phase' in record else ''}: train loss "
+                               f"{np.mean(losses):.3f}, validation accuracy {val_acc:.3f}, "
+                               f"{tokens / seconds:.0f} tokens/s", file=sys.stderr)
                 emit("epoch_end", {"epoch": epoch, "validation_accuracy": val_acc, "model": model})
                 if patience is not None:
                     if val_acc > best_acc:
