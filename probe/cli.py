@@ -64,13 +64,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from probe.pipeline import execute_sweep
 
         sweep = execute_sweep(config, progress=progress)
+        if not _is_main_process():
+            return 0
         print(display_table(sweep.comparison).to_string(index=False))
         print(f"comparison: {sweep.report_path}")
         return 0
     run = execute(config, progress=progress)
+    if not _is_main_process():
+        return 0  # a helper process of `accelerate launch`: the main process reports
     print(run.summary["verdict"])
     print(f"report: {run.report_path}")
     return 0
+
+
+def _is_main_process() -> bool:
+    from probe.distributed import current
+
+    return current().is_main
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

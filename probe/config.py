@@ -393,6 +393,14 @@ class Config(_Section):
             )
         return v
 
+    @field_validator("spurious", mode="before")
+    @classmethod
+    def _default_kind(cls, v: Any) -> Any:
+        """``kind: planted`` may be left out (it is the only kind so far)."""
+        if isinstance(v, list):
+            return [{"kind": "planted", **x} if isinstance(x, dict) and "kind" not in x else x for x in v]
+        return v
+
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: list[int] | None) -> list[int] | None:

@@ -84,6 +84,16 @@ class Dist:
         td.all_gather_object(out, value)
         return float(sum(out))
 
+    def max(self, value: float) -> float:
+        """The largest ``value`` over processes (the wall time of a sharded stage)."""
+        if not self.enabled:
+            return value
+        import torch.distributed as td
+
+        out: list = [None] * self.world
+        td.all_gather_object(out, value)
+        return float(max(out))
+
     def gather_rows(self, local: dict[str, np.ndarray], axes: dict[str, int] | None = None) -> dict[str, np.ndarray]:
         """Concatenate each process's shard of every array (along ``axes[name]``, default 0) in rank
         order, on every process: the inverse of :meth:`shard` over the same item order."""
@@ -103,8 +113,24 @@ def current() -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from datetime import timedelta
 
-    # a token-classification model never uses its pooler: let DDP skip weights without gradients
-    acc = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+    # a token-classification model never uses its pooler: let DDP skip weights without gradients;
+    # helper processes wait at the next collective while the main process runs the analyses
+    import torch
+
+    # without CUDA, several processes are CPU processes (gloo): `accelerate launch --multi_gpu
+    # --num_processes N` starts them with torchrun, and Accelerator must be told to stay on the CPU.
+    # A token classifier never uses its pooler: DDP skips weights without gradients. Helper processes
+    # wait at the next collective while the main process runs the analyses: a long timeout.
+    acc = Accelerator(cpu=not torch.cuda.is_available(),
+                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True),
+                                       InitProcessGroupKwargs(timeout=timedelta(hours=6))])
+    if acc.num_processes != world:
+        from probe.errors import ProbeError
+
+        raise ProbeError(f"accelerate: WORLD_SIZE is {world} but Accelerate set up {acc.num_processes} process(es); "
+                         "launch with `accelerate launch --multi_gpu --num_processes N -m probe run CONFIG`")
     return Dist(rank=acc.process_index, world=acc.num_processes, accelerator=acc)

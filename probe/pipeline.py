@@ -1,5 +1,9 @@
-"""The flow of one run (DESIGN.md §3): data -> fine-tune -> extract -> analyses -> attribution ->
-causal (erasure, ablation) -> report.
+"""The flow of one run (DESIGN.md §3): data -> pretrain (optional MLM stage) -> fine-tune -> extract ->
+analyses -> attribution -> causal (erasure, ablation) -> report.
+
+Under ``accelerate launch`` with several processes (:mod:`probe.distributed`), pretraining,
+fine-tuning and extraction run data-parallel on every process; the analyses, the report and every
+write to the run directory happen on the main process only.
 
 With ``seeds``, fine-tuning, extraction, analyses, attribution and the causal tests repeat per
 seed (the pretrained activations are shared), and the tables gain across-seed rows. A config with
@@ -34,7 +38,11 @@ ACTIVATION_FORMAT = 1  # bump when the pooled-activation layout changes, to inva
 
 
 def log(msg: str) -> None:
-    print(f"[probe] {msg}", file=sys.stderr, flush=True)
+    """A progress line on stderr (from the main process only, in a data-parallel run)."""
+    from probe.distributed import current
+
+    if current().is_main:
+        print(f"[probe] {msg}", file=sys.stderr, flush=True)
 
 
 class _Timer:
@@ -134,14 +142,20 @@ def execute_sweep(config: Config, progress: bool = True) -> Sweep:
     from probe.comparison import compare, write_comparison
     from probe.config import variant_configs
 
+    from probe.distributed import current
+
     variants = variant_configs(config)
     sweep_dir = config.run_dir
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(sweep_dir / "config.yaml", dump_config(config))
+    main = current().is_main
+    if main:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(sweep_dir / "config.yaml", dump_config(config))
     runs = []
     for i, v in enumerate(variants, start=1):
         log(f"sweep: variant {i}/{len(variants)}: {v.name}")
         runs.append(execute(v, progress=progress, shared_dir=sweep_dir / "shared"))
+    if not main:  # a helper process of a data-parallel sweep: the main process compares
+        return Sweep(sweep_dir, runs, pd.DataFrame(), sweep_dir / "comparison.html")
     table = compare([r.path for r in runs], names=[v.name for v in variants])
     report = write_comparison(table, sweep_dir)
     log(f"sweep: {len(runs)} variants compared: {report}")
@@ -154,49 +168,72 @@ def execute(config: Config, progress: bool = True, shared_dir: Path | None = Non
     from probe.data.task import build_task_data
     from probe.models.backbones import load_tokenizer
 
+    from probe.distributed import current
+
+    dist = current()
+    if not dist.is_main:
+        progress = False
     timer = _Timer()
     t_start = time.perf_counter()
     with timer.stage("data"):
         data = build_task_data(config)
         tokenizer = load_tokenizer(config.model.backbone)
         device = resolve_device(config.device)
+        if dist.enabled:
+            device = dist.accelerator.device  # this process's GPU (or the CPU)
     log(f"data: {config.task.dataset}, {len(data.classes)} classes, train {len(data.train_texts)} / "
         f"validation {len(data.val_texts)} / test {len(data.test_texts)}")
 
     run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "index.html").unlink(missing_ok=True)
-    _mark(run_dir, "running", config_hash=config.hash())
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "index.html").unlink(missing_ok=True)
+        _mark(run_dir, "running", config_hash=config.hash())
+    dist.barrier()
     try:
         summary = _execute_stages(config, data, tokenizer, device, run_dir, timer, progress, shared_dir)
     except BaseException as e:  # mark failed and re-raise: nothing may look complete
-        _mark(run_dir, "failed", config_hash=config.hash(), error=f"{type(e).__name__}: {e}".splitlines()[0])
+        if dist.is_main:
+            _mark(run_dir, "failed", config_hash=config.hash(), error=f"{type(e).__name__}: {e}".splitlines()[0])
         raise
+    if summary is None:  # a helper process of a data-parallel run: the main process writes
+        dist.barrier()
+        return Run(run_dir)
     timer.seconds["total"] = round(time.perf_counter() - t_start, 3)
     atomic_write_json(run_dir / "timings.json", timer.seconds)
     summary["timings"] = timer.seconds
     summary["status"] = "complete"
     atomic_write_json(run_dir / "summary.json", summary)
     log(f"done in {timer.seconds['total']:.0f} s: {run_dir / 'index.html'}")
+    dist.barrier()
     return Run(run_dir)
 
 
 def _execute_stages(config, data, tokenizer, device, run_dir: Path, timer: _Timer, progress: bool,
-                    shared_dir: Path | None = None) -> dict:
+                    shared_dir: Path | None = None) -> dict | None:
+    """Every stage after data; returns the summary, or None on a helper process of a data-parallel run."""
     from probe.analyses.aggregate import aggregate_seeds
+    from probe.distributed import current
     from probe.models.backbones import load_encoder
     from probe.report.render import render_report
 
+    dist = current()
     _seed_everything(config.seed)
-    atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    if dist.is_main:
+        atomic_write_text(run_dir / "config.yaml", dump_config(config))
     reused: list[str] = []
+    backbone, backbone_key, pretraining = config.model.backbone, config.model.backbone, None
+    if config.pretrain.enabled:
+        with timer.stage("pretrain"):
+            backbone, backbone_key, pretraining = _pretrain_cached(config, data, tokenizer, device, run_dir,
+                                                                   shared_dir, progress, reused)
     seeds = config.run_seeds
     fine_texts, fine_index = _unique(data.test_texts + [t for p in data.planted for t in p.inserted]
                                      + data.probe_texts)
     pre_texts, pre_index = _unique(data.probe_texts)
     with timer.stage("extract"):
-        pre = _extract_cached(config, shared_dir or run_dir, "pretrained", config.model.backbone, pre_texts,
-                              lambda: load_encoder(config.model.backbone, config.seed), tokenizer, device,
+        pre = _extract_cached(config, shared_dir or run_dir, "pretrained", backbone_key, pre_texts,
+                              lambda: load_encoder(backbone, config.seed), tokenizer, device,
                               False, progress, reused)
     pre_acts = pre["activations"][:, [pre_index[t] for t in data.probe_texts]]
 
@@ -206,12 +243,14 @@ def _execute_stages(config, data, tokenizer, device, run_dir: Path, timer: _Time
         suffix = "" if len(seeds) == 1 else f"-seed{seed}"
         with timer.stage("finetune"):
             model, train_log, ft_key = _finetune_cached(config, data, tokenizer, device, run_dir, seed, suffix,
-                                                        progress, reused)
+                                                        progress, reused, backbone, backbone_key)
         with timer.stage("extract"):
             fine = _extract_cached(config, run_dir, f"finetuned{suffix}", ft_key, fine_texts, lambda: model,
                                    tokenizer, device, True, progress, reused)
         speeds[f"finetuned{suffix}"] = _speed(fine)
         train_logs[seed] = train_log
+        if not dist.is_main:
+            continue  # analyses, attribution and causal tests run on the main process only
         with timer.stage("analyses"):
             fine_acts = fine["activations"][:, [fine_index[t] for t in data.probe_texts]]
             preds = {"clean": fine["logits"][[fine_index[t] for t in data.test_texts]].argmax(1)}
@@ -220,16 +259,18 @@ def _execute_stages(config, data, tokenizer, device, run_dir: Path, timer: _Time
             tables = _analyse(config, data, pre_acts, fine_acts, preds, train_log, seed, progress)
         if config.analyses.attribution or config.analyses.invariance:
             with timer.stage("attribution"):
-                extra = _attribution_tables(config, data, lambda: load_encoder(config.model.backbone, config.seed),
+                extra = _attribution_tables(config, data, lambda: load_encoder(backbone, config.seed),
                                             model, tokenizer, pre_acts, seed, progress)
             for name, df in extra.items():
                 tables[name] = pd.concat([tables[name], df], ignore_index=True) if name in tables else df
         if config.causal.enabled:
-            tables.update(_causal(config, data, model, tokenizer, device, seed, timer, progress))
+            tables.update(_causal(config, data, model, tokenizer, device, seed, timer, progress, backbone))
         for name, df in tables.items():
             df.insert(0, "seed", seed)
             per_seed.setdefault(name, []).append(df)
 
+    if not dist.is_main:
+        return None
     with timer.stage("analyses"):
         tables = {name: aggregate_seeds(pd.concat(dfs, ignore_index=True)) for name, dfs in per_seed.items()}
         for name, df in tables.items():
@@ -237,6 +278,10 @@ def _execute_stages(config, data, tokenizer, device, run_dir: Path, timer: _Time
         features, task_acc = _features(config, data, tables)
 
     summary = _summary(config, data, task_acc, features, train_logs, speeds, reused, device, tables)
+    if pretraining is not None:
+        summary["pretraining"] = pretraining
+    if dist.enabled:
+        summary["processes"] = dist.world
     with timer.stage("report"):
         render_report(run_dir, summary_override={**summary, "status": "complete", "timings": timer.seconds})
     return summary
@@ -248,28 +293,35 @@ def _speed(extraction: dict) -> float | None:
 
 
 def _finetune_cached(config, data, tokenizer, device, run_dir: Path, seed: int, suffix: str, progress: bool,
-                     reused: list[str]):
-    """The fine-tuned classifier for ``seed``: from ``models/finetuned<suffix>`` when its key matches."""
+                     reused: list[str], backbone: str, backbone_key: str):
+    """The fine-tuned classifier for ``seed``: from ``models/finetuned<suffix>`` when its key matches.
+    ``backbone`` is where the pretrained weights are (the pretraining stage's folder, or the configured
+    backbone) and ``backbone_key`` what identifies them."""
+    from probe.distributed import current
     from probe.models.finetune import build_classifier, finetune
     from probe.models.strategies import for_analysis, load_trained, prepare_model, save_trained
 
-    ft_key = stable_hash([config.model.backbone, config.finetune.model_dump(), config.task.max_length, seed,
+    dist = current()
+    ft_key = stable_hash([backbone_key, config.finetune.model_dump(), config.task.max_length, seed,
                           data.fingerprint(), _planted_key(data), "seqcls-v2"])
     model_dir = run_dir / "models" / f"finetuned{suffix}"
     key_file = model_dir / "probe_key.json"
     label = f"finetune{suffix.replace('-', ':')}"
-    if key_file.is_file() and json.loads(key_file.read_text()).get("key") == ft_key:
-        model = for_analysis(load_trained(model_dir, config.model.backbone, data.classes, config.finetune, seed=seed))
+    if dist.agree(key_file.is_file() and json.loads(key_file.read_text()).get("key") == ft_key):
+        model = for_analysis(load_trained(model_dir, backbone, data.classes, config.finetune, seed=seed))
         reused.append(label)
         log(f"finetune: reused checkpoint {model_dir} (key {ft_key})")
         return model, json.loads((model_dir / "training.json").read_text()), ft_key
-    log(f"finetune: {config.model.backbone}, {config.finetune.strategy}, {config.finetune.epochs} epochs on "
-        f"{device.type}, seed {seed}")
-    model = prepare_model(build_classifier(config.model.backbone, data.classes, seed), config.finetune)
+    log(f"finetune: {config.model.backbone}{' (pretrained here)' if config.pretrain.enabled else ''}, "
+        f"{config.finetune.strategy}, {config.finetune.epochs} epochs on {device.type}, seed {seed}"
+        + (f", {dist.world} processes" if dist.enabled else ""))
+    model = prepare_model(build_classifier(backbone, data.classes, seed), config.finetune)
     planted = [(p.feature.token, p.target, p.feature.max_position) for p in data.planted]
     tl = finetune(model, tokenizer, data.train_texts, data.train_labels, data.val_texts, data.val_labels,
                   config.finetune, config.task.max_length, seed, device, progress, planted=planted)
     train_log = tl.to_dict()
+    if not dist.is_main:
+        return for_analysis(model), train_log, ft_key
     tmp = model_dir.with_name(f".{model_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_trained(model, tmp, config.finetune)
@@ -282,6 +334,54 @@ def _finetune_cached(config, data, tokenizer, device, run_dir: Path, seed: int, 
     return model, train_log, ft_key
 
 
+def _pretrain_cached(config, data, tokenizer, device, run_dir: Path, shared_dir: Path | None, progress: bool,
+                     reused: list[str]) -> tuple[str, str, dict]:
+    """The MLM pretraining stage (issue 7): returns the folder of the pretrained encoder (every later
+    stage's "pretrained" model), the key that identifies it, and what pretraining did.
+
+    The checkpoint sits in ``models/pretrained`` (in a sweep: ``shared/models/pretrained-<key>``, so
+    variants with the same pretraining share it) and is reused when its key matches."""
+    from probe.data.corpus import load_corpus, plant_artifact
+    from probe.distributed import current
+    from probe.models.pretrain import build_mlm, pretrain_mlm, save_pretrained_encoder
+
+    dist = current()
+    p = config.pretrain
+    texts, labels = load_corpus(p.corpus, p.text_column, data.corpus_texts, data.corpus_labels, p.max_texts,
+                                config.seed)
+    artifact = None
+    if p.artifact is not None:
+        texts, mask = plant_artifact(texts, labels, p.artifact, config.seed)
+        artifact = {"token": p.artifact.token, "target_class": p.artifact.target_class, "words": p.artifact.words,
+                    "count": p.artifact.count, "texts_with_token": int(mask.sum()), "corpus_texts": len(texts)}
+    key = stable_hash([config.model.backbone, p.model_dump(), config.seed, texts, "mlm-v1"])
+    base = (shared_dir or run_dir) / "models"
+    model_dir = base / ("pretrained" if shared_dir is None else f"pretrained-{key}")
+    key_file = model_dir / "probe_key.json"
+    if dist.agree(key_file.is_file() and json.loads(key_file.read_text()).get("key") == key):
+        reused.append("pretrain")
+        log(f"pretrain: reused checkpoint {model_dir} (key {key})")
+        return str(model_dir), key, json.loads((model_dir / "pretraining.json").read_text())
+    log(f"pretrain: MLM, {p.init} from {config.model.backbone}, {len(texts)} corpus texts, {p.steps} steps of "
+        f"{p.batch_size} x {p.max_length} tokens on {device.type}"
+        + (f", artifact {p.artifact.token!r} in {artifact['texts_with_token']} texts" if artifact else ""))
+    model = build_mlm(config.model.backbone, p, tokenizer, config.seed)
+    plog = pretrain_mlm(model, tokenizer, texts, p, config.compute, config.seed, device, progress)
+    info = {**plog.to_dict(), "init": p.init, "corpus": p.corpus, "corpus_texts": len(texts), "artifact": artifact}
+    log(f"pretrain: masked-token loss {plog.initial_loss:.3f} -> {plog.final_loss:.3f} (held out), "
+        f"{plog.tokens_per_second:.0f} tokens/s")
+    if dist.is_main:
+        tmp = model_dir.with_name(f".{model_dir.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_pretrained_encoder(model, tokenizer, tmp)
+        atomic_write_json(tmp / "pretraining.json", info)
+        atomic_write_json(tmp / "probe_key.json", {"key": key})
+        shutil.rmtree(model_dir, ignore_errors=True)
+        tmp.rename(model_dir)
+    dist.barrier()
+    return str(model_dir), key, info
+
+
 def _planted_key(data) -> list:
     """What counterfactual augmentation reads from the planted features (token, target, positions)."""
     return [[p.feature.token, int(p.target), p.feature.max_position] for p in data.planted]
@@ -289,23 +389,33 @@ def _planted_key(data) -> list:
 
 def _extract_cached(config, run_dir: Path, name: str, source_key: str, texts: list[str], get_model, tokenizer,
                     device, with_logits: bool, progress: bool, reused: list[str]) -> dict:
-    """Pooled activations (and logits) of ``texts``, from ``cache/`` when the same inputs made them."""
+    """Pooled activations (and logits) of ``texts``, from ``cache/`` when the same inputs made them.
+
+    With several processes each extracts a contiguous shard of ``texts`` and the rows are gathered
+    back in order; tokens are summed and the seconds are the slowest shard's."""
+    from probe.distributed import current
     from probe.representations.extract import extract_pooled
 
+    dist = current()
     key = stable_hash([source_key, config.seed, config.task.max_length, texts, ACTIVATION_FORMAT])
     path = run_dir / "cache" / f"activations-{name}-{key}.npz"
-    cached = _load_npz(path) if path.is_file() else None
+    cached = _load_npz(path) if dist.agree(path.is_file() and _load_npz(path) is not None) else None
     if cached is not None:
         reused.append(f"extract:{name.replace('-', ':')}")
         log(f"extract: reused cached {name} activations {path.name}")
         return cached
-    out = extract_pooled(get_model(), tokenizer, texts, config.task.max_length, config.analyses.batch_size, device,
-                         with_logits=with_logits, progress=progress, desc=f"extract {name}")
-    arrays = {"activations": out["activations"], "tokens": np.array(out["tokens"]), "seconds": np.array(out["seconds"])}
+    out = extract_pooled(get_model(), tokenizer, list(dist.shard(texts)), config.task.max_length,
+                         config.analyses.batch_size, device, with_logits=with_logits, progress=progress,
+                         desc=f"extract {name}")
+    local = {"activations": out["activations"]}
     if with_logits:
-        arrays["logits"] = out["logits"]
-    _save_npz(path, **arrays)
-    log(f"extract: {name}, {len(texts)} texts, {out['tokens'] / out['seconds']:.0f} tokens/s")
+        local["logits"] = out["logits"]
+    arrays = dist.gather_rows(local, axes={"activations": 1})
+    arrays["tokens"] = np.array(int(dist.sum(out["tokens"])))
+    arrays["seconds"] = np.array(dist.max(out["seconds"]))
+    if dist.is_main:
+        _save_npz(path, **arrays)
+    log(f"extract: {name}, {len(texts)} texts, {float(arrays['tokens']) / float(arrays['seconds']):.0f} tokens/s")
     return arrays
 
 
@@ -437,7 +547,8 @@ def _attribution_tables(config: Config, data, get_encoder, model, tokenizer, pre
     return out
 
 
-def _causal(config: Config, data, model, tokenizer, device, seed: int, timer, progress: bool) -> dict[str, pd.DataFrame]:
+def _causal(config: Config, data, model, tokenizer, device, seed: int, timer, progress: bool,
+            backbone: str) -> dict[str, pd.DataFrame]:
     """Erasure and ablation tables of one fine-tuned model (probe.causal.experiment), timed as two stages."""
     from probe.causal.experiment import ablation_tables, erasure_tables
     from probe.models.backbones import load_encoder
@@ -453,7 +564,7 @@ def _causal(config: Config, data, model, tokenizer, device, seed: int, timer, pr
     if c.layer_swap or (c.head_ablation and data.planted):
         with timer.stage("ablation"):
             t0 = time.perf_counter()
-            pretrained = load_encoder(config.model.backbone, seed).to(device).eval()  # fine-tuning's starting point
+            pretrained = load_encoder(backbone, seed).to(device).eval()  # fine-tuning's starting point
             out["ablation"] = ablation_tables(config, data, model, pretrained, tokenizer, device, seed, progress)
             log(f"causal: layer swaps and head ablation in {time.perf_counter() - t0:.0f} s")
     return out

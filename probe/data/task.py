@@ -44,6 +44,8 @@ class TaskData:
     planted: list[PlantedTest] = field(default_factory=list)
     probe_texts: list[str] = field(default_factory=list)
     n_total: int = 0
+    corpus_texts: list[str] = field(default_factory=list)
+    corpus_labels: list[str] = field(default_factory=list)
 
     def fingerprint(self) -> str:
         """Hash of everything the fine-tuning stage sees."""
@@ -123,6 +125,10 @@ def build_task_data(config: Config) -> TaskData:
         test_texts=[texts[i] for i in te], test_labels=labels[te],
         n_total=n,
     )
+    held_out = np.zeros(n, bool)
+    held_out[te] = True  # the pretraining corpus "task": every text outside the test split, before any planting
+    data.corpus_texts = [texts[i] for i in np.flatnonzero(~held_out)]
+    data.corpus_labels = [classes[labels[i]] for i in np.flatnonzero(~held_out)]
     rng = np.random.default_rng([config.seed, 1])
     probe_texts = list(data.test_texts)
     for feature in config.spurious:

@@ -90,6 +90,8 @@ def load_encoder(backbone: str, seed: int):
             return AutoModel.from_config(builtin.make_config())
     source = str(builtin.weights_path()) if builtin else backbone
     try:
-        return AutoModel.from_pretrained(source)
+        with torch.random.fork_rng(devices=[]):  # weights a checkpoint lacks (e.g. an MLM's pooler) come from seed
+            torch.manual_seed(seed)
+            return AutoModel.from_pretrained(source)
     except (OSError, ValueError) as e:
         raise ProbeError(_not_found(backbone, e)) from None
