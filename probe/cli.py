@@ -91,7 +91,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from probe.comparison import compare, default_out_dir, display_table, write_comparison
+    from probe.comparison import compare, default_out_dir, display_table, paired_differences, write_comparison
 
     names = None
     if args.names is not None:
@@ -101,7 +101,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
             raise ProbeError(f"--names {args.names!r}: empty name; give comma-separated names, one per RUN_DIR")
     df = compare(args.run_dirs, names)
-    out = write_comparison(df, args.out if args.out else default_out_dir(args.run_dirs))
+    differences = paired_differences(args.run_dirs, names=list(df["variant"]))
+    out = write_comparison(df, args.out if args.out else default_out_dir(args.run_dirs), differences=differences)
     print(display_table(df).to_string(index=False))
     print(f"comparison: {out}")
     return 0

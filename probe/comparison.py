@@ -280,6 +280,73 @@ def _variant_row(path: Path) -> dict:
     return row
 
 
+DIFFERENCE_METRICS = ("s_only_error", "flip_rate", "conflicting_accuracy", "clean_accuracy")
+
+
+def _per_example(pred: pd.DataFrame, feature: str, target: int) -> pd.DataFrame | None:
+    """Per conflicting test example (label != target): mean over seeds of each metric's indicator."""
+    clean = pred[pred.partition == "clean"].set_index(["seed", "example"])
+    ins = pred[pred.partition == feature].set_index(["seed", "example"])
+    if ins.empty:
+        return None
+    both = clean.join(ins[["prediction"]], rsuffix="_inserted", how="inner")
+    both = both[both.label != target]
+    out = pd.DataFrame({"s_only_error": both.prediction_inserted == target,
+                        "flip_rate": both.prediction_inserted != both.prediction,
+                        "conflicting_accuracy": both.prediction_inserted == both.label}).astype(float)
+    return out.groupby(level="example").mean()
+
+
+def paired_differences(paths: Sequence[str | Path], names: Sequence[str] | None = None, reference: int = 0,
+                       n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Each run's behaviour minus the reference run's, paired by test example, with percentile
+    bootstrap intervals over examples (Efron & Tibshirani 1993). Pairing cancels example
+    difficulty, so the interval says whether two recipes differ on *these* examples, which two
+    overlapping per-run intervals cannot. Needs runs with the same test set (``tables/predictions.csv``,
+    same labels in the same order); other runs are left out. Rows: variant, reference, feature,
+    metric (s_only_error, flip_rate, conflicting_accuracy on conflicting examples; clean_accuracy on
+    all), value, ci_low, ci_high. With several seeds each example's indicator is averaged over seeds."""
+    from probe.analyses.stats import bootstrap_indices
+
+    paths = [Path(p) for p in paths]
+    names = list(names) if names is not None else [p.name for p in paths]
+    if len(paths) < 2:
+        return pd.DataFrame(columns=["variant", "reference", "feature", "metric", "value", "ci_low", "ci_high"])
+    preds = [_read_table(p, "predictions") for p in paths]
+    summaries = [_read_summary(p) for p in paths]
+    ref_pred, ref_sum = preds[reference], summaries[reference]
+    rows = []
+    if ref_pred is None:
+        return pd.DataFrame(rows, columns=["variant", "reference", "feature", "metric", "value", "ci_low", "ci_high"])
+    classes = ref_sum.get("task", {}).get("classes", [])
+    ref_labels = ref_pred[ref_pred.partition == "clean"].groupby("example").label.first()
+    rng = np.random.default_rng([seed, 21])
+    for i, (pred, summary) in enumerate(zip(preds, summaries)):
+        if i == reference or pred is None or summary.get("task", {}).get("classes") != classes:
+            continue
+        labels = pred[pred.partition == "clean"].groupby("example").label.first()
+        if not labels.equals(ref_labels):
+            continue  # a different test set: nothing to pair
+        clean_ok = {k: (d[d.partition == "clean"].prediction == d[d.partition == "clean"].label)
+                    .groupby(d[d.partition == "clean"].example).mean() for k, d in (("a", pred), ("b", ref_pred))}
+        diffs = {("task", "clean_accuracy"): (clean_ok["a"] - clean_ok["b"]).to_numpy()}
+        for f in summary.get("features", []):
+            if f.get("target_class") not in classes:
+                continue
+            target = classes.index(f["target_class"])
+            a, b = _per_example(pred, f["name"], target), _per_example(ref_pred, f["name"], target)
+            if a is None or b is None:
+                continue
+            for m in DIFFERENCE_METRICS[:3]:
+                diffs[(f["name"], m)] = (a[m] - b[m]).to_numpy()
+        for (feature, metric), d in diffs.items():
+            boot = d[bootstrap_indices(d.size, n_boot, rng)].mean(axis=1)
+            lo, hi = np.quantile(boot, [0.025, 0.975])
+            rows.append({"variant": names[i], "reference": names[reference], "feature": feature, "metric": metric,
+                         "value": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi)})
+    return pd.DataFrame(rows, columns=["variant", "reference", "feature", "metric", "value", "ci_low", "ci_high"])
+
+
 def pareto_optimal(df: pd.DataFrame, x: str = "clean_accuracy", y: str = "conflicting_accuracy") -> pd.Series:
     """Boolean Series: variants that no other variant dominates on ``x`` and ``y`` (higher is better on
     both; dominating = at least as good on both and better on one). Rows with a NaN in either are False."""
@@ -392,9 +459,11 @@ def _table(df: pd.DataFrame, optimal: pd.Series) -> tuple[list[dict], list[dict]
     return header, body
 
 
-def write_comparison(df: pd.DataFrame, out_dir: str | Path) -> Path:
+def write_comparison(df: pd.DataFrame, out_dir: str | Path, differences: pd.DataFrame | None = None) -> Path:
     """Write ``comparison.csv`` (``df`` as is) and a self-contained ``comparison.html`` to ``out_dir``;
-    returns the HTML's path. Every string from the runs is escaped (Jinja autoescaping)."""
+    returns the HTML's path. With ``differences`` (:func:`paired_differences`) also
+    ``comparison_differences.csv`` and a table of them. Every string from the runs is escaped
+    (Jinja autoescaping)."""
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ProbeError(f"write_comparison: the table lacks column {missing[0]!r}; build it with probe.compare")
@@ -408,6 +477,13 @@ def write_comparison(df: pd.DataFrame, out_dir: str | Path) -> Path:
     df = df.reset_index(drop=True)
     optimal = pareto_optimal(df)
     atomic_write_text(out_dir / "comparison.csv", df.to_csv(index=False, float_format="%.10g"))
+    diff_rows = []
+    if differences is not None and len(differences):
+        atomic_write_text(out_dir / "comparison_differences.csv",
+                          differences.to_csv(index=False, float_format="%.10g"))
+        diff_rows = [{"variant": r.variant, "reference": r.reference, "feature": r.feature,
+                      "metric": LABELS.get(r.metric, r.metric), "text": _fmt(r.value, r.ci_low, r.ci_high, digits=3),
+                      "real": bool(r.ci_low > 0 or r.ci_high < 0)} for r in differences.itertuples()]
     plotted = df["clean_accuracy"].notna() & df["conflicting_accuracy"].notna()
     figure = figures.pareto_figure(df[plotted], optimal[plotted].tolist()) if plotted.any() else None
     header, body = _table(df, optimal)
@@ -418,7 +494,7 @@ def write_comparison(df: pd.DataFrame, out_dir: str | Path) -> Path:
         n=len(df), headline=headline(df), figure=figure, header=header, body=body,
         column_help=COLUMN_HELP, labels=LABELS, interval_note=INTERVAL_NOTE, features=features,
         pareto=[str(v) for v in df.loc[optimal, "variant"]],
-        not_plotted=[str(v) for v in df.loc[~plotted, "variant"]],
+        not_plotted=[str(v) for v in df.loc[~plotted, "variant"]], differences=diff_rows,
     )
     out = out_dir / "comparison.html"
     atomic_write_text(out, html)

@@ -156,8 +156,12 @@ def execute_sweep(config: Config, progress: bool = True) -> Sweep:
         runs.append(execute(v, progress=progress, shared_dir=sweep_dir / "shared"))
     if not main:  # a helper process of a data-parallel sweep: the main process compares
         return Sweep(sweep_dir, runs, pd.DataFrame(), sweep_dir / "comparison.html")
+    from probe.comparison import paired_differences
+
     table = compare([r.path for r in runs], names=[v.name for v in variants])
-    report = write_comparison(table, sweep_dir)
+    differences = paired_differences([r.path for r in runs], names=[v.name for v in variants],
+                                     n_boot=config.analyses.bootstrap_samples, seed=config.seed)
+    report = write_comparison(table, sweep_dir, differences=differences)
     log(f"sweep: {len(runs)} variants compared: {report}")
     return Sweep(sweep_dir, runs, table, report)
 
@@ -238,6 +242,7 @@ def _execute_stages(config, data, tokenizer, device, run_dir: Path, timer: _Time
     pre_acts = pre["activations"][:, [pre_index[t] for t in data.probe_texts]]
 
     per_seed: dict[str, list[pd.DataFrame]] = {}
+    predictions: list[pd.DataFrame] = []
     train_logs, speeds = {}, {"pretrained": _speed(pre)}
     for seed in seeds:
         suffix = "" if len(seeds) == 1 else f"-seed{seed}"
@@ -257,6 +262,7 @@ def _execute_stages(config, data, tokenizer, device, run_dir: Path, timer: _Time
             for p in data.planted:
                 preds[p.feature.label] = fine["logits"][[fine_index[t] for t in p.inserted]].argmax(1)
             tables = _analyse(config, data, pre_acts, fine_acts, preds, train_log, seed, progress)
+            predictions.append(_prediction_rows(data, preds, seed))
         if config.analyses.attribution or config.analyses.invariance:
             with timer.stage("attribution"):
                 extra = _attribution_tables(config, data, lambda: load_encoder(backbone, config.seed),
@@ -275,6 +281,7 @@ def _execute_stages(config, data, tokenizer, device, run_dir: Path, timer: _Time
         tables = {name: aggregate_seeds(pd.concat(dfs, ignore_index=True)) for name, dfs in per_seed.items()}
         for name, df in tables.items():
             write_table(run_dir, name, df)
+        write_table(run_dir, "predictions", pd.concat(predictions, ignore_index=True))
         features, task_acc = _features(config, data, tables)
 
     summary = _summary(config, data, task_acc, features, train_logs, speeds, reused, device, tables)
@@ -285,6 +292,16 @@ def _execute_stages(config, data, tokenizer, device, run_dir: Path, timer: _Time
     with timer.stage("report"):
         render_report(run_dir, summary_override={**summary, "status": "complete", "timings": timer.seconds})
     return summary
+
+
+def _prediction_rows(data, preds: dict[str, np.ndarray], seed: int) -> pd.DataFrame:
+    """Per test example: its label and the fine-tuned prediction on the clean text (partition
+    ``clean``) and with each planted token inserted (partition = the feature's name); class indices
+    into ``summary.task.classes``. ``probe.compare`` pairs these across runs."""
+    n = len(data.test_labels)
+    return pd.concat([pd.DataFrame({"seed": seed, "partition": part, "example": np.arange(n),
+                                    "label": data.test_labels, "prediction": np.asarray(p, dtype=np.int64)})
+                      for part, p in preds.items()], ignore_index=True)
 
 
 def _speed(extraction: dict) -> float | None:

@@ -272,3 +272,53 @@ def test_cli_subprocess_no_traceback(tmp_path):
     assert res.returncode == 2
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert str(tmp_path / "plain") in res.stderr
+
+
+def _prediction_run(path, name, clean_pred, inserted_pred, labels, seeds=(0,)):
+    """A run directory with just what paired_differences reads: summary and tables/predictions.csv."""
+    (path / "tables").mkdir(parents=True)
+    summary = {"status": "complete", "name": name, "task": {"classes": ["a", "b", "c"]},
+               "features": [{"name": FEATURE, "token": "zebra", "target_class": "a"}]}
+    (path / "summary.json").write_text(json.dumps(summary))
+    rows = []
+    for s in seeds:
+        for part, pred in (("clean", clean_pred), (FEATURE, inserted_pred)):
+            rows += [{"seed": s, "partition": part, "example": i, "label": y, "prediction": p}
+                     for i, (y, p) in enumerate(zip(labels, pred))]
+    pd.DataFrame(rows).to_csv(path / "tables" / "predictions.csv", index=False)
+    numbers = {m: (0.5, 0.4, 0.6) for m in METRICS}
+    pd.DataFrame(_behaviour_rows(seeds[0], numbers)).to_csv(path / "tables" / "behaviour.csv", index=False)
+
+
+def test_paired_differences_known_answer(tmp_path):
+    from probe.comparison import paired_differences
+
+    labels = [1, 2] * 50 + [0] * 20          # 100 conflicting examples (label != target 0), 20 aligned
+    clean = list(labels)                      # both runs are right on every clean example
+    # reference: 60 of the 100 conflicting examples flip to the target; variant: 20 do
+    ref_ins = [0 if i < 60 else y for i, y in enumerate(labels[:100])] + [0] * 20
+    var_ins = [0 if i < 20 else y for i, y in enumerate(labels[:100])] + [0] * 20
+    _prediction_run(tmp_path / "ref", "ref", clean, ref_ins, labels)
+    _prediction_run(tmp_path / "var", "var", clean, var_ins, labels)
+    d = paired_differences([tmp_path / "ref", tmp_path / "var"], n_boot=500)
+    get = d.set_index(["variant", "feature", "metric"])
+    s_only = get.loc[("var", FEATURE, "s_only_error")]
+    assert s_only.value == pytest.approx(0.2 - 0.6)
+    assert s_only.ci_high < 0                 # a real difference: 40 paired examples changed, none the other way
+    assert get.loc[("var", FEATURE, "flip_rate")].value == pytest.approx(-0.4)
+    assert get.loc[("var", FEATURE, "conflicting_accuracy")].value == pytest.approx(0.4)
+    clean_row = get.loc[("var", "task", "clean_accuracy")]
+    assert (clean_row.value, clean_row.ci_low, clean_row.ci_high) == (0.0, 0.0, 0.0)
+    assert set(d.reference) == {"ref"} and "ref" not in set(d.variant)
+
+    # a run with another test set is not paired
+    _prediction_run(tmp_path / "other", "other", clean[:50], var_ins[:50], labels[:50])
+    d2 = paired_differences([tmp_path / "ref", tmp_path / "other"], n_boot=100)
+    assert d2.empty
+
+    # the comparison page shows them, escaped, and writes the csv
+    df = compare([tmp_path / "ref", tmp_path / "var"])
+    out = write_comparison(df, tmp_path / "cmp", differences=d)
+    html = out.read_text()
+    assert "Paired differences" in html and "<strong>-0.400" in html
+    assert (tmp_path / "cmp" / "comparison_differences.csv").is_file()
