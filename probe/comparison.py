@@ -289,7 +289,7 @@ def _per_example(pred: pd.DataFrame, feature: str, target: int) -> pd.DataFrame 
     ins = pred[pred.partition == feature].set_index(["seed", "example"])
     if ins.empty:
         return None
-    both = clean.join(ins[["prediction"]], rsuffix="_inserted", how="inner")
+    both = clean.join(ins[["prediction"]].rename(columns={"prediction": "prediction_inserted"}), how="inner")
     both = both[both.label != target]
     out = pd.DataFrame({"s_only_error": both.prediction_inserted == target,
                         "flip_rate": both.prediction_inserted != both.prediction,
