@@ -20,7 +20,12 @@ Methods (all explain the *predicted* class ŷ of each example):
   BERT-style encoder was pretrained to read as "a word is missing here".
 
 F is the logit of ŷ (``output="logit"``, default) or its probability (``"probability"``).
-Words are the whitespace-separated words of the input text; subword scores are summed per
+For a token classifier, ``word_positions`` picks one word per example and F is the logit (or
+probability) of that word's tag at its first subword: the position is passed to the forward
+function through captum's ``additional_forward_args``, which captum expands along with the
+attention mask over IG steps and perturbations (see :mod:`probe.analyses.token_attribution`).
+Words are the whitespace-separated words of the input text (or the given words, when an
+input is already split into words, as for token classification); subword scores are summed per
 word via the fast tokenizer's ``word_ids()`` (the text is tokenised as pre-split words, which
 for WordPiece tokenizers gives exactly the ids of tokenising the text). Words cut off by
 ``max_length`` truncation are not part of the result: ``words`` holds the covered prefix.
@@ -60,7 +65,11 @@ POSITIVE_RGB = (0xD5, 0x5E, 0x00)  # Okabe-Ito vermillion
 
 @dataclass
 class WordAttributions:
-    """Attributions of one example: one score per (covered) whitespace word."""
+    """Attributions of one example: one score per (covered) whitespace word.
+
+    ``prediction`` is the explained class (for a token classifier: the explained tag of the
+    word at index ``position``; ``position`` is ``None`` for sequence classification).
+    """
 
     words: list[str]
     scores: np.ndarray
@@ -68,6 +77,7 @@ class WordAttributions:
     method: str
     delta: float = float("nan")  # |convergence delta| / |F(x) − F(baseline)|; IG only
     delta_large: bool = False
+    position: int | None = None
 
 
 @dataclass
@@ -81,11 +91,12 @@ class _Encoded:
 # encoding and grouping
 
 
-def _encode(tokenizer, texts: Sequence[str], max_length: int) -> _Encoded:
-    """Tokenise whitespace words so that ``word_ids()`` indexes ``text.split()``."""
+def _encode(tokenizer, texts: Sequence[str | Sequence[str]], max_length: int) -> _Encoded:
+    """Tokenise whitespace words so that ``word_ids()`` indexes ``text.split()`` (or the given
+    words, for an input that is already a list of words)."""
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError("word-level attributions need a fast tokenizer (word_ids())")
-    split = [t.split() for t in texts]
+    split = [t.split() if isinstance(t, str) else list(t) for t in texts]
     enc = tokenizer(split, is_split_into_words=True, truncation=True, max_length=max_length)
     ids, wids, words = [], [], []
     for i, ws in enumerate(split):
@@ -128,6 +139,21 @@ def _pad(ids: list[list[int]], pad_id: int):
     return out, mask
 
 
+def _first_subwords(enc: _Encoded, word_positions: Sequence[int]) -> np.ndarray:
+    """Token position of the first subword of word ``word_positions[i]`` in example i."""
+    if len(word_positions) != len(enc.ids):
+        raise ValueError(f"{len(word_positions)} word positions but {len(enc.ids)} inputs")
+    out = np.zeros(len(enc.ids), dtype=np.int64)
+    for i, (w, wids) in enumerate(zip(word_positions, enc.word_ids)):
+        hits = [p for p, x in enumerate(wids) if x == w]
+        if not hits:
+            raise ValueError(
+                f"input {i}: word {w} has no subword in the tokenised input ({len(enc.words[i])} words covered "
+                f"at this max_length; an empty or out-of-range word cannot be explained)")
+        out[i] = hits[0]
+    return out
+
+
 def pad_baseline(input_ids, tokenizer):
     """The IG baseline: every token that is not special (``[CLS]``, ``[SEP]``, ``[PAD]``,
     ...) replaced by ``[PAD]``."""
@@ -162,12 +188,20 @@ def _frozen_eval(model):
 
 
 def forward_function(model, output: str = "logit") -> Callable:
-    """``f(input_ids, attention_mask) -> [N, K]`` logits (or probabilities) of ``model``."""
+    """``f(input_ids, attention_mask, positions=None) -> [N, K]`` logits (or probabilities) of ``model``.
+
+    For a sequence classifier ``positions`` is ``None``. For a token classifier (logits
+    ``[N, T, K]``) ``positions [N]`` selects one token position per row: the output is that
+    position's tag logits, so captum attributes one tag of one word per example.
+    """
     if output not in ("logit", "probability"):
         raise ValueError(f"output: {output!r}; allowed: 'logit', 'probability'")
+    import torch
 
-    def f(input_ids, attention_mask):
+    def f(input_ids, attention_mask, positions=None):
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+        if positions is not None:
+            logits = logits[torch.arange(logits.shape[0], device=logits.device), positions]
         return logits.softmax(-1) if output == "probability" else logits
 
     return f
@@ -197,12 +231,15 @@ def attribute_tokens(
     model, tokenizer, texts: Sequence[str], method: str = "integrated_gradients", *,
     max_length: int = 128, n_steps: int = 50, token_budget: int = 4096, max_group: int = 64,
     output: str = "logit", occlusion_token: str = "mask", target: Sequence[int] | None = None,
+    word_positions: Sequence[int] | None = None,
 ) -> tuple[_Encoded, list[np.ndarray], np.ndarray, np.ndarray]:
     """Token-level attributions: ``(encoded, scores per example [len(ids)], predictions, relative deltas)``.
 
     See the module docstring for the methods. ``target`` overrides the predicted class.
-    For IG the relative delta is ``|Σ attr − (F(x) − F(b))| / |F(x) − F(b)|``
-    (Sundararajan et al. 2017, completeness); NaN for the other methods.
+    ``word_positions`` (token classifiers): explain the tag of word ``word_positions[i]`` of
+    example i, read at its first subword. For IG the relative delta is
+    ``|Σ attr − (F(x) − F(b))| / |F(x) − F(b)|`` (Sundararajan et al. 2017, completeness);
+    NaN for the other methods.
     """
     import torch
     from captum.attr import FeatureAblation, LayerGradientXActivation, LayerIntegratedGradients
@@ -213,6 +250,7 @@ def attribute_tokens(
         raise ValueError(f"occlusion_token: {occlusion_token!r}; allowed: 'mask', 'pad'")
     enc = _encode(tokenizer, texts, max_length)
     n = len(texts)
+    token_pos = None if word_positions is None else _first_subwords(enc, word_positions)
     scores: list[np.ndarray] = [np.zeros(0)] * n
     preds = np.zeros(n, dtype=np.int64)
     deltas = np.full(n, np.nan)
@@ -226,27 +264,28 @@ def attribute_tokens(
         for idx in _groups(lengths, rows, token_budget, max_group):
             input_ids, mask = _pad([enc.ids[i] for i in idx], tokenizer.pad_token_id)
             input_ids, mask = input_ids.to(device), mask.to(device)
+            args = (mask,) if token_pos is None else (mask, torch.as_tensor(token_pos[idx], device=device))
             with torch.no_grad():
-                fx = f(input_ids, mask)
+                fx = f(input_ids, *args)
             tgt = fx.argmax(-1) if target is None else torch.as_tensor([target[i] for i in idx], device=device)
             preds[idx] = tgt.cpu().numpy()
             if method == "integrated_gradients":
                 baseline = pad_baseline(input_ids, tokenizer)
                 lig = LayerIntegratedGradients(f, layer)
                 attr = lig.attribute(
-                    input_ids, baselines=baseline, target=tgt, additional_forward_args=(mask,),
+                    input_ids, baselines=baseline, target=tgt, additional_forward_args=args,
                     n_steps=n_steps, internal_batch_size=_internal_batch_size(len(idx), n_steps, input_ids.shape[1], token_budget),
                 )
                 tok = attr.sum(-1).detach()
                 with torch.no_grad():
-                    fb = f(baseline, mask)
+                    fb = f(baseline, *args)
                 sel = torch.arange(len(idx), device=device)
                 diff = (fx[sel, tgt] - fb[sel, tgt]).double()
                 delta = (tok.double() * mask).sum(-1) - diff
                 deltas[idx] = (delta.abs() / diff.abs().clamp_min(1e-12)).cpu().numpy()
             elif method in ("saliency", "input_x_gradient"):
                 lgxa = LayerGradientXActivation(f, layer, multiply_by_inputs=method == "input_x_gradient")
-                attr = lgxa.attribute(input_ids, target=tgt, additional_forward_args=(mask,)).detach()
+                attr = lgxa.attribute(input_ids, target=tgt, additional_forward_args=args).detach()
                 tok = attr.norm(dim=-1) if method == "saliency" else attr.sum(-1)
             else:
                 occ = tokenizer.mask_token_id if occlusion_token == "mask" else tokenizer.pad_token_id
@@ -261,7 +300,7 @@ def attribute_tokens(
                 per_eval = max(1, token_budget // (len(idx) * input_ids.shape[1]))
                 fa = FeatureAblation(f)
                 with torch.no_grad():
-                    tok = fa.attribute(input_ids, baselines=occ, target=tgt, additional_forward_args=(mask,),
+                    tok = fa.attribute(input_ids, baselines=occ, target=tgt, additional_forward_args=args,
                                        feature_mask=fmask, perturbations_per_eval=per_eval)
             tok = (tok.float() * mask).cpu().numpy()
             for r, i in enumerate(idx):
@@ -270,27 +309,31 @@ def attribute_tokens(
 
 
 def word_attributions(
-    model, tokenizer, texts: Sequence[str], method: str = "integrated_gradients", *,
+    model, tokenizer, texts: Sequence[str] | Sequence[Sequence[str]], method: str = "integrated_gradients", *,
     max_length: int = 128, n_steps: int = 50, token_budget: int = 4096, max_group: int = 64,
     output: str = "logit", occlusion_token: str = "mask", target: Sequence[int] | None = None,
-    delta_warn: float = DELTA_WARN,
+    delta_warn: float = DELTA_WARN, word_positions: Sequence[int] | None = None,
 ) -> list[WordAttributions]:
     """Per-example word attributions of the predicted class (see the module docstring).
 
     Batched by length under ``token_budget`` tokens per forward pass. For Integrated
     Gradients (Sundararajan et al. 2017) each result carries the relative convergence delta;
-    a warning names how many exceed ``delta_warn`` (raise ``n_steps`` then).
+    a warning names how many exceed ``delta_warn`` (raise ``n_steps`` then). With
+    ``word_positions`` (token classifiers; inputs may be lists of words) the explained output
+    is the tag of that word (:func:`probe.analyses.token_attribution.tag_attributions`).
     """
     enc, scores, preds, deltas = attribute_tokens(
         model, tokenizer, texts, method, max_length=max_length, n_steps=n_steps, token_budget=token_budget,
         max_group=max_group, output=output, occlusion_token=occlusion_token, target=target,
+        word_positions=word_positions,
     )
     out = []
     for i in range(len(texts)):
         words = enc.words[i]
         ws = _to_words(scores[i], enc.word_ids[i], len(words), first_only=method == "occlusion")
         large = bool(np.isfinite(deltas[i]) and deltas[i] > delta_warn)
-        out.append(WordAttributions(words, ws, int(preds[i]), method, float(deltas[i]), large))
+        position = None if word_positions is None else int(word_positions[i])
+        out.append(WordAttributions(words, ws, int(preds[i]), method, float(deltas[i]), large, position))
     n_large = sum(a.delta_large for a in out)
     if n_large:
         warnings.warn(
