@@ -1,4 +1,4 @@
-"""Fine-tuning for sequence classification: AdamW, linear warmup/decay, clipping, and the strategies.
+"""Fine-tuning: AdamW, linear warmup/decay, clipping, and the strategies, for any :class:`Objective`.
 
 A plain, explicit loop rather than ``transformers.Trainer``: the run needs exact control of
 seeding (one ``torch.Generator`` for shuffling), a per-epoch validation pass, a tqdm bar with
@@ -10,6 +10,10 @@ probe, LP-FT, LoRA, BitFit). On top of any strategy the loop adds the regularise
 training on the word embeddings (FGM, PGD) and data augmentation (word deletion,
 counterfactual planting, :mod:`probe.data.augment`). With the defaults it is plain full
 fine-tuning, step for step the same as before the strategies existed.
+
+What is specific to a task (how to tokenise and batch the training examples, the loss, the
+validation scores) is an :class:`Objective`: :class:`SequenceObjective` here (one label per
+text), ``TaggingObjective`` in :mod:`probe.models.tagger` (one tag per word).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 import numpy as np
 
@@ -64,29 +68,35 @@ class TrainingLog:
 
 def build_classifier(backbone: str, classes: list[str], seed: int):
     """The pretrained encoder with a fresh classification head (initialised from ``seed``)."""
-    import torch
     from transformers import AutoModelForSequenceClassification
 
+    return build_with_head(AutoModelForSequenceClassification, backbone, classes, seed)
+
+
+def build_with_head(auto_class, backbone: str, labels: list[str], seed: int):
+    """``auto_class`` (an ``AutoModelFor...`` class) on the pretrained encoder with a fresh head over
+    ``labels`` (``id2label`` / ``label2id`` set), the head initialised from ``seed``. Randomly
+    initialised built-ins (``tiny-bert``) get the encoder that :func:`load_encoder` builds from ``seed``."""
+    import torch
+
     _quiet_transformers()
-    labels = dict(id2label=dict(enumerate(classes)), label2id={c: i for i, c in enumerate(classes)})
+    names = dict(id2label=dict(enumerate(labels)), label2id={c: i for i, c in enumerate(labels)})
     builtin = BUILTIN_BACKBONES.get(backbone)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if builtin is not None and builtin.weights_path is None:
             encoder = load_encoder(backbone, seed)
             config = encoder.config
-            config.num_labels = len(classes)
-            config.update(labels)
-            model = AutoModelForSequenceClassification.from_config(config)
+            config.num_labels = len(labels)
+            config.update(names)
+            model = auto_class.from_config(config)
             missing, _ = model.base_model.load_state_dict(encoder.state_dict(), strict=False)
             if missing:
                 raise RuntimeError(f"classifier encoder is missing weights: {missing[:3]}")
             return model
         source = str(builtin.weights_path()) if builtin else backbone
         try:
-            return AutoModelForSequenceClassification.from_pretrained(
-                source, num_labels=len(classes), **labels
-            )
+            return auto_class.from_pretrained(source, num_labels=len(labels), **names)
         except (OSError, ValueError) as e:
             raise ProbeError(_not_found(backbone, e)) from None
 
@@ -179,7 +189,7 @@ def _optimizer(model, cfg: FinetuneConfig, lr: float, device):
     return torch.optim.AdamW(groups, lr=lr, **fused)
 
 
-def _check_inputs(cfg: FinetuneConfig, model, planted, val_texts) -> None:
+def _check_inputs(cfg: FinetuneConfig, model, planted, n_val: int) -> None:
     from probe.models.strategies import is_peft
 
     if cfg.strategy == "lora" and not is_peft(model):
@@ -189,8 +199,85 @@ def _check_inputs(cfg: FinetuneConfig, model, planted, val_texts) -> None:
         raise ProbeError("finetune.augmentation.counterfactual_rate: got "
                          f"{cfg.augmentation.counterfactual_rate}: needs planted features (a spurious section); "
                          "allowed without them: 0")
-    if cfg.early_stopping_patience is not None and not len(val_texts):
+    if cfg.early_stopping_patience is not None and not n_val:
         raise ProbeError("finetune.early_stopping_patience: needs a validation split (task.validation_size >= 1)")
+
+
+class Objective(Protocol):
+    """What the fine-tuning loop needs to know about a task (sequence classification, tagging).
+
+    ``encode(rng)`` (re)tokenises the training examples, augmented with ``rng`` when it is given
+    (the loop passes one per epoch when augmentation is on, None before the first epoch);
+    ``batch(idx, device)`` returns the padded model inputs and the targets of training examples
+    ``idx``; ``count(idx)`` the number of loss terms they hold (examples, or labelled tokens), which
+    scales the summed loss under data parallelism; ``loss(logits, y, reduction)`` the
+    cross-entropy (``"mean"`` or ``"sum"``); ``validate(model, device)`` the validation scores,
+    one of them named by ``monitor`` (the one early stopping watches, ``monitor_label`` in
+    messages); ``describe(scores)`` them for the log line.
+    """
+
+    monitor: str
+    monitor_label: str
+    n_train: int
+    n_val: int
+
+    def encode(self, rng: np.random.Generator | None) -> None: ...
+    def batch(self, idx: np.ndarray, device) -> tuple: ...
+    def count(self, idx: np.ndarray) -> int: ...
+    def loss(self, logits, y, reduction: str = "mean"): ...
+    def validate(self, model, device) -> dict[str, float]: ...
+    def describe(self, scores: dict[str, float]) -> str: ...
+
+
+class SequenceObjective:
+    """Sequence classification: one label per text, cross-entropy on the classifier logits,
+    validation accuracy. Augmentation: word deletion and counterfactual planting (:mod:`probe.data.augment`)."""
+
+    monitor = "validation_accuracy"
+    monitor_label = "validation accuracy"
+
+    def __init__(self, tokenizer, train_texts: list[str], train_labels: np.ndarray, val_texts: list[str],
+                 val_labels: np.ndarray, max_length: int, cfg: FinetuneConfig,
+                 planted: list[tuple[str, int, int]] | None = None):
+        import torch
+
+        self.tokenizer, self.max_length, self.aug, self.planted = tokenizer, max_length, cfg.augmentation, planted
+        self.train_texts, self.train_labels = train_texts, train_labels
+        self.val_texts, self.val_labels = val_texts, val_labels
+        self.labels = torch.as_tensor(train_labels, dtype=torch.long)
+        self.n_train, self.n_val = len(train_texts), len(val_texts)
+        self.ids: list[list[int]] = []
+
+    def encode(self, rng: np.random.Generator | None) -> None:
+        texts = self.train_texts
+        if rng is not None:
+            from probe.data.augment import counterfactual_plant, delete_words  # looked up per call (tests patch it)
+
+            texts = delete_words(texts, self.aug.word_deletion, rng)
+            if self.aug.counterfactual_rate > 0:
+                texts, _ = counterfactual_plant(texts, self.train_labels, self.planted, self.aug.counterfactual_rate,
+                                                rng)
+        self.ids = tokenize(self.tokenizer, texts, self.max_length)
+
+    def batch(self, idx: np.ndarray, device) -> tuple:
+        return pad_batch(self.tokenizer, [self.ids[i] for i in idx]).to(device), self.labels[idx].to(device)
+
+    def count(self, idx: np.ndarray) -> int:
+        return len(idx)
+
+    def loss(self, logits, y, reduction: str = "mean"):
+        import torch
+
+        if reduction == "sum":
+            return torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+        return torch.nn.functional.cross_entropy(logits.float(), y)
+
+    def validate(self, model, device) -> dict[str, float]:
+        pred = predict_logits(model, self.tokenizer, self.val_texts, self.max_length, 64, device).argmax(1)
+        return {"validation_accuracy": float((pred == self.val_labels).mean())}
+
+    def describe(self, scores: dict[str, float]) -> str:
+        return f"validation accuracy {scores['validation_accuracy']:.3f}"
 
 
 def finetune(
@@ -210,6 +297,23 @@ def finetune(
     ``mask``: the adversarial perturbation of a batch) and ``epoch_end`` (``epoch``,
     ``validation_accuracy``, ``model``).
 
+    The loop itself is :func:`finetune_objective` (shared with taggers,
+    :func:`probe.models.tagger.finetune_tagger`); see there for the regularisers.
+    """
+    objective = SequenceObjective(tokenizer, train_texts, train_labels, val_texts, val_labels, max_length, cfg,
+                                  planted)
+    return finetune_objective(model, objective, cfg, seed, device, progress, planted=planted, callback=callback)
+
+
+def finetune_objective(
+    model, objective: Objective, cfg: FinetuneConfig, seed: int, device, progress: bool = True, *,
+    planted: list | None = None, callback: Callable[[str, dict], None] | None = None,
+) -> TrainingLog:
+    """The fine-tuning loop: train ``model`` in place on ``objective`` with ``cfg.strategy``.
+
+    ``planted`` is only checked here (counterfactual augmentation needs it; the objective uses
+    it). ``callback`` events as in :func:`finetune`; ``epoch_end`` carries every validation score.
+
     L2-SP (Li et al. 2018) adds ``l2_sp/2 * sum ||theta - theta_0||^2`` to the loss, over the
     trainable encoder weights (not the head; for LoRA the adapters), anchored at their values
     when this function starts, i.e. the pretrained weights; the ``step`` callback reports it as
@@ -217,21 +321,21 @@ def finetune(
     word embeddings to the clean loss; FGM and PGD perturb each example separately
     (per-example L2 norm: FGM exactly ``epsilon``, PGD at most ``epsilon``, starting from zero
     with the clean gradient as the first ascent direction).
-    Early stopping watches the last phase (LP-FT: the fine-tuning phase) and restores the best
-    epoch's trainable weights. Augmentation is drawn afresh every epoch from ``(seed, epoch)``.
+    Early stopping watches ``objective.monitor`` in the last phase (LP-FT: the fine-tuning phase)
+    and restores the best epoch's trainable weights. Augmentation is drawn afresh every epoch
+    from ``(seed, epoch)``.
     """
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    from probe.data.augment import counterfactual_plant, delete_words
     from probe.models.strategies import (
         is_head_parameter, is_peft, phases, prepare_model, set_trainable, total_parameter_count,
         trainable_parameter_count)
 
     from probe.distributed import current
 
-    _check_inputs(cfg, model, planted, val_texts)
+    _check_inputs(cfg, model, planted, objective.n_val)
     dist = current()
     if dist.enabled and cfg.adversarial.method != "none":
         raise ProbeError(f"finetune.adversarial.method: got {cfg.adversarial.method!r} with {dist.world} processes; "
@@ -242,9 +346,8 @@ def finetune(
     model.to(device)
     aug = cfg.augmentation
     augmenting = aug.word_deletion > 0 or aug.counterfactual_rate > 0
-    ids = tokenize(tokenizer, train_texts, max_length)
-    labels = torch.as_tensor(train_labels, dtype=torch.long)
-    steps_per_epoch = math.ceil(len(ids) / cfg.batch_size)
+    objective.encode(None)
+    steps_per_epoch = math.ceil(objective.n_train / cfg.batch_size)
     generator = torch.Generator().manual_seed(seed)
     adv = cfg.adversarial
     anchors = ({n: p.detach().clone() for n, p in model.named_parameters() if not is_head_parameter(model, n)}
@@ -267,7 +370,7 @@ def finetune(
             total = steps_per_epoch * n_epochs
             scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
             patience = cfg.early_stopping_patience if last_phase else None
-            best_acc, best_state = -1.0, None
+            best_score, best_state = -1.0, None
             emit("phase_start", {"phase": phase, "model": model})
             name = "linear probe" if phase == "lp" else "fine-tune"
             for phase_epoch in range(1, n_epochs + 1):
@@ -276,35 +379,30 @@ def finetune(
                 if phase == "lp" and not is_peft(model):
                     model.base_model.eval()  # frozen features: no dropout inside the encoder
                 if augmenting:
-                    rng = np.random.default_rng([seed, epoch])
-                    texts = delete_words(train_texts, aug.word_deletion, rng)
-                    if aug.counterfactual_rate > 0:
-                        texts, _ = counterfactual_plant(texts, train_labels, planted, aug.counterfactual_rate, rng)
-                    ids = tokenize(tokenizer, texts, max_length)
-                order = torch.randperm(len(ids), generator=generator).numpy()
+                    objective.encode(np.random.default_rng([seed, epoch]))
+                order = torch.randperm(objective.n_train, generator=generator).numpy()
                 bar = tqdm(range(steps_per_epoch), desc=f"{name} epoch {epoch}/{n_total}",
                            disable=not progress, unit="step", leave=False)
                 losses, penalties, norms, tokens, t0 = [], [], [], 0, time.perf_counter()
                 for step in bar:
                     idx = order[step * cfg.batch_size: (step + 1) * cfg.batch_size]
                     if dist.enabled:  # this process's shard of the global batch (see probe.distributed)
-                        idx, weight = dist.shard(idx), dist.loss_scale(len(idx))
+                        idx, weight = dist.shard(idx), dist.loss_scale(objective.count(idx))
                         if not len(idx):  # fewer examples than processes: take part with zero weight
                             idx, weight = order[:1], 0.0
-                    batch = pad_batch(tokenizer, [ids[i] for i in idx]).to(device)
-                    y = labels[idx].to(device)
+                    batch, y = objective.batch(idx, device)
                     if adv.method != "none":
                         shape = (*batch["input_ids"].shape, model.get_input_embeddings().embedding_dim)
                         holder.delta = torch.zeros(shape, device=device, requires_grad=True)
                     with autocast(device):
                         logits = forward(**batch).logits
                     if dist.enabled:
-                        loss = torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum") * weight
+                        loss = objective.loss(logits, y, "sum") * weight
                     else:
-                        loss = torch.nn.functional.cross_entropy(logits.float(), y)
+                        loss = objective.loss(logits, y)
                     loss.backward()
                     if adv.method != "none":
-                        norms.append(_adversarial_backward(model, batch, y, holder, adv, emit))
+                        norms.append(_adversarial_backward(model, batch, y, holder, adv, emit, objective.loss))
                     if anchored:
                         penalties.append(_l2_sp_backward(anchored, cfg.l2_sp))
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -321,9 +419,9 @@ def finetune(
                 tokens = int(dist.sum(tokens))
                 log.train_tokens += tokens
                 log.train_seconds += seconds
-                val_pred = predict_logits(model, tokenizer, val_texts, max_length, 64, device).argmax(1)
-                val_acc = float((val_pred == val_labels).mean())
-                record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "validation_accuracy": val_acc,
+                scores = objective.validate(model, device)
+                score = scores[objective.monitor]
+                record = {"epoch": epoch, "train_loss": float(np.mean(losses)), **scores,
                           "seconds": seconds, "tokens_per_second": tokens / seconds if seconds else 0.0}
                 if len(plan) > 1 or phase != "ft":
                     record["phase"] = phase
@@ -334,12 +432,12 @@ def finetune(
                 log.epochs.append(record)
                 if dist.is_main:
                     tqdm.write(f"[probe] epoch {epoch}{f' ({name})' if 'phase' in record else ''}: train loss "
-                               f"{np.mean(losses):.3f}, validation accuracy {val_acc:.3f}, "
+                               f"{np.mean(losses):.3f}, {objective.describe(scores)}, "
                                f"{tokens / seconds:.0f} tokens/s", file=sys.stderr)
-                emit("epoch_end", {"epoch": epoch, "validation_accuracy": val_acc, "model": model})
+                emit("epoch_end", {"epoch": epoch, **scores, "model": model})
                 if patience is not None:
-                    if val_acc > best_acc:
-                        best_acc, log.best_epoch = val_acc, epoch
+                    if score > best_score:
+                        best_score, log.best_epoch = score, epoch
                         best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
                     elif epoch - log.best_epoch >= patience:
                         if phase_epoch < n_epochs:
@@ -351,7 +449,7 @@ def finetune(
                         if n in best_state:
                             p.copy_(best_state[n])
                 tqdm.write(f"[probe] early stopping: restored epoch {log.best_epoch} "
-                           f"(validation accuracy {best_acc:.3f})", file=sys.stderr)
+                           f"({objective.monitor_label} {best_score:.3f})", file=sys.stderr)
             emit("phase_end", {"phase": phase, "model": model})
     model.eval()
     return log
@@ -376,10 +474,10 @@ def _l2_sp_backward(anchored: list, alpha: float) -> float:
     return penalty
 
 
-def _adversarial_backward(model, batch, y, holder, adv, emit) -> float:
+def _adversarial_backward(model, batch, y, holder, adv, emit, loss_fn: Callable) -> float:
     """After the clean backward pass (``holder.delta`` = zeros that caught the embedding gradient):
-    build the FGM / PGD perturbation, then backpropagate the loss at the perturbed embeddings
-    into the weights. Returns the largest per-example perturbation norm."""
+    build the FGM / PGD perturbation, then backpropagate the loss (``loss_fn(logits, y)``) at the
+    perturbed embeddings into the weights. Returns the largest per-example perturbation norm."""
     import torch
 
     mask = batch["attention_mask"]
@@ -394,7 +492,7 @@ def _adversarial_backward(model, batch, y, holder, adv, emit) -> float:
                 holder.delta = delta.requires_grad_(True)
                 with autocast(mask.device):
                     logits = model(**batch).logits
-                loss = torch.nn.functional.cross_entropy(logits.float(), y)
+                loss = loss_fn(logits, y)
                 grad = torch.autograd.grad(loss, holder.delta)[0]
     delta = delta.detach()
     emit("perturbation", {"delta": delta, "mask": mask, "method": adv.method})
@@ -402,7 +500,7 @@ def _adversarial_backward(model, batch, y, holder, adv, emit) -> float:
     try:
         with autocast(mask.device):
             logits = model(**batch).logits
-        torch.nn.functional.cross_entropy(logits.float(), y).backward()
+        loss_fn(logits, y).backward()
     finally:
         holder.delta = None
     return float(_example_norms(delta).max())

@@ -12,8 +12,11 @@ Strategies (``finetune.strategy``):
   head trains too (peft ``modules_to_save``). The base weights stay bit-identical.
 - ``bitfit`` (Ben Zaken et al. 2022): only the bias terms of the encoder, plus the head.
 
-The trained model of any strategy becomes a plain ``AutoModelForSequenceClassification`` for
-the analyses with :func:`for_analysis` (LoRA: adapters merged into the base weights), and
+Every strategy works for sequence classifiers (``build_classifier``) and for taggers
+(``AutoModelForTokenClassification``, :func:`probe.models.tagger.build_tagger`): the head is
+whatever lies outside the base encoder (``classifier``), plus the pooler where there is one.
+The trained model of any strategy becomes a plain ``AutoModelFor{Sequence,Token}Classification``
+for the analyses with :func:`for_analysis` (LoRA: adapters merged into the base weights), and
 :func:`save_trained` / :func:`load_trained` store and restore it (LoRA: the adapter only).
 """
 
@@ -35,6 +38,15 @@ _MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.jso
 def is_peft(model) -> bool:
     """Whether ``model`` is a ``peft`` wrapper (a LoRA model before :func:`for_analysis`)."""
     return hasattr(model, "peft_config") and hasattr(model, "merge_and_unload")
+
+
+TASK_TYPES = ("text-classification", "token-classification")
+
+
+def is_tagger(model) -> bool:
+    """Whether ``model`` (or the model a peft wrapper holds) is a token classifier."""
+    base = model.get_base_model() if is_peft(model) else model
+    return type(base).__name__.endswith("ForTokenClassification")
 
 
 def is_head_parameter(model, name: str) -> bool:
@@ -95,7 +107,8 @@ def _set_dropout(model, p: float) -> None:
 
 
 def prepare_model(model, cfg: FinetuneConfig):
-    """``model`` (a plain sequence classifier from ``build_classifier``) made ready for ``cfg.strategy``.
+    """``model`` (a plain sequence classifier from ``build_classifier`` or a tagger from ``build_tagger``)
+    made ready for ``cfg.strategy``.
 
     Applies the ``dropout`` override and freezes what the strategy's first phase does not
     train. For ``lora`` it returns a new ``peft`` wrapper (the base model's linear layers get
@@ -120,7 +133,8 @@ def prepare_model(model, cfg: FinetuneConfig):
         head.append("pooler")
     lora = LoraConfig(
         r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-        target_modules=list(cfg.lora.target_modules), modules_to_save=head, task_type="SEQ_CLS",
+        target_modules=list(cfg.lora.target_modules), modules_to_save=head,
+        task_type="TOKEN_CLS" if is_tagger(model) else "SEQ_CLS",
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -146,7 +160,8 @@ def total_parameter_count(model) -> int:
 
 
 def for_analysis(model):
-    """The trained model as a plain sequence classifier in eval mode, every weight with ``requires_grad``.
+    """The trained model as a plain sequence classifier (or tagger) in eval mode, every weight with
+    ``requires_grad``.
 
     LoRA: the adapters are merged into the base weights (``merge_and_unload``), which consumes
     the peft wrapper, so call :func:`save_trained` first. Other strategies: the same object,
@@ -180,7 +195,8 @@ def save_trained(model, directory: str | Path, cfg: FinetuneConfig) -> None:
     LoRA (a peft model, before :func:`for_analysis`): the adapter and the head with peft's
     ``save_pretrained`` (``adapter_config.json``, ``adapter_model.safetensors``) plus a checksum of
     the base weights. Other strategies: the full model with ``save_pretrained``. Both also write
-    ``strategy.json``. Model files already in ``directory`` are replaced (sharded checkpoints aside);
+    ``strategy.json`` (for a tagger with ``"task_type": "token-classification"``). Model files
+    already in ``directory`` are replaced (sharded checkpoints aside);
     the tokenizer, the training log and any key files are the caller's.
     """
     directory = Path(directory)
@@ -188,6 +204,8 @@ def save_trained(model, directory: str | Path, cfg: FinetuneConfig) -> None:
     for stale in _MODEL_FILES:  # a model of another strategy saved here before must not be loaded with this one
         (directory / stale).unlink(missing_ok=True)
     info = {"strategy": cfg.strategy}
+    if is_tagger(model):
+        info["task_type"] = "token-classification"
     if cfg.strategy == "lora":
         if not is_peft(model):
             raise ProbeError("save_trained: strategy 'lora' saves the adapter of the peft model returned by "
@@ -201,14 +219,20 @@ def save_trained(model, directory: str | Path, cfg: FinetuneConfig) -> None:
     (directory / STRATEGY_FILE).write_text(json.dumps(info, indent=1))
 
 
-def load_trained(directory: str | Path, backbone: str, classes: list[str], cfg: FinetuneConfig, seed: int = 0):
-    """The model :func:`save_trained` wrote, as a plain sequence classifier in eval mode.
+def load_trained(directory: str | Path, backbone: str, classes: list[str], cfg: FinetuneConfig, seed: int = 0,
+                 task_type: str = "text-classification"):
+    """The model :func:`save_trained` wrote, as a plain sequence classifier (or tagger) in eval mode.
 
-    LoRA: ``build_classifier(backbone, classes, seed)`` (``seed`` matters for randomly initialised
-    built-ins such as ``tiny-bert``: pass the one used for training) plus the adapter, merged
-    with ``merge_and_unload``; a base model whose weights differ from the training base is refused.
-    Other strategies: ``AutoModelForSequenceClassification.from_pretrained(directory)``.
+    ``task_type``: ``text-classification`` (default) or ``token-classification`` (a tagger; then
+    ``classes`` are its tags); a directory holding the other kind is refused.
+    LoRA: ``build_classifier(backbone, classes, seed)`` / ``build_tagger`` (``seed`` matters for
+    randomly initialised built-ins such as ``tiny-bert``: pass the one used for training) plus the
+    adapter, merged with ``merge_and_unload``; a base model whose weights differ from the
+    training base is refused. Other strategies:
+    ``AutoModelFor{Sequence,Token}Classification.from_pretrained(directory)``.
     """
+    if task_type not in TASK_TYPES:
+        raise ProbeError(f"load_trained: task_type {task_type!r} is unknown; allowed: {', '.join(TASK_TYPES)}")
     directory = Path(directory)
     info_file = directory / STRATEGY_FILE
     info = json.loads(info_file.read_text()) if info_file.is_file() else {"strategy": "full"}
@@ -216,18 +240,28 @@ def load_trained(directory: str | Path, backbone: str, classes: list[str], cfg: 
     if saved_lora != (cfg.strategy == "lora"):
         raise ProbeError(f"load_trained: {directory} holds a {info.get('strategy')!r} model, "
                          f"but finetune.strategy is {cfg.strategy!r}")
+    saved_type = info.get("task_type", "text-classification")
+    if saved_type != task_type:
+        raise ProbeError(f"load_trained: {directory} holds a {saved_type} model, but a {task_type} model was asked for")
+    tagger = task_type == "token-classification"
     if not saved_lora:
-        from transformers import AutoModelForSequenceClassification
+        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
         from probe.models.backbones import _quiet_transformers
 
         _quiet_transformers()
-        return for_analysis(AutoModelForSequenceClassification.from_pretrained(directory))
+        auto = AutoModelForTokenClassification if tagger else AutoModelForSequenceClassification
+        return for_analysis(auto.from_pretrained(directory))
     from peft import PeftModel
 
     from probe.models.finetune import build_classifier
 
-    base = build_classifier(backbone, classes, seed)
+    if tagger:
+        from probe.models.tagger import build_tagger
+
+        base = build_tagger(backbone, classes, seed)
+    else:
+        base = build_classifier(backbone, classes, seed)
     if cfg.dropout is not None:
         _set_dropout(base, cfg.dropout)
     with warnings.catch_warnings():
