@@ -421,7 +421,10 @@ def finetune_objective(
                 log.train_seconds += seconds
                 scores = objective.validate(model, device)
                 score = scores[objective.monitor]
-                record = {"epoch": epoch, "train_loss": float(np.mean(losses)), **scores,
+                train_loss = float(np.mean(losses))
+                if dist.enabled:  # each process's loss is its shard's share x world: the global mean is their average
+                    train_loss = dist.sum(train_loss) / dist.world
+                record = {"epoch": epoch, "train_loss": train_loss, **scores,
                           "seconds": seconds, "tokens_per_second": tokens / seconds if seconds else 0.0}
                 if len(plan) > 1 or phase != "ft":
                     record["phase"] = phase
@@ -432,7 +435,7 @@ def finetune_objective(
                 log.epochs.append(record)
                 if dist.is_main:
                     tqdm.write(f"[probe] epoch {epoch}{f' ({name})' if 'phase' in record else ''}: train loss "
-                               f"{np.mean(losses):.3f}, {objective.describe(scores)}, "
+                               f"{train_loss:.3f}, {objective.describe(scores)}, "
                                f"{tokens / seconds:.0f} tokens/s", file=sys.stderr)
                 emit("epoch_end", {"epoch": epoch, **scores, "model": model})
                 if patience is not None:
