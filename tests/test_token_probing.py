@@ -115,9 +115,9 @@ def _value(table, layer, metric, prop="planted", model="pretrained"):
 def test_planted_property_is_decodable_in_its_layer_only(table):
     assert _value(table, 1, "accuracy").value > 0.97
     for layer in (0, 2, 3):
-        acc, maj = _value(table, layer, "accuracy").value, _value(table, layer, "majority").value
+        acc, maj = _value(table, layer, "accuracy").value, _value(table, layer, "majority_baseline").value
         assert abs(acc - maj) < 0.06, layer
-    assert 0.6 < _value(table, 0, "majority").value < 0.8
+    assert 0.6 < _value(table, 0, "majority_baseline").value < 0.8
     row = _value(table, 1, "accuracy")
     assert row.ci_low <= row.value <= row.ci_high and row.ci_high - row.ci_low < 0.05
 
@@ -148,7 +148,7 @@ def test_single_class_property_is_skipped_and_overlap_reported(table):
     assert "constant" in table.attrs["skipped"]
     overlap = table[table.metric == "type_overlap"]
     assert len(overlap) == 1 and overlap.value.iloc[0] > 0.99  # 40 types over ~750 training words
-    assert set(table.metric) == {"accuracy", "majority", "control_accuracy", "selectivity", "probe_C", "type_overlap"}
+    assert set(table.metric) == {"accuracy", "majority_baseline", "control_accuracy", "selectivity", "probe_C", "type_overlap"}
     assert table.attrs["n_train_words"] > 0 and table.attrs["n_test_words"] > 0
 
 
@@ -158,7 +158,7 @@ def test_two_models_fixed_C_and_subsampling(planted):
     tuned[2] = acts[1]  # the fine-tuned model also encodes the property in layer 2
     table = token_probe_table({"pretrained": acts, "finetuned": tuned}, {"planted": planted["y"]}, planted["sid"],
                               planted["types"], seed=1, C=1.0, n_boot=100, max_words=600, control=False)
-    assert set(table.metric) == {"accuracy", "majority", "probe_C", "accuracy_difference", "type_overlap"}
+    assert set(table.metric) == {"accuracy", "majority_baseline", "probe_C", "accuracy_difference", "type_overlap"}
     assert table.attrs["n_train_words"] + table.attrs["n_test_words"] <= 600
     assert (table[table.metric == "probe_C"].value == 1.0).all()
     diff = table[table.metric == "accuracy_difference"].set_index("layer")

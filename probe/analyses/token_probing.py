@@ -82,7 +82,7 @@ def token_probe_table(
     subsampled to at most ``max_words`` and split by sentence (:func:`token_probe_split`). C is
     chosen by cross-validation on the probe-train half when ``C == "cv"`` (the control probe
     reuses its property's C: the same probe). Rows (tidy, :func:`metric_row`): ``accuracy``,
-    ``majority`` (the train half's majority class scored on the test half), ``control_accuracy``,
+    ``majority_baseline`` (the train half's majority class scored on the test half), ``control_accuracy``,
     ``selectivity`` (paired), ``probe_C``; ``accuracy_difference`` (finetuned − pretrained, paired)
     when both are given; and one ``type_overlap`` row. Intervals: 95 % percentile bootstrap over
     test *sentences* (a cluster bootstrap: words of a sentence are not independent). Properties with a single class on the train half are skipped
@@ -149,7 +149,7 @@ def token_probe_table(
                 rng = np.random.default_rng([seed, 4, mi, layer, j])
                 out = outcomes[(model, layer, name)]
                 rows.append(metric_row(interval(out.correct, rng), metric="accuracy", **key))
-                rows.append(metric_row(interval(out.baseline, rng), metric="majority", **key))
+                rows.append(metric_row(interval(out.baseline, rng), metric="majority_baseline", **key))
                 if f"control:{name}" in fit_labels:
                     c_correct = outcomes[(model, layer, f"control:{name}")].correct
                     rows.append(metric_row(interval(c_correct, rng), metric="control_accuracy", **key))
