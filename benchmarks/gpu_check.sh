@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One short script for a lent GPU machine: environment, the default diagnosis on the GPU with its
-# stage times and throughput, and the probe / attribution benchmarks. Run from the repository root:
+# One short script for a lent GPU machine: environment, the default diagnosis and the pretraining
+# example (artifact vs twin, GPU size) on the GPU with stage times and throughput (tokens/s, MFU),
+# and the pretraining / probe / attribution benchmarks. Run from the repository root:
 #   bash benchmarks/gpu_check.sh
 # Not yet run on a GPU (none has been lent so far); record what it prints in benchmarks/RESULTS.md.
 # The lent machine has no network: it needs torch and probe's dependencies already installed there
@@ -18,5 +19,16 @@ print("verdict:", s["verdict"])
 print("timings:", s["timings"])
 print("throughput:", s["throughput"])
 PY
+probe run --quiet examples/pretrain-artifact-gpu.yaml --set output_dir=/tmp/gpu-reports
+python3 - <<'PY'
+import json
+for v in ("artifact", "twin"):
+    s = json.load(open(f"/tmp/gpu-reports/pretrain-artifact-gpu/{v}/summary.json"))
+    p = s["pretraining"]
+    print(v, "pretrain tokens/s", round(p["tokens_per_second"]), "MFU", p.get("mfu"), "loss",
+          round(p["initial_loss"], 3), "->", round(p["final_loss"], 3), "timings", s["timings"])
+print(open("/tmp/gpu-reports/pretrain-artifact-gpu/comparison_differences.csv").read())
+PY
+python3 benchmarks/bench_pretrain.py --model-size small --steps 200 --batch-size 64 --device cuda --repeats 2
 python3 benchmarks/bench_probes.py --repeats 3 --cv
 python3 benchmarks/bench_attribution.py --n 16 --budgets 4096 16384

@@ -33,7 +33,8 @@ COST_COLUMNS = ("trainable_parameters", "total_parameters", "training_seconds")
 COLUMNS = (list(ID_COLUMNS) + [f"{m}{s}" for m in METRICS for s in ("", "_ci_low", "_ci_high")]
            + list(COST_COLUMNS))
 
-LABELS = {"clean_accuracy": "clean accuracy", "conflicting_accuracy": "conflicting accuracy",
+LABELS = {"flip_to_target": "flips to the token's class",
+          "clean_accuracy": "clean accuracy", "conflicting_accuracy": "conflicting accuracy",
           "s_only_error": "s-only error", "flip_rate": "flip rate", "reliance_gap": "reliance gap",
           "spurious_attribution_share": "IG share on token", "top_layer_cka_drift": "top-layer CKA drift"}
 
@@ -280,7 +281,7 @@ def _variant_row(path: Path) -> dict:
     return row
 
 
-DIFFERENCE_METRICS = ("s_only_error", "flip_rate", "conflicting_accuracy", "clean_accuracy")
+DIFFERENCE_METRICS = ("s_only_error", "flip_to_target", "flip_rate", "conflicting_accuracy", "clean_accuracy")
 
 
 def _per_example(pred: pd.DataFrame, feature: str, target: int) -> pd.DataFrame | None:
@@ -292,6 +293,7 @@ def _per_example(pred: pd.DataFrame, feature: str, target: int) -> pd.DataFrame 
     both = clean.join(ins[["prediction"]].rename(columns={"prediction": "prediction_inserted"}), how="inner")
     both = both[both.label != target]
     out = pd.DataFrame({"s_only_error": both.prediction_inserted == target,
+                        "flip_to_target": (both.prediction_inserted == target) & (both.prediction != target),
                         "flip_rate": both.prediction_inserted != both.prediction,
                         "conflicting_accuracy": both.prediction_inserted == both.label}).astype(float)
     return out.groupby(level="example").mean()
@@ -304,8 +306,8 @@ def paired_differences(paths: Sequence[str | Path], names: Sequence[str] | None 
     difficulty, so the interval says whether two recipes differ on *these* examples, which two
     overlapping per-run intervals cannot. Needs runs with the same test set (``tables/predictions.csv``,
     same labels in the same order); other runs are left out. Rows: variant, reference, feature,
-    metric (s_only_error, flip_rate, conflicting_accuracy on conflicting examples; clean_accuracy on
-    all), value, ci_low, ci_high. With several seeds each example's indicator is averaged over seeds."""
+    metric (s_only_error, flip_to_target, flip_rate, conflicting_accuracy on conflicting examples;
+    clean_accuracy on all), value, ci_low, ci_high. With several seeds each example's indicator is averaged over seeds."""
     from probe.analyses.stats import bootstrap_indices
 
     paths = [Path(p) for p in paths]
@@ -337,7 +339,7 @@ def paired_differences(paths: Sequence[str | Path], names: Sequence[str] | None 
             a, b = _per_example(pred, f["name"], target), _per_example(ref_pred, f["name"], target)
             if a is None or b is None:
                 continue
-            for m in DIFFERENCE_METRICS[:3]:
+            for m in DIFFERENCE_METRICS[:4]:
                 diffs[(f["name"], m)] = (a[m] - b[m]).to_numpy()
         for (feature, metric), d in diffs.items():
             boot = d[bootstrap_indices(d.size, n_boot, rng)].mean(axis=1)

@@ -289,6 +289,11 @@ class AnalysesConfig(_Section):
         "gap's whole 95% interval above it",
     )
     batch_size: int = Field(64, ge=1, le=4096, description="batch size for activation extraction")
+    word_pooling: Literal["first", "mean"] = Field(
+        "first", description="token classification: a word's vector is its first subword's or the mean of its "
+        "subwords'")
+    max_probe_words: int = Field(4000, ge=100, le=10_000_000, description="token classification: words the "
+                                 "word-level probes use at most (whole sentences, drawn at random)")
 
     @field_validator("probe_C")
     @classmethod

@@ -174,6 +174,10 @@ def execute(config: Config, progress: bool = True, shared_dir: Path | None = Non
 
     from probe.distributed import current
 
+    if config.task.type == "token-classification":
+        from probe.pipeline_tokens import execute_tokens
+
+        return execute_tokens(config, progress=progress, shared_dir=shared_dir)
     dist = current()
     if not dist.is_main:
         progress = False

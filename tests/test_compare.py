@@ -306,6 +306,7 @@ def test_paired_differences_known_answer(tmp_path):
     assert s_only.value == pytest.approx(0.2 - 0.6)
     assert s_only.ci_high < 0                 # a real difference: 40 paired examples changed, none the other way
     assert get.loc[("var", FEATURE, "flip_rate")].value == pytest.approx(-0.4)
+    assert get.loc[("var", FEATURE, "flip_to_target")].value == pytest.approx(-0.4)
     assert get.loc[("var", FEATURE, "conflicting_accuracy")].value == pytest.approx(0.4)
     clean_row = get.loc[("var", "task", "clean_accuracy")]
     assert (clean_row.value, clean_row.ci_low, clean_row.ci_high) == (0.0, 0.0, 0.0)

@@ -74,3 +74,12 @@ def test_hash_ignores_output_dir_but_not_seed():
 def test_resolved_config_round_trips():
     cfg = load_config(None)
     assert Config.model_validate(yaml.safe_load(yaml.safe_dump(cfg.to_dict()))) == cfg
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_config_is_valid(path):
+    from probe.config import variant_configs
+
+    config = load_config(path)
+    if config.compare:
+        assert len(variant_configs(config)) == len(config.compare)

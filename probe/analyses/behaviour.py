@@ -4,7 +4,9 @@ Definitions follow DESIGN.md §5: accuracy per partition; s-only error is the fr
 conflicting examples predicted as the token's class; the reliance gap is the paired drop
 in accuracy of the conflicting examples when the token is inserted; the flip rate is the
 fraction of counterfactual pairs whose prediction changes (Gardner et al. 2020 contrast sets;
-McCoy et al. 2019 for the aligned / conflicting framing).
+McCoy et al. 2019 for the aligned / conflicting framing); ``flip_to_target`` counts only the
+conflicting examples the token moves *to* its class (not predicted as it before, predicted as it
+after): unlike the s-only error it does not count a model's prior bias toward that class.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from probe.analyses.stats import bootstrap_mean, metric_row
 
 METRICS = (
     "clean_accuracy", "aligned_accuracy", "conflicting_accuracy", "conflicting_accuracy_before",
-    "s_only_error", "reliance_gap", "flip_rate", "flip_rate_aligned",
+    "s_only_error", "reliance_gap", "flip_rate", "flip_rate_aligned", "flip_to_target",
 )
 
 
@@ -39,6 +41,7 @@ def metric_values(clean_pred: np.ndarray, inserted_pred: np.ndarray, labels: np.
         "reliance_gap": correct_clean[conf] - correct_ins[conf],
         "flip_rate": flips[conf],
         "flip_rate_aligned": flips[aligned],
+        "flip_to_target": ((inserted_pred[conf] == target) & (clean_pred[conf] != target)).astype(float),
     }
 
 

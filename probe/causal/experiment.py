@@ -156,11 +156,15 @@ def _concept_labels(acts, concept: str) -> np.ndarray:
     return acts.doc_has_token[acts.doc_index].astype(np.int64)
 
 
-def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str], ev: EvalSet, feature: str,
+def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str], ev: EvalSet | None, feature: str,
                   token: str, cfg, max_length: int, batch_size: int, device, n_boot: int, seed: int,
-                  progress: bool = True) -> pd.DataFrame:
+                  progress: bool = True, predict: Callable | None = None) -> pd.DataFrame:
     """Erasure sweep for one planted feature (see the module docstring); tidy rows with columns
-    model, layer, property, metric, method, concept, condition, rank, value, ci_low, ci_high, n."""
+    model, layer, property, metric, method, concept, condition, rank, value, ci_low, ci_high, n.
+
+    ``predict(features)`` returns ``{feature: metric_values(...)}`` of the model as it is when called
+    (edited or not); by default a sequence classifier's predictions on ``ev``. A tagger passes its
+    span-level predictor (``probe.pipeline_tokens``)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -171,7 +175,8 @@ def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str],
     layers = resolve_layers(cfg.layers, n_layers(model))
     fit = token_activations(model, tokenizer, fit_texts, layers, max_length, batch_size, device, token=token)
     held = token_activations(model, tokenizer, held_texts, layers, max_length, batch_size, device, token=token)
-    predict = _Predictor(model, tokenizer, ev, max_length, batch_size, device)
+    if predict is None:
+        predict = _Predictor(model, tokenizer, ev, max_length, batch_size, device)
     keys = dict(model="finetuned", property=feature)
     rows = _rows(predict([feature])[feature], n_boot, seed, 0, layer=None, method=None, concept=None,
                  condition="none", rank=0, **keys)

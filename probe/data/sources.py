@@ -155,8 +155,8 @@ def load_text_classification(
     builtin = BUILTIN_DATASETS.get(dataset)
     if builtin is not None and builtin.task_type != "text-classification":
         raise ProbeError(
-            f"task.dataset: {dataset!r} is a {builtin.task_type} dataset; probe run supports "
-            "text classification so far (token classification is planned)"
+            f"task.dataset: {dataset!r} is a {builtin.task_type} dataset; set task.type: {builtin.task_type} "
+            "(allowed with task.type text-classification: a text-classification dataset such as bbc-news)"
         )
     df = load_table(dataset)
     if len(df) == 0:

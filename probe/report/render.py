@@ -147,6 +147,9 @@ def render_report(run_dir: str | Path, summary_override: dict | None = None) -> 
         sections["attribution"] = _table_rows(attr)
     if "attribution_words" in raw:
         heatmaps = _heatmaps(raw["attribution_words"])
+    if "entities" in tables:
+        sections["entities"] = _wide(tables["entities"].drop(columns=["model", "layer"], errors="ignore"),
+                                     ["property"])
     behaviour_figs = {}
     if "behaviour" in tables:
         behaviour = tables["behaviour"]
