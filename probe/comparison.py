@@ -44,7 +44,7 @@ COLUMN_HELP = {
     "strategy": "finetune.strategy of the run (full, linear_probe, lp_ft, lora, bitfit)",
     "feature": "the planted feature the reliance numbers refer to (the run's first spurious feature)",
     "seeds": "fine-tuning seeds; in brackets how many collapsed (clean accuracy at or near the majority rate)",
-    "clean_accuracy": "fine-tuned accuracy on the clean test set",
+    "clean_accuracy": "fine-tuned accuracy on the clean test set (taggers: entity-level F1)",
     "conflicting_accuracy": "accuracy on other-class test examples with the planted token inserted",
     "s_only_error": "fraction of those conflicting examples predicted as the token's class",
     "flip_rate": "fraction of conflicting examples whose prediction changes when the token is inserted",
@@ -250,6 +250,9 @@ def _variant_row(path: Path) -> dict:
                            "seeds": n_seeds, "collapsed_seeds": collapsed}
     b = _pooled(behaviour)
     values = {"clean_accuracy": _pick(b, property="task", metric="clean_accuracy")}
+    entities = _read_table(path, "entities")
+    if math.isnan(values["clean_accuracy"][0]) and entities is not None:  # a tagger: its task score is entity F1
+        values["clean_accuracy"] = _pick(_pooled(entities), property="entity", metric="f1")
     for m in BEHAVIOUR_METRICS[1:]:
         values[m] = _pick(b, property=feature, metric=m) if feature else (math.nan,) * 3
 

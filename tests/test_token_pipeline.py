@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 import pytest
 
 import probe
@@ -62,7 +63,8 @@ def test_entity_f1_matches_a_recomputation_from_the_saved_tagger(token_run):
     data = build_token_task_data(config)
     model = load_trained(token_run.path / "models" / "finetuned", "tiny-bert", data.tags, config.finetune,
                          task_type="token-classification")
-    pred = predict_word_tags(model, load_tokenizer("tiny-bert"), [s.words for s in data.test], 48, 32, "cpu")
+    pred = predict_word_tags(model, load_tokenizer("tiny-bert"), [s.words for s in data.test], 48, 32,
+                             torch.device("cpu"))
     expected = f1_score([s.tags for s in data.test], decode_tags(pred, data.tags))
     assert token_run.summary["task_accuracy"]["value"] == pytest.approx(expected, abs=1e-9)
 
