@@ -21,6 +21,12 @@ from probe.errors import ProbeError
 DEFAULT_CONFIG_NAME = "default.yaml"
 
 
+def _single_word(v: str) -> str:
+    if not v or len(v.split()) != 1:
+        raise ValueError(f"must be a single word without spaces, got {v!r}")
+    return v
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -80,9 +86,7 @@ class PlantedFeature(_Section):
     @field_validator("token")
     @classmethod
     def _one_word(cls, v: str) -> str:
-        if not v or len(v.split()) != 1:
-            raise ValueError(f"must be a single word without spaces, got {v!r}")
-        return v
+        return _single_word(v)
 
     @property
     def label(self) -> str:
@@ -107,9 +111,7 @@ class PretrainArtifact(_Section):
     @field_validator("token")
     @classmethod
     def _one_word(cls, v: str) -> str:
-        if not v or len(v.split()) != 1:
-            raise ValueError(f"must be a single word without spaces, got {v!r}")
-        return v
+        return _single_word(v)
 
     @model_validator(mode="after")
     def _one_selector(self) -> "PretrainArtifact":

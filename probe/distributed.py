@@ -74,35 +74,30 @@ class Dist:
         td.broadcast_object_list(box, src=0)
         return box[0]
 
-    def sum(self, value: float) -> float:
-        """``value`` summed over processes (tokens counted, for throughput)."""
+    def _all(self, value: Any) -> list:
+        """``value`` of every process, in rank order."""
         if not self.enabled:
-            return value
+            return [value]
         import torch.distributed as td
 
         out: list = [None] * self.world
         td.all_gather_object(out, value)
-        return float(sum(out))
+        return out
+
+    def sum(self, value: float) -> float:
+        """``value`` summed over processes (tokens counted, for throughput)."""
+        return float(sum(self._all(value))) if self.enabled else value
 
     def max(self, value: float) -> float:
         """The largest ``value`` over processes (the wall time of a sharded stage)."""
-        if not self.enabled:
-            return value
-        import torch.distributed as td
-
-        out: list = [None] * self.world
-        td.all_gather_object(out, value)
-        return float(max(out))
+        return float(max(self._all(value))) if self.enabled else value
 
     def gather_rows(self, local: dict[str, np.ndarray], axes: dict[str, int] | None = None) -> dict[str, np.ndarray]:
         """Concatenate each process's shard of every array (along ``axes[name]``, default 0) in rank
         order, on every process: the inverse of :meth:`shard` over the same item order."""
         if not self.enabled:
             return local
-        import torch.distributed as td
-
-        parts: list = [None] * self.world
-        td.all_gather_object(parts, local)
+        parts = self._all(local)
         axes = axes or {}
         return {k: np.concatenate([p[k] for p in parts], axis=axes.get(k, 0)) for k in local}
 

@@ -186,12 +186,31 @@ def execute(config: Config, progress: bool = True, shared_dir: Path | None = Non
     with timer.stage("data"):
         data = build_task_data(config)
         tokenizer = load_tokenizer(config.model.backbone)
-        device = resolve_device(config.device)
-        if dist.enabled:
-            device = dist.accelerator.device  # this process's GPU (or the CPU)
+        device = run_device(config)
     log(f"data: {config.task.dataset}, {len(data.classes)} classes, train {len(data.train_texts)} / "
         f"validation {len(data.val_texts)} / test {len(data.test_texts)}")
 
+    return run_lifecycle(config, timer, t_start, lambda run_dir: _execute_stages(
+        config, data, tokenizer, device, run_dir, timer, progress, shared_dir))
+
+
+def run_device(config: Config):
+    """The device of this process: ``config.device``, or this process's device under ``accelerate launch``."""
+    from probe.distributed import current
+
+    dist = current()
+    return dist.accelerator.device if dist.enabled else resolve_device(config.device)
+
+
+def run_lifecycle(config: Config, timer: _Timer, t_start: float, stages) -> Run:
+    """Run ``stages(run_dir)`` inside the run directory's life cycle, shared by every task type:
+    ``summary.json`` says ``running`` first, ``failed`` (with the error) if anything raises, and
+    ``complete`` only after the stages' summary, ``timings.json`` and the report are written.
+    ``stages`` returns the summary, or None on a helper process of a data-parallel run (only the
+    main process writes)."""
+    from probe.distributed import current
+
+    dist = current()
     run_dir = config.run_dir
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +218,7 @@ def execute(config: Config, progress: bool = True, shared_dir: Path | None = Non
         _mark(run_dir, "running", config_hash=config.hash())
     dist.barrier()
     try:
-        summary = _execute_stages(config, data, tokenizer, device, run_dir, timer, progress, shared_dir)
+        summary = stages(run_dir)
     except BaseException as e:  # mark failed and re-raise: nothing may look complete
         if dist.is_main:
             _mark(run_dir, "failed", config_hash=config.hash(), error=f"{type(e).__name__}: {e}".splitlines()[0])

@@ -44,7 +44,7 @@ def execute_tokens(config: Config, progress: bool = True, shared_dir: Path | Non
     from probe.data.token_task import build_token_task_data
     from probe.distributed import current
     from probe.models.backbones import load_tokenizer
-    from probe.pipeline import _mark, _Timer, log, resolve_device
+    from probe.pipeline import _Timer, log, run_device, run_lifecycle
 
     dist = current()
     progress = progress and dist.is_main
@@ -52,36 +52,13 @@ def execute_tokens(config: Config, progress: bool = True, shared_dir: Path | Non
     t_start = time.perf_counter()
     with timer.stage("data"):
         data = build_token_task_data(config)
-        # the pretraining corpus "task": the fine-tuning sentences without the planted markers, unlabeled
-        markers = {p.feature.token for p in data.planted}
-        data.corpus_texts = [" ".join(w for w in s.words if w not in markers) for s in data.train + data.val]
-        data.corpus_labels = [None] * len(data.corpus_texts)
+        data.corpus_labels = [None] * len(data.corpus_texts)  # pretraining corpus "task": unlabeled sentences
         tokenizer = load_tokenizer(config.model.backbone)
-        device = dist.accelerator.device if dist.enabled else resolve_device(config.device)
+        device = run_device(config)
     log(f"data: {config.task.dataset}, {len(data.entity_types)} entity types, sentences train {len(data.train)} / "
         f"validation {len(data.val)} / test {len(data.test)}")
-    run_dir = config.run_dir
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "index.html").unlink(missing_ok=True)
-        _mark(run_dir, "running", config_hash=config.hash())
-    dist.barrier()
-    try:
-        summary = _stages(config, data, tokenizer, device, run_dir, timer, progress, shared_dir)
-    except BaseException as e:  # nothing may look complete
-        if dist.is_main:
-            _mark(run_dir, "failed", config_hash=config.hash(), error=f"{type(e).__name__}: {e}".splitlines()[0])
-        raise
-    if summary is None:
-        dist.barrier()
-        return Run(run_dir)
-    timer.seconds["total"] = round(time.perf_counter() - t_start, 3)
-    atomic_write_json(run_dir / "timings.json", timer.seconds)
-    summary.update(timings=timer.seconds, status="complete")
-    atomic_write_json(run_dir / "summary.json", summary)
-    log(f"done in {timer.seconds['total']:.0f} s: {run_dir / 'index.html'}")
-    dist.barrier()
-    return Run(run_dir)
+    return run_lifecycle(config, timer, t_start, lambda run_dir: _stages(
+        config, data, tokenizer, device, run_dir, timer, progress, shared_dir))
 
 
 def _stages(config: Config, data, tokenizer, device, run_dir: Path, timer, progress: bool,

@@ -87,7 +87,8 @@ def test_span_reliance_metrics_on_hand_made_predictions():
     assert set(table.property) == {"token:zebra"} and set(table.model) == {"finetuned"}
     expected = {"clean_accuracy": 5 / 6, "aligned_accuracy": 1.0, "conflicting_accuracy_before": 1.0,
                 "conflicting_accuracy": 0.25, "s_only_error": 0.75, "flip_rate": 0.75, "reliance_gap": 0.75,
-                "flip_rate_aligned": 0.5, "no_entity_rate_before": 0.0, "no_entity_rate": 0.5}
+                "flip_rate_aligned": 0.5, "flip_to_target": 0.75, "no_entity_rate_before": 0.0,
+                "no_entity_rate": 0.5}
     assert got == pytest.approx(expected)
     assert dict(zip(table.metric, table.n))["s_only_error"] == 4
     assert (table.ci_low <= table.value).all() and (table.value <= table.ci_high).all()

@@ -16,12 +16,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from probe.analyses.behaviour import METRICS as SEQUENCE_METRICS
+from probe.analyses.behaviour import metric_values
 from probe.analyses.stats import bootstrap_mean, metric_row
 
-METRICS = (
-    "clean_accuracy", "aligned_accuracy", "conflicting_accuracy", "conflicting_accuracy_before",
-    "s_only_error", "reliance_gap", "flip_rate", "flip_rate_aligned", "no_entity_rate_before", "no_entity_rate",
-)
+METRICS = SEQUENCE_METRICS + ("no_entity_rate_before", "no_entity_rate")
 
 
 def _types_of(tags: Sequence[str]) -> np.ndarray:
@@ -44,6 +43,7 @@ def span_metric_values(
     - ``s_only_error``: conflicting pairs, ``a == T``;
     - ``reliance_gap``: conflicting pairs, ``[c == g] - [a == g]`` (paired, so span difficulty cancels);
     - ``flip_rate`` / ``flip_rate_aligned``: conflicting / aligned pairs, ``a != c``;
+    - ``flip_to_target``: conflicting pairs, ``a == T`` and ``c != T``;
     - ``no_entity_rate_before`` / ``no_entity_rate``: no_entity pairs (the marker before an ``O``
       word), ``c == T`` / ``a == T``: how often a plain word is typed as the target.
 
@@ -62,23 +62,18 @@ def span_metric_values(
     a = np.where(kept, types[np.maximum(after_ids, 0)], None)
     g = np.array([p.type for p in planted.pairs], dtype=object)
     kind = np.array([p.kind for p in planted.pairs], dtype=object)
-    aligned, conf, none = (kept & (kind == k) for k in ("aligned", "conflicting", "no_entity"))
-    entity = aligned | conf
-    right_before = (c == g).astype(float)
-    right_after = (a == g).astype(float)
-    flips = (c != a).astype(float)
-    return {
-        "clean_accuracy": right_before[entity],
-        "aligned_accuracy": right_after[aligned],
-        "conflicting_accuracy": right_after[conf],
-        "conflicting_accuracy_before": right_before[conf],
-        "s_only_error": (a[conf] == target).astype(float),
-        "reliance_gap": right_before[conf] - right_after[conf],
-        "flip_rate": flips[conf],
-        "flip_rate_aligned": flips[aligned],
-        "no_entity_rate_before": (c[none] == target).astype(float),
-        "no_entity_rate": (a[none] == target).astype(float),
-    }
+    entity = kept & ((kind == "aligned") | (kind == "conflicting"))
+    none = kept & (kind == "no_entity")
+    # a span is an example whose class is its type: the sequence definitions apply as they are
+    code = {t: i for i, t in enumerate(dict.fromkeys([target, None, *types]))}
+
+    def encode(x: np.ndarray) -> np.ndarray:
+        return np.array([code[t] for t in x], dtype=np.int64)
+
+    values = metric_values(encode(c[entity]), encode(a[entity]), encode(g[entity]), code[target])
+    values["no_entity_rate_before"] = (c[none] == target).astype(float)
+    values["no_entity_rate"] = (a[none] == target).astype(float)
+    return values
 
 
 def span_reliance_metrics(
