@@ -426,6 +426,12 @@ def finetune_objective(
                     train_loss = dist.sum(train_loss) / dist.world
                 record = {"epoch": epoch, "train_loss": train_loss, **scores,
                           "seconds": seconds, "tokens_per_second": tokens / seconds if seconds else 0.0}
+                if device.type == "cuda":
+                    from probe.models.pretrain import peak_flops
+
+                    peak = peak_flops(device)
+                    if peak and seconds:  # model FLOPs utilisation of this epoch (all processes together)
+                        record["mfu"] = 6 * log.trainable_parameters * tokens / seconds / (peak * dist.world)
                 if len(plan) > 1 or phase != "ft":
                     record["phase"] = phase
                 if penalties:

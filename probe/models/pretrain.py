@@ -336,7 +336,10 @@ def _seeded_rng(seed: int, device):
         yield
 
 
-def _peak_flops(device) -> float | None:
+def peak_flops(device) -> float | None:
+    """Dense bf16 peak FLOP/s of a known CUDA device (None elsewhere), for model FLOPs utilisation:
+    MFU = 6 · trainable parameters · tokens/s / peak (Chowdhery et al. 2022, PaLM appendix B; an
+    upper estimate here, since embedding lookups and the masked-only MLM head cost less than 6N)."""
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device).upper()
@@ -434,7 +437,7 @@ def pretrain_mlm(
     log.seconds = time.perf_counter() - t0
     log.tokens = int(dist.sum(tokens))
     log.tokens_per_second = log.tokens / log.seconds if log.seconds else 0.0
-    peak = _peak_flops(device)
+    peak = peak_flops(device)
     if peak is not None and log.seconds:
         log.mfu = 6 * log.trainable_parameters * log.tokens_per_second / (peak * dist.world)
     model.eval()
