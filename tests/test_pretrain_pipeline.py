@@ -48,6 +48,8 @@ def test_pretrained_checkpoint_feeds_the_run_and_is_reused(tmp_path):
     # and it is what the run compared against: the CKA table has its 3 layers
     assert sorted(run.table("cka").query("metric == 'linear_cka'").layer) == [0, 1, 2]
     assert "pretrain" in s["timings"]
+    html = (run.path / "index.html").read_text()
+    assert "The pretrained model was trained here" in html and 'Pretraining artifact: "zebra"' in html
     again = _run(tmp_path, "pre")
     assert "pretrain" in again.summary["reused_stages"]
     for name in ("behaviour", "probing"):
