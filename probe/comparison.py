@@ -323,11 +323,15 @@ def paired_differences(paths: Sequence[str | Path], names: Sequence[str] | None 
     rows = []
     if ref_pred is None:
         return pd.DataFrame(rows, columns=["variant", "reference", "feature", "metric", "value", "ci_low", "ci_high"])
-    classes = ref_sum.get("task", {}).get("classes", [])
+    def class_names(summary: dict) -> list:  # taggers: predictions are entity types
+        task = summary.get("task", {})
+        return task.get("entity_types") or task.get("classes", [])
+
+    classes = class_names(ref_sum)
     ref_labels = ref_pred[ref_pred.partition == "clean"].groupby("example").label.first()
     rng = np.random.default_rng([seed, 21])
     for i, (pred, summary) in enumerate(zip(preds, summaries)):
-        if i == reference or pred is None or summary.get("task", {}).get("classes") != classes:
+        if i == reference or pred is None or class_names(summary) != classes:
             continue
         labels = pred[pred.partition == "clean"].groupby("example").label.first()
         if not labels.equals(ref_labels):

@@ -87,6 +87,7 @@ def _stages(config: Config, data, tokenizer, device, run_dir: Path, timer, progr
             pre = _words_cached(config, shared_dir or run_dir, "pretrained", backbone_key, probe_set.words,
                                 lambda: load_encoder(backbone, config.seed), tokenizer, device, progress, reused)
     per_seed: dict[str, list[pd.DataFrame]] = {}
+    predictions: list[pd.DataFrame] = []
     train_logs = {}
     for seed in config.run_seeds:
         suffix = "" if len(config.run_seeds) == 1 else f"-seed{seed}"
@@ -97,7 +98,8 @@ def _stages(config: Config, data, tokenizer, device, run_dir: Path, timer, progr
         if not dist.is_main:
             continue
         with timer.stage("analyses"):
-            tables = _behaviour_tables(config, data, model, tokenizer, device, seed)
+            tables, span_preds = _behaviour_tables(config, data, model, tokenizer, device, seed)
+            predictions.append(span_preds)
         if pre is not None:
             with timer.stage("extract"):
                 fine = _words_cached(config, run_dir, f"finetuned{suffix}", ft_key, probe_set.words, lambda: model,
@@ -121,6 +123,7 @@ def _stages(config: Config, data, tokenizer, device, run_dir: Path, timer, progr
         tables = {name: aggregate_seeds(pd.concat(dfs, ignore_index=True)) for name, dfs in per_seed.items()}
         for name, df in tables.items():
             write_table(run_dir, name, df)
+        write_table(run_dir, "predictions", pd.concat(predictions, ignore_index=True))
     summary = _summary(config, data, tables, train_logs, reused, device, pretraining)
     with timer.stage("report"):
         render_report(run_dir, summary_override={**summary, "status": "complete", "timings": timer.seconds})
@@ -168,8 +171,10 @@ def _tagger_cached(config, data, tokenizer, device, run_dir: Path, seed: int, su
 
 # --- behaviour -----------------------------------------------------------------------------------
 
-def _behaviour_tables(config, data, model, tokenizer, device, seed: int) -> dict[str, pd.DataFrame]:
-    """Entity-level scores on the clean test split, and span-level reliance on every planted marker."""
+def _behaviour_tables(config, data, model, tokenizer, device, seed: int) -> tuple[dict[str, pd.DataFrame],
+                                                                                pd.DataFrame]:
+    """Entity-level scores on the clean test split, span-level reliance on every planted marker, and
+    the per-span predictions (for ``probe compare``'s paired differences)."""
     from probe.analyses.entity_metrics import entity_table
     from probe.analyses.span_behaviour import span_reliance_metrics
     from probe.models.tagger import decode_tags, predict_word_tags
@@ -178,13 +183,42 @@ def _behaviour_tables(config, data, model, tokenizer, device, seed: int) -> dict
     model.to(device).eval()
     clean = predict_word_tags(model, tokenizer, [s.words for s in data.test], ml, bs, device)
     out = {"entities": entity_table([s.tags for s in data.test], decode_tags(clean, data.tags), n_boot, seed)}
-    frames = []
+    frames, preds = [], {}
     for p in data.planted:
         inserted = predict_word_tags(model, tokenizer, p.inserted_words(), ml, bs, device)
         frames.append(span_reliance_metrics(p, data.tags, clean, inserted, n_boot, seed))
+        preds[p.feature.label] = (p, inserted)
     if frames:
         out["behaviour"] = pd.concat(frames, ignore_index=True)
-    return out
+    return out, _span_predictions(data, clean, preds, seed)
+
+
+def _span_predictions(data, clean: list[np.ndarray], preds: dict, seed: int) -> pd.DataFrame:
+    """One row per (partition, entity span of the test split): its gold type and the type predicted at
+    its first word, clean (partition ``clean``) and with each marker before it (partition = the
+    feature); types are indices into ``summary.task.entity_types``, -1 for no entity, -2 where the
+    word was cut off by truncation. Spans are numbered in test order, the same in every run of the
+    same test split."""
+    from probe.data.token_task import entity_spans, tag_type
+
+    index = {t: i for i, t in enumerate(data.entity_types)}
+
+    def code(tag_id: int) -> int:
+        if tag_id < 0:
+            return -2
+        t = tag_type(data.tags[tag_id])
+        return index[t] if t is not None else -1
+
+    spans = [(i, start, kind) for i, sent in enumerate(data.test) for start, _, kind in entity_spans(sent.tags)]
+    labels = np.array([index[kind] for _, _, kind in spans], dtype=np.int64)
+    rows = [pd.DataFrame({"seed": seed, "partition": "clean", "example": np.arange(len(spans)), "label": labels,
+                          "prediction": [code(clean[i][start]) for i, start, _ in spans]})]
+    for feature, (p, inserted) in preds.items():
+        at = {(q.sentence, q.start): (j, q.inserted_start) for j, q in enumerate(p.pairs) if q.kind != "no_entity"}
+        ins = [code(inserted[at[(i, start)][0]][at[(i, start)][1]]) for i, start, _ in spans]
+        rows.append(pd.DataFrame({"seed": seed, "partition": feature, "example": np.arange(len(spans)),
+                                  "label": labels, "prediction": ins}))
+    return pd.concat(rows, ignore_index=True)
 
 
 # --- word-level representations and probes -------------------------------------------------------

@@ -127,3 +127,21 @@ def test_marker_rates_and_pairs_follow_the_config(tmp_path):
     assert abs(p.train_rate_in_class - 0.5) < 0.15 and abs(p.train_rate_outside - 0.5) < 0.1
     kinds = p.kinds()
     assert set(np.unique(kinds)) == {"aligned", "conflicting", "no_entity"}
+
+
+def test_span_predictions_reproduce_the_behaviour_table(token_run):
+    """tables/predictions.csv (what probe compare pairs across runs) holds the same span predictions
+    the behaviour metrics were computed from."""
+    pred = token_run.table("predictions")
+    types = token_run.summary["task"]["entity_types"]
+    target = types.index("person")
+    clean = pred[pred.partition == "clean"].set_index("example")
+    ins = pred[pred.partition == "token:zebra"].set_index("example")
+    assert len(clean) == len(ins) > 0 and (clean.label == ins.label).all()
+    kept = (clean.prediction > -2) & (ins.prediction > -2)
+    conflicting = kept & (clean.label != target)
+    b = token_run.table("behaviour").set_index("metric").value
+    assert (ins.prediction[conflicting] == target).mean() == pytest.approx(b["s_only_error"])
+    assert (clean.prediction[kept] == clean.label[kept]).mean() == pytest.approx(b["clean_accuracy"])
+    n_conf = token_run.summary["features"][0]["n_pairs"]["conflicting"]
+    assert conflicting.sum() <= n_conf
