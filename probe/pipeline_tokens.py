@@ -518,7 +518,6 @@ def _summary(config, data, tables: dict[str, pd.DataFrame], train_logs: dict, re
     erasure = tables.get("erasure")
     if erasure is not None:
         erasure = pooled(erasure)
-    # a tagger that finds no entities "beats" nothing: its span accuracy is the rate of the commonest type
     features = []
     for p in data.planted:
         name = p.feature.label
@@ -545,18 +544,22 @@ def _summary(config, data, tables: dict[str, pd.DataFrame], train_logs: dict, re
                "No spurious features were configured; only tagging quality and layer comparisons were measured.")
     per_type = {r.property: float(r.value) for r in ents[ents.metric == "f1"].itertuples() if r.property != "entity"}
     speeds = [t["tokens_per_second"] for t in train_logs.values() if t.get("tokens_per_second")]
+    e = tables["entities"]
+    per_seed = []
+    for seed, t in train_logs.items():
+        seed_f1 = float(e[(e.seed.astype(str) == str(seed)) & (e.property == "entity") & (e.metric == "f1")].value.iloc[0])
+        # a tagger that finds (almost) no entities has collapsed, as a classifier stuck on one class has
+        per_seed.append({"seed": seed, "clean_accuracy": seed_f1,
+                         "collapsed": bool(seed_f1 <= config.analyses.reliance_threshold),
+                         "final_validation_f1": t["epochs"][-1].get("validation_f1"),
+                         "final_validation_accuracy": t["epochs"][-1].get("validation_accuracy")})
     summary = {
         "status": "running", "name": config.name, "config_hash": config.hash(), "verdict": verdict,
         "task_metric": "entity F1", "task_accuracy": f1,
         **{k: first.get(k) for k in ("aligned_accuracy", "conflicting_accuracy", "s_only_error", "flip_rate",
                                      "reliance_gap")},
         "features": features, "seeds": config.run_seeds,
-        "per_seed": [{"seed": s, "final_validation_f1": t["epochs"][-1].get("validation_f1"),
-                      "final_validation_accuracy": t["epochs"][-1].get("validation_accuracy"),
-                      "clean_accuracy": float(tables["entities"][(tables["entities"].seed.astype(str) == str(s))
-                                                                 & (tables["entities"].property == "entity")
-                                                                 & (tables["entities"].metric == "f1")].value.iloc[0]),
-                      "collapsed": False} for s, t in train_logs.items()],
+        "per_seed": per_seed,
         "probe_family": config.analyses.probe_family,
         "task": {"type": "token-classification", "dataset": config.task.dataset, "classes": data.tags,
                  "entity_types": data.entity_types, "n_examples": data.n_total, "n_train": len(data.train),
