@@ -444,14 +444,15 @@ def _extract_cached(config, run_dir: Path, name: str, source_key: str, texts: li
         reused.append(f"extract:{name.replace('-', ':')}")
         log(f"extract: reused cached {name} activations {path.name}")
         return cached
-    out = extract_pooled(get_model(), tokenizer, list(dist.shard(texts)), config.task.max_length,
-                         config.analyses.batch_size, device, with_logits=with_logits, progress=progress,
-                         desc=f"extract {name}")
+    sharded = dist.enabled and len(texts) >= dist.world  # fewer texts than processes: each does them all
+    out = extract_pooled(get_model(), tokenizer, list(dist.shard(texts)) if sharded else texts,
+                         config.task.max_length, config.analyses.batch_size, device, with_logits=with_logits,
+                         progress=progress, desc=f"extract {name}")
     local = {"activations": out["activations"]}
     if with_logits:
         local["logits"] = out["logits"]
-    arrays = dist.gather_rows(local, axes={"activations": 1})
-    arrays["tokens"] = np.array(int(dist.sum(out["tokens"])))
+    arrays = dist.gather_rows(local, axes={"activations": 1}) if sharded else local
+    arrays["tokens"] = np.array(int(dist.sum(out["tokens"]) if sharded else out["tokens"]))
     arrays["seconds"] = np.array(dist.max(out["seconds"]))
     if dist.is_main:
         _save_npz(path, **arrays)
