@@ -213,7 +213,11 @@ def run_lifecycle(config: Config, timer: _Timer, t_start: float, stages) -> Run:
     dist = current()
     run_dir = config.run_dir
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ProbeError(f"output_dir: cannot create the run folder {str(run_dir)!r} ({e.strerror}); "
+                             "allowed: a writable folder path") from None
         (run_dir / "index.html").unlink(missing_ok=True)
         _mark(run_dir, "running", config_hash=config.hash())
     dist.barrier()

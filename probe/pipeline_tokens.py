@@ -18,8 +18,8 @@ so that the report, ``probe compare`` and notebooks read both:
 - ``erasure``: LEACE on the tagger's token activations against random directions.
 
 Everything expensive is keyed and cached as in :mod:`probe.pipeline`; ``seeds`` repeat fine-tuning
-and every analysis. Data-parallel execution (``accelerate launch``) covers fine-tuning here;
-extraction and analyses run on the main process.
+and every analysis. Under ``accelerate launch`` pretraining, fine-tuning and word extraction run
+data-parallel; the analyses run on the main process.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from probe.config import Config, dump_config, stable_hash
 from probe.rundir import Run, atomic_write_json, atomic_write_text, write_table
 
 WORD_FORMAT = 1  # bump when the word-activation layout changes, to invalidate caches
-CKA_WORDS = 600  # words the per-layer CKA (with its jackknife interval) is computed on
+CKA_WORDS = 300  # words the per-layer CKA is computed on (its leave-one-out jackknife costs O(n³) per layer)
 
 
 def execute_tokens(config: Config, progress: bool = True, shared_dir: Path | None = None) -> Run:
@@ -82,7 +82,7 @@ def _stages(config: Config, data, tokenizer, device, run_dir: Path, timer, progr
     probe_set = _probe_sentences(data, config.seed)
     a = config.analyses
     pre = None
-    if dist.is_main and (a.probing or a.similarity):
+    if a.probing or a.similarity:
         with timer.stage("extract"):
             pre = _words_cached(config, shared_dir or run_dir, "pretrained", backbone_key, probe_set.words,
                                 lambda: load_encoder(backbone, config.seed), tokenizer, device, progress, reused)
@@ -95,15 +95,16 @@ def _stages(config: Config, data, tokenizer, device, run_dir: Path, timer, progr
             model, train_log, ft_key = _tagger_cached(config, data, tokenizer, device, run_dir, seed, suffix,
                                                       progress, reused, backbone, backbone_key)
         train_logs[seed] = train_log
-        if not dist.is_main:
-            continue
-        with timer.stage("analyses"):
-            tables, span_preds = _behaviour_tables(config, data, model, tokenizer, device, seed)
-            predictions.append(span_preds)
         if pre is not None:
             with timer.stage("extract"):
                 fine = _words_cached(config, run_dir, f"finetuned{suffix}", ft_key, probe_set.words, lambda: model,
                                      tokenizer, device, progress, reused)
+        if not dist.is_main:
+            continue  # the analyses run on the main process only
+        with timer.stage("analyses"):
+            tables, span_preds = _behaviour_tables(config, data, model, tokenizer, device, seed)
+            predictions.append(span_preds)
+        if pre is not None:
             with timer.stage("analyses"):
                 tables.update(_word_analyses(config, data, probe_set, pre, fine, seed, progress))
         if a.attribution:
@@ -259,25 +260,38 @@ def _probe_sentences(data, seed: int) -> _ProbeSet:
 
 def _words_cached(config, run_dir: Path, name: str, source_key: str, sentences: list[list[str]], get_model,
                   tokenizer, device, progress: bool, reused: list[str]) -> dict:
-    """Word vectors of every layer (one per word: first subword or mean, ``analyses.word_pooling``)."""
+    """Word vectors of every layer (one per word: first subword or mean, ``analyses.word_pooling``).
+
+    With several processes each extracts a contiguous shard of the sentences; the rows are gathered
+    back in order (word indices shifted to the whole list's sentence numbers)."""
+    from probe.distributed import current
     from probe.pipeline import _load_npz, _save_npz, log
     from probe.representations.word_extract import extract_words
 
+    dist = current()
     a = config.analyses
     key = stable_hash([source_key, config.seed, config.task.max_length, a.word_pooling, sentences, WORD_FORMAT])
     path = run_dir / "cache" / f"words-{name}-{key}.npz"
-    cached = _load_npz(path) if path.is_file() else None
-    if cached is not None:
+    if dist.agree(path.is_file() and _load_npz(path) is not None):
         reused.append(f"extract:{name.replace('-', ':')}")
         log(f"extract: reused cached {name} word vectors {path.name}")
-        return cached
-    out = extract_words(get_model(), tokenizer, sentences, config.task.max_length, a.batch_size, device,
+        return _load_npz(path)
+    sharded = dist.enabled and len(sentences) >= dist.world
+    part = list(dist.shard(sentences)) if sharded else sentences
+    out = extract_words(get_model(), tokenizer, part, config.task.max_length, a.batch_size, device,
                         pooling=a.word_pooling, progress=progress, desc=f"extract words {name}")
-    arrays = {"activations": out["activations"], "word_index": out["word_index"],
-              "tokens": np.array(out["tokens"]), "seconds": np.array(out["seconds"])}
-    _save_npz(path, **arrays)
-    log(f"extract: {name}, {len(sentences)} sentences, {len(out['word_index'])} words, "
-        f"{out['tokens'] / max(out['seconds'], 1e-9):.0f} tokens/s")
+    word_index = out["word_index"].copy()
+    if sharded:
+        word_index[:, 0] += dist.rank * len(sentences) // dist.world  # where this shard starts
+    arrays = {"activations": out["activations"], "word_index": word_index}
+    if sharded:
+        arrays = dist.gather_rows(arrays, axes={"activations": 1})
+    arrays["tokens"] = np.array(int(dist.sum(out["tokens"]) if sharded else out["tokens"]))
+    arrays["seconds"] = np.array(dist.max(out["seconds"]))
+    if dist.is_main:
+        _save_npz(path, **arrays)
+    log(f"extract: {name}, {len(sentences)} sentences, {len(arrays['word_index'])} words, "
+        f"{float(arrays['tokens']) / max(float(arrays['seconds']), 1e-9):.0f} tokens/s")
     return arrays
 
 
