@@ -12,6 +12,9 @@ Public API (heavy libraries are imported only when a function runs)::
         ...
     with probe.swap_layers(model, pretrained_encoder, [5]):      # pretrained block 5 in place
         ...
+    probe.extract_words(tagger, tokenizer, sentences, 64, 32, device)  # one vector per word, every layer
+    probe.tag_attributions(tagger, tokenizer, sentences, positions)    # what a word's predicted tag looks at
+    probe.entity_scores(gold_tags, predicted_tags)                     # seqeval entity P / R / F1
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ __version__ = "0.1.0"
 
 __all__ = ["run", "load_run", "load_config", "render_report", "linear_cka", "cka_matrix", "online_codelength",
            "relative_extractability", "selectivity", "control_labels", "erase", "swap_layers", "token_activations",
-           "compare", "ProbeError", "Run", "__version__"]
+           "compare", "extract_words", "token_probe_table", "tag_attributions", "entity_scores", "ProbeError",
+           "Run", "__version__"]
 
 _LAZY = {
     "run": "probe.pipeline",
@@ -38,6 +42,10 @@ _LAZY = {
     "swap_layers": "probe.causal.ablation",
     "token_activations": "probe.causal.token_activations",
     "compare": "probe.comparison",
+    "extract_words": "probe.representations.word_extract",
+    "token_probe_table": "probe.analyses.token_probing",
+    "tag_attributions": "probe.analyses.token_attribution",
+    "entity_scores": "probe.analyses.entity_metrics",
     "ProbeError": "probe.errors",
 }
 
