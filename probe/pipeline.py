@@ -249,15 +249,9 @@ def _execute_stages(config, data, tokenizer, device, run_dir: Path, timer: _Time
     from probe.report.render import render_report
 
     dist = current()
-    _seed_everything(config.seed)
-    if dist.is_main:
-        atomic_write_text(run_dir / "config.yaml", dump_config(config))
     reused: list[str] = []
-    backbone, backbone_key, pretraining = config.model.backbone, config.model.backbone, None
-    if config.pretrain.enabled:
-        with timer.stage("pretrain"):
-            backbone, backbone_key, pretraining = _pretrain_cached(config, data, tokenizer, device, run_dir,
-                                                                   shared_dir, progress, reused)
+    backbone, backbone_key, pretraining = begin_stages(config, data, tokenizer, device, run_dir, timer,
+                                                       shared_dir, progress, reused)
     seeds = config.run_seeds
     fine_texts, fine_index = _unique(data.test_texts + [t for p in data.planted for t in p.inserted]
                                      + data.probe_texts)
@@ -329,6 +323,22 @@ def _prediction_rows(data, preds: dict[str, np.ndarray], seed: int) -> pd.DataFr
     return pd.concat([pd.DataFrame({"seed": seed, "partition": part, "example": np.arange(n),
                                     "label": data.test_labels, "prediction": np.asarray(p, dtype=np.int64)})
                       for part, p in preds.items()], ignore_index=True)
+
+
+def begin_stages(config: Config, data, tokenizer, device, run_dir: Path, timer: _Timer, shared_dir: Path | None,
+                 progress: bool, reused: list[str]) -> tuple[str, str, dict | None]:
+    """What every task type does first: seed, write ``config.yaml`` (main process) and run the
+    optional pretraining stage. Returns where the pretrained weights are, the key that identifies
+    them, and what pretraining did (None without it)."""
+    from probe.distributed import current
+
+    _seed_everything(config.seed)
+    if current().is_main:
+        atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    if not config.pretrain.enabled:
+        return config.model.backbone, config.model.backbone, None
+    with timer.stage("pretrain"):
+        return _pretrain_cached(config, data, tokenizer, device, run_dir, shared_dir, progress, reused)
 
 
 def _speed(extraction: dict) -> float | None:

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from probe.config import Config, dump_config, stable_hash
-from probe.rundir import Run, atomic_write_json, atomic_write_text, write_table
+from probe.config import Config, stable_hash
+from probe.rundir import Run, atomic_write_json, write_table
 
 WORD_FORMAT = 1  # bump when the word-activation layout changes, to invalidate caches
 CKA_WORDS = 300  # words the per-layer CKA is computed on (its leave-one-out jackknife costs O(n³) per layer)
@@ -66,19 +66,13 @@ def _stages(config: Config, data, tokenizer, device, run_dir: Path, timer, progr
     from probe.analyses.aggregate import aggregate_seeds
     from probe.distributed import current
     from probe.models.backbones import load_encoder
-    from probe.pipeline import _pretrain_cached, _seed_everything, log
+    from probe.pipeline import begin_stages, log
     from probe.report.render import render_report
 
     dist = current()
-    _seed_everything(config.seed)
-    if dist.is_main:
-        atomic_write_text(run_dir / "config.yaml", dump_config(config))
     reused: list[str] = []
-    backbone, backbone_key, pretraining = config.model.backbone, config.model.backbone, None
-    if config.pretrain.enabled:
-        with timer.stage("pretrain"):
-            backbone, backbone_key, pretraining = _pretrain_cached(config, data, tokenizer, device, run_dir,
-                                                                   shared_dir, progress, reused)
+    backbone, backbone_key, pretraining = begin_stages(config, data, tokenizer, device, run_dir, timer,
+                                                       shared_dir, progress, reused)
     probe_set = _probe_sentences(data, config.seed)
     a = config.analyses
     pre = None
