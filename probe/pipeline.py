@@ -243,7 +243,6 @@ def run_lifecycle(config: Config, timer: _Timer, t_start: float, stages) -> Run:
 def _execute_stages(config, data, tokenizer, device, run_dir: Path, timer: _Timer, progress: bool,
                     shared_dir: Path | None = None) -> dict | None:
     """Every stage after data; returns the summary, or None on a helper process of a data-parallel run."""
-    from probe.analyses.aggregate import aggregate_seeds
     from probe.distributed import current
     from probe.models.backbones import load_encoder
     from probe.report.render import render_report
@@ -299,10 +298,7 @@ def _execute_stages(config, data, tokenizer, device, run_dir: Path, timer: _Time
     if not dist.is_main:
         return None
     with timer.stage("analyses"):
-        tables = {name: aggregate_seeds(pd.concat(dfs, ignore_index=True)) for name, dfs in per_seed.items()}
-        for name, df in tables.items():
-            write_table(run_dir, name, df)
-        write_table(run_dir, "predictions", pd.concat(predictions, ignore_index=True))
+        tables = write_seed_tables(run_dir, per_seed, predictions)
         features, task_acc = _features(config, data, tables)
 
     summary = _summary(config, data, task_acc, features, train_logs, speeds, reused, device, tables)
@@ -339,6 +335,19 @@ def begin_stages(config: Config, data, tokenizer, device, run_dir: Path, timer: 
         return config.model.backbone, config.model.backbone, None
     with timer.stage("pretrain"):
         return _pretrain_cached(config, data, tokenizer, device, run_dir, shared_dir, progress, reused)
+
+
+def write_seed_tables(run_dir: Path, per_seed: dict[str, list[pd.DataFrame]],
+                      predictions: list[pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Each table's per-seed rows plus the across-seed rows (``aggregate_seeds``), and the per-example
+    predictions, written to ``tables/``; returns the aggregated tables."""
+    from probe.analyses.aggregate import aggregate_seeds
+
+    tables = {name: aggregate_seeds(pd.concat(dfs, ignore_index=True)) for name, dfs in per_seed.items()}
+    for name, df in tables.items():
+        write_table(run_dir, name, df)
+    write_table(run_dir, "predictions", pd.concat(predictions, ignore_index=True))
+    return tables
 
 
 def _speed(extraction: dict) -> float | None:

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from probe.config import Config, stable_hash
-from probe.rundir import Run, atomic_write_json, write_table
+from probe.rundir import Run, atomic_write_json
 
 WORD_FORMAT = 1  # bump when the word-activation layout changes, to invalidate caches
 CKA_WORDS = 300  # words the per-layer CKA is computed on (its leave-one-out jackknife costs O(n³) per layer)
@@ -63,10 +63,9 @@ def execute_tokens(config: Config, progress: bool = True, shared_dir: Path | Non
 
 def _stages(config: Config, data, tokenizer, device, run_dir: Path, timer, progress: bool,
             shared_dir: Path | None) -> dict | None:
-    from probe.analyses.aggregate import aggregate_seeds
     from probe.distributed import current
     from probe.models.backbones import load_encoder
-    from probe.pipeline import begin_stages, log
+    from probe.pipeline import begin_stages, log, write_seed_tables
     from probe.report.render import render_report
 
     dist = current()
@@ -115,10 +114,7 @@ def _stages(config: Config, data, tokenizer, device, run_dir: Path, timer, progr
     if not dist.is_main:
         return None
     with timer.stage("analyses"):
-        tables = {name: aggregate_seeds(pd.concat(dfs, ignore_index=True)) for name, dfs in per_seed.items()}
-        for name, df in tables.items():
-            write_table(run_dir, name, df)
-        write_table(run_dir, "predictions", pd.concat(predictions, ignore_index=True))
+        tables = write_seed_tables(run_dir, per_seed, predictions)
     summary = _summary(config, data, tables, train_logs, reused, device, pretraining)
     with timer.stage("report"):
         render_report(run_dir, summary_override={**summary, "status": "complete", "timings": timer.seconds})
