@@ -82,7 +82,7 @@ def test_encoder_blocks(model, source):
     assert encoder_blocks(model) is model.bert.encoder.layer
     assert encoder_blocks(source) is source.encoder.layer
     assert len(encoder_blocks(model)) == 2
-    with pytest.raises(ValueError, match="BERT-like"):
+    with pytest.raises(ValueError, match="cannot find its transformer blocks"):
         encoder_blocks(torch.nn.Linear(2, 2))
 
 

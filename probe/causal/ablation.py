@@ -7,60 +7,34 @@ bit-for-bit on exit, also when the body raises:
   ``source`` model (the pretrained encoder) into the fine-tuned one, to localise where
   fine-tuning changed what matters (cf. Merchant et al. 2020, "What Happens To BERT Embeddings
   During Fine-tuning?"; Mosbach et al. 2020 on re-initialising/resetting upper layers);
-* :func:`reinit_layers` replaces blocks by a fresh, seeded BERT initialisation;
+* :func:`reinit_layers` replaces blocks by a fresh, seeded initialisation;
 * :func:`pretrained_encoder_with_head` puts the fine-tuned head on the pretrained encoder;
 * :func:`ablate_heads` zeroes single attention heads (Michel et al. 2019, "Are Sixteen Heads
   Really Better than One?"), and :func:`head_ablation_scan` scores every head in turn.
 
 Weights are *copied* into the model's own parameters (never the parameter objects swapped),
 so ``source`` is never modified, devices and dtypes follow ``model``, and optimisers, hooks
-and ``parameters()`` keep pointing at the same tensors. Supported: HF BERT-like models
-(BERT, RoBERTa, ELECTRA, MiniLM: ``base_model.encoder.layer`` and
-``attention.output.dense``), as classifiers, plain encoders or a
-:class:`probe.models.probe_head.ProbeHeadClassifier`.
+and ``parameters()`` keep pointing at the same tensors. Where blocks, embeddings and attention
+projections are is the :class:`~probe.models.adapter.ModelAdapter`'s business: every architecture it
+knows (BERT, RoBERTa, DistilBERT, ELECTRA, GPT-2, Llama, Qwen2, Mistral), as classifiers, plain
+encoders or a :class:`probe.models.probe_head.ProbeHeadClassifier`.
 """
 
 from __future__ import annotations
 
 import operator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-
-def _backbone(model: nn.Module) -> nn.Module:
-    """The module holding ``.embeddings`` and ``.encoder.layer`` (``BertModel`` and kin)."""
-    m = model
-    for _ in range(4):
-        base = getattr(m, "base_model", m)
-        enc = getattr(base, "encoder", None)
-        if isinstance(getattr(enc, "layer", None), nn.ModuleList):
-            return base
-        if not isinstance(enc, nn.Module):
-            break
-        m = enc  # e.g. ProbeHeadClassifier.encoder is a BertModel
-    raise ValueError(
-        f"{type(model).__name__}: not a BERT-like model (expected base_model.encoder.layer, "
-        "as in BERT, RoBERTa, ELECTRA or MiniLM)"
-    )
+from probe.models.adapter import ModelAdapter
 
 
 def encoder_blocks(model: nn.Module) -> nn.ModuleList:
-    """The transformer blocks of a HF BERT-like classifier or encoder (``base_model.encoder.layer``)."""
-    return _backbone(model).encoder.layer
-
-
-def _embeddings(model: nn.Module) -> nn.Module:
-    emb = getattr(_backbone(model), "embeddings", None)
-    if not isinstance(emb, nn.Module):
-        raise ValueError(f"{type(model).__name__}: no embedding module (expected base_model.embeddings)")
-    return emb
-
-
-def _hidden_size(model: nn.Module) -> int | None:
-    return getattr(getattr(_backbone(model), "config", None), "hidden_size", None)
+    """The transformer blocks of a classifier or encoder (:class:`~probe.models.adapter.ModelAdapter`)."""
+    return ModelAdapter(model).blocks
 
 
 def _check_index(items: Sequence[int], n: int, what: str) -> list[int]:
@@ -96,13 +70,11 @@ def _check_compatible(target: nn.Module, source: nn.Module, what: str) -> None:
 
 
 def _check_same_architecture(model: nn.Module, source: nn.Module) -> None:
-    n, n_src = len(encoder_blocks(model)), len(encoder_blocks(source))
-    h, h_src = _hidden_size(model), _hidden_size(source)
-    if n != n_src or (h is not None and h_src is not None and h != h_src):
+    a, b = ModelAdapter(model), ModelAdapter(source)
+    if a.layout != b.layout or a.n_blocks != b.n_blocks or a.hidden_size != b.hidden_size:
         raise ValueError(
-            f"mismatched architectures: the model has {n} blocks of hidden size {h}, "
-            f"the source {n_src} blocks of hidden size {h_src}"
-        )
+            f"mismatched architectures: the model is a {a.family} with {a.n_blocks} blocks of hidden size "
+            f"{a.hidden_size}, the source a {b.family} with {b.n_blocks} blocks of hidden size {b.hidden_size}")
 
 
 def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -148,93 +120,48 @@ def swap_layers(model: nn.Module, source: nn.Module, blocks: Sequence[int]) -> I
 
 @contextmanager
 def swap_embeddings(model: nn.Module, source: nn.Module) -> Iterator[nn.Module]:
-    """``model``'s embedding module replaced by a copy of ``source``'s. Yields ``model``."""
-    mine, theirs = _embeddings(model), _embeddings(source)
-    _check_compatible(mine, theirs, "embeddings")
-    with _restoring([mine]):
-        _load(mine, {k: v.detach() for k, v in theirs.state_dict().items()})
+    """``model``'s embedding modules replaced by a copy of ``source``'s. Yields ``model``."""
+    a, b = ModelAdapter(model), ModelAdapter(source)
+    mine, theirs = a.embedding_parts(), b.embedding_parts()
+    if a.layout != b.layout or len(mine) != len(theirs):
+        raise ValueError(f"embeddings: the model and the source differ in architecture ({a.family} vs {b.family})")
+    for m, t in zip(mine, theirs):
+        _check_compatible(m, t, "embeddings")
+    with _restoring(mine):
+        for m, t in zip(mine, theirs):
+            _load(m, {k: v.detach() for k, v in t.state_dict().items()})
         yield model
 
 
 @contextmanager
 def pretrained_encoder_with_head(model: nn.Module, source: nn.Module) -> Iterator[nn.Module]:
-    """The fine-tuned head (pooler + classifier) on ``source``'s embeddings and all its blocks."""
+    """The fine-tuned head on ``source``'s embeddings, all its blocks and (decoders) its final norm."""
     _check_same_architecture(model, source)
-    with ExitStack() as stack:
-        stack.enter_context(swap_embeddings(model, source))
-        stack.enter_context(swap_layers(model, source, range(len(encoder_blocks(model)))))
+    mine, theirs = ModelAdapter(model).encoder_parts(), ModelAdapter(source).encoder_parts()
+    for k, (m, t) in enumerate(zip(mine, theirs)):
+        _check_compatible(m, t, f"encoder part {k}")
+    with _restoring(mine):
+        for m, t in zip(mine, theirs):
+            _load(m, {k: v.detach() for k, v in t.state_dict().items()})
         yield model
-
-
-def _is_layer_norm(module: nn.Module) -> bool:
-    return isinstance(module, nn.LayerNorm) or "LayerNorm" in type(module).__name__
-
-
-@torch.no_grad()
-def _bert_init_(block: nn.Module, std: float, generator: torch.Generator) -> None:
-    """``PreTrainedModel._init_weights`` for BERT, drawn from ``generator`` (on the CPU).
-
-    Linear / Embedding weights ~ N(0, std) (Embedding padding row 0), Linear biases 0,
-    LayerNorm weight 1 and bias 0. Re-implemented rather than called: in transformers 5 the
-    init functions skip tensors flagged ``_is_hf_initialized`` (set by ``from_pretrained``), so
-    ``model._init_weights`` is a silent no-op on a loaded checkpoint, and it draws from the
-    global RNG.
-    """
-    done: set[int] = set()
-    for module in block.modules():
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            w = module.weight
-            w.copy_(torch.empty(w.shape, dtype=torch.float32).normal_(0.0, std, generator=generator))
-            done.add(id(w))
-            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                w[module.padding_idx].zero_()
-            if getattr(module, "bias", None) is not None:
-                module.bias.zero_()
-                done.add(id(module.bias))
-        elif _is_layer_norm(module):
-            if getattr(module, "weight", None) is not None:
-                module.weight.fill_(1.0)
-                done.add(id(module.weight))
-            if getattr(module, "bias", None) is not None:
-                module.bias.zero_()
-                done.add(id(module.bias))
-    missed = [n for n, p in block.named_parameters() if id(p) not in done]
-    if missed:
-        raise ValueError(f"reinit_layers: no initialisation rule for parameters {missed[:3]}")
 
 
 @contextmanager
 def reinit_layers(model: nn.Module, blocks: Sequence[int], seed: int) -> Iterator[nn.Module]:
-    """Blocks ``blocks`` replaced by a fresh BERT initialisation, deterministic given ``seed``.
+    """Blocks ``blocks`` replaced by a fresh initialisation, deterministic given ``seed``.
 
     Weights are drawn in float32 on the CPU from one ``torch.Generator`` seeded with ``seed``
-    (blocks in increasing order), so they are the same on every device and the global RNG is
-    untouched. std = ``config.initializer_range`` (0.02 if absent). Yields ``model``.
+    (blocks in increasing order; :meth:`~probe.models.adapter.ModelAdapter.reinit_block`), so they
+    are the same on every device and the global RNG is untouched. Yields ``model``.
     """
+    adapter = ModelAdapter(model)
     idx = _check_blocks(model, blocks)
-    std = getattr(getattr(_backbone(model), "config", None), "initializer_range", None) or 0.02
-    targets = [encoder_blocks(model)[b] for b in idx]
+    targets = [adapter.blocks[b] for b in idx]
     generator = torch.Generator().manual_seed(int(seed))
     with _restoring(targets):
-        for block in targets:
-            _bert_init_(block, float(std), generator)
+        for b in idx:
+            adapter.reinit_block(b, generator)
         yield model
-
-
-def _attention_output_projection(block: nn.Module) -> nn.Linear:
-    proj = getattr(getattr(getattr(block, "attention", None), "output", None), "dense", None)
-    if not isinstance(proj, nn.Linear):
-        raise ValueError(f"{type(block).__name__}: no attention output projection (expected attention.output.dense)")
-    return proj
-
-
-def _num_heads(model: nn.Module) -> tuple[int, int]:
-    """``(number of heads, head dimension)`` of ``model``'s self-attention."""
-    block = encoder_blocks(model)[0]
-    attn = getattr(getattr(block, "attention", None), "self", None)
-    n = getattr(attn, "num_attention_heads", None) or getattr(_backbone(model).config, "num_attention_heads")
-    d = getattr(attn, "attention_head_size", None) or _hidden_size(model) // n
-    return int(n), int(d)
 
 
 @contextmanager
@@ -246,7 +173,8 @@ def ablate_heads(model: nn.Module, heads: Sequence[tuple[int, int]]) -> Iterator
     slice ``[h * head_dim, (h + 1) * head_dim)`` of its input, the concatenated head contexts.
     Michel et al. 2019, "Are Sixteen Heads Really Better than One?". Yields ``model``.
     """
-    n_heads, head_dim = _num_heads(model)
+    adapter = ModelAdapter(model)
+    n_heads, head_dim = adapter.n_heads, adapter.head_dim
     per_block: dict[int, list[int]] = {}
     for item in heads:
         try:
@@ -265,12 +193,11 @@ def ablate_heads(model: nn.Module, heads: Sequence[tuple[int, int]]) -> Iterator
             return (x, *args[1:])
         return hook
 
-    blocks = encoder_blocks(model)
     handles = []
     try:
         for b, hs in sorted(per_block.items()):
             cols = [slice(h * head_dim, (h + 1) * head_dim) for h in sorted(set(hs))]
-            handles.append(_attention_output_projection(blocks[b]).register_forward_pre_hook(make_hook(cols)))
+            handles.append(adapter.attention_output(b).register_forward_pre_hook(make_hook(cols)))
         yield model
     finally:
         for handle in handles:
@@ -288,7 +215,8 @@ def head_ablation_scan(model: nn.Module, evaluate: Callable[[], float], n_blocks
     import pandas as pd
     from tqdm.auto import tqdm
 
-    total, heads_per_block = len(encoder_blocks(model)), _num_heads(model)[0]
+    adapter = ModelAdapter(model)
+    total, heads_per_block = adapter.n_blocks, adapter.n_heads
     if not 0 < n_blocks <= total:
         raise ValueError(f"n_blocks={n_blocks}: the model has {total} blocks")
     if not 0 < n_heads <= heads_per_block:

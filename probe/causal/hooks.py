@@ -1,11 +1,12 @@
 """Forward hooks that edit one layer's hidden state, inside context managers only.
 
-Layer ``l`` means what ``output_hidden_states`` calls ``hidden_states[l]`` (DESIGN.md §2):
-``0`` is the output of the embeddings module and ``l >= 1`` the output of transformer block
-``l`` (``encoder.layer[l - 1]``). An edit ``fn`` replaces that output ``h`` (``[batch, seq,
-hidden]``) by ``fn(h)`` before anything downstream reads it, so the later blocks, the
-classifier head and the recorded ``hidden_states`` all see the edited tensor: the intervention
-of causal probing (Elazar et al. 2021, "Amnesic Probing"; Belrose et al. 2023, LEACE).
+Layer ``l`` means what ``output_hidden_states`` calls ``hidden_states[l]`` (docs/design.md §2):
+``0`` is the embedding output and ``l >= 1`` the output of transformer block ``l``; which module
+produces it is the model adapter's business (:meth:`probe.models.adapter.ModelAdapter.layer_module`).
+An edit ``fn`` replaces that output ``h`` (``[batch, seq, hidden]``) by ``fn(h)`` before anything
+downstream reads it, so the later blocks, the classifier head and the recorded ``hidden_states``
+all see the edited tensor: the intervention of causal probing (Elazar et al. 2021, "Amnesic
+Probing"; Belrose et al. 2023, LEACE).
 
 transformers 5 records ``hidden_states`` with its own forward hooks on the blocks, installed
 the first time hidden states are requested. The edit hook is registered with ``prepend=True``
@@ -21,48 +22,26 @@ from typing import Callable, Iterator, Mapping
 import torch
 from torch import nn
 
+from probe.models.adapter import ModelAdapter
+
 Edit = Callable[[torch.Tensor], torch.Tensor]
 
 
 def encoder_of(model: nn.Module) -> nn.Module:
-    """The BERT-like encoder (embeddings + blocks) of a HF classifier, an ``AutoModel`` or a
-    :class:`~probe.models.probe_head.ProbeHeadClassifier` (attribute ``encoder``)."""
-    base = getattr(model, "base_model", None)
-    if base is None and isinstance(getattr(model, "encoder", None), nn.Module):
-        base = getattr(model.encoder, "base_model", model.encoder)
-    if base is None or _blocks(base) is None or getattr(base, "embeddings", None) is None:
-        raise ValueError(
-            f"{type(model).__name__}: expected a transformer encoder with `embeddings` and a list of blocks "
-            "(`encoder.layer`), a classifier around one (`base_model`), or a probe head (`encoder`)"
-        )
-    return base
-
-
-def _blocks(encoder: nn.Module) -> nn.ModuleList | None:
-    for path in (("encoder", "layer"), ("transformer", "layer"), ("layers",)):
-        obj = encoder
-        for name in path:
-            obj = getattr(obj, name, None)
-        if isinstance(obj, nn.ModuleList):
-            return obj
-    return None
+    """The transformer (embeddings + blocks) of a HF classifier, an ``AutoModel`` or a
+    :class:`~probe.models.probe_head.ProbeHeadClassifier`, for any architecture the
+    :class:`~probe.models.adapter.ModelAdapter` knows."""
+    return ModelAdapter(model).base
 
 
 def n_layers(model: nn.Module) -> int:
     """Number of hidden states the model returns: blocks + 1 (the embeddings output)."""
-    return len(_blocks(encoder_of(model))) + 1
+    return ModelAdapter(model).n_layers
 
 
 def layer_module(model: nn.Module, layer: int) -> nn.Module:
-    """The module whose output is ``hidden_states[layer]``: the embeddings for 0, else block ``layer``."""
-    encoder = encoder_of(model)
-    blocks = _blocks(encoder)
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer <= len(blocks):
-        raise ValueError(
-            f"layer {layer!r} is out of range: allowed 0..{len(blocks)} "
-            f"(0 = embeddings output, l = output of block l; this model has {len(blocks)} blocks)"
-        )
-    return encoder.embeddings if layer == 0 else blocks[layer - 1]
+    """The module whose output is ``hidden_states[layer]`` (:meth:`ModelAdapter.layer_module`)."""
+    return ModelAdapter(model).layer_module(layer)
 
 
 def _replace_first(output, fn: Edit):

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from probe.models.adapter import ModelAdapter
+
 
 class ProbeHeadClassifier(nn.Module):
     """``encoder`` (frozen use) + masked mean pooling of the last layer + a linear head."""
@@ -47,21 +49,23 @@ class ProbeHeadClassifier(nn.Module):
             self.config.label2id = {v: k for k, v in id2label.items()}
         self.to(next(self.encoder.parameters()).device)
 
+    @property
+    def base_model(self) -> nn.Module:
+        """The frozen encoder, as a classifier's ``base_model`` is (what the model adapter looks into)."""
+        return self.encoder
+
     def get_input_embeddings(self) -> nn.Module:
         return self.encoder.get_input_embeddings()
 
     def pooled(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                **kwargs) -> torch.Tensor:
-        """Mean of the last layer over tokens with attention mask 1."""
+        """The last layer pooled as the model adapter pools it: the mean over tokens with attention
+        mask 1 (encoders), or the last such token (decoders)."""
         kwargs.pop("labels", None)
         kwargs.pop("output_hidden_states", None)
         kwargs.pop("return_dict", None)
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        h = out.last_hidden_state
-        if attention_mask is None:
-            return h.mean(1)
-        mask = attention_mask.unsqueeze(-1).to(h.dtype)
-        return (h * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        return ModelAdapter(self.encoder).pool(out.last_hidden_state, attention_mask)
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, **kwargs):
         from transformers.modeling_outputs import SequenceClassifierOutput
@@ -87,28 +91,17 @@ def folded_linear(scaler, classifier) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pooled_last_layer(encoder: nn.Module, tokenizer, texts: Sequence[str], max_length: int, batch_size: int = 32) -> np.ndarray:
-    """``[n, hidden]`` last-layer activations mean-pooled over real tokens, in the order of ``texts``."""
-    from probe.models.batching import length_sorted_batches, pad_batch, tokenize
+    """``[n, hidden]`` last-layer activations pooled as the model adapter pools them, in the order of ``texts``."""
+    from probe.representations.extract import extract_pooled
 
     encoder = getattr(encoder, "base_model", encoder)
-    device = next(encoder.parameters()).device
-    ids = tokenize(tokenizer, list(texts), max_length)
-    out = None
     was_training = encoder.training
     try:
-        encoder.eval()
-        with torch.inference_mode():
-            for idx in length_sorted_batches(ids, batch_size):
-                batch = pad_batch(tokenizer, [ids[i] for i in idx]).to(device)
-                h = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
-                pooled = ((h * mask).sum(1) / mask.sum(1)).float().cpu().numpy()
-                if out is None:
-                    out = np.zeros((len(ids), pooled.shape[1]), dtype=np.float32)
-                out[idx] = pooled
+        out = extract_pooled(encoder, tokenizer, list(texts), max_length, batch_size,
+                             next(encoder.parameters()).device, progress=False)
     finally:
         encoder.train(was_training)
-    return out
+    return out["activations"][-1]
 
 
 def fit_probe_head_on_features(

@@ -1,4 +1,8 @@
-"""Activations of every layer, mean-pooled over real tokens, in one forward pass per batch."""
+"""Activations of every layer, pooled per text, in one forward pass per batch.
+
+Pooling is the model adapter's (:meth:`probe.models.adapter.ModelAdapter.pool`): the mean over real
+tokens for bidirectional encoders, the last real token for causal decoders (docs/design.md §8).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import time
 import numpy as np
 
 from probe.models.batching import length_sorted_batches, pad_batch, tokenize
+from probe.models.adapter import ModelAdapter
 from probe.models.finetune import autocast
 
 
@@ -25,6 +30,7 @@ def extract_pooled(
     from tqdm.auto import tqdm
 
     ids = tokenize(tokenizer, texts, max_length)
+    adapter = ModelAdapter(model)
     model.to(device).eval()
     acts = None
     logits = None
@@ -35,9 +41,8 @@ def extract_pooled(
         for idx in tqdm(batches, desc=desc, disable=not progress, unit="batch", leave=False):
             batch = pad_batch(tokenizer, [ids[i] for i in idx]).to(device)
             out = model(**batch, output_hidden_states=True)
-            mask = batch["attention_mask"].unsqueeze(-1).to(out.hidden_states[0].dtype)
-            denom = mask.sum(1)
-            pooled = torch.stack([(h * mask).sum(1) / denom for h in out.hidden_states]).float().cpu().numpy()
+            mask = batch["attention_mask"]
+            pooled = torch.stack([adapter.pool(h, mask) for h in out.hidden_states]).float().cpu().numpy()
             if acts is None:
                 acts = np.zeros((pooled.shape[0], len(texts), pooled.shape[2]), dtype=np.float32)
             acts[:, idx] = pooled
