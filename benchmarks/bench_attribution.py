@@ -26,7 +26,7 @@ import torch
 from probe.analyses.attribution import attribute_tokens, forward_function, pad_baseline
 from probe.data.sources import load_text_classification
 from probe.models.backbones import load_tokenizer
-from probe.models.finetune import build_classifier
+from probe.models.backbones import build_classifier
 
 
 def plain_captum(model, tokenizer, texts, max_length, n_steps):

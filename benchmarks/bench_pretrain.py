@@ -40,8 +40,9 @@ import torch
 from probe.config import ComputeConfig, FinetuneConfig, PretrainConfig, ScratchSize
 from probe.data.sources import load_text_classification
 from probe.models.backbones import load_tokenizer
-from probe.models.finetune import finetune
-from probe.models.pretrain import build_mlm, make_blocks, pretrain_mlm
+from probe.models.classifier import finetune_classifier as finetune
+from probe.models.mlm import build_mlm
+from probe.models.pretrain import make_blocks, pretrain_mlm
 
 SIZES = {  # layers, hidden, heads, intermediate
     "tiny": (2, 64, 2, 128),

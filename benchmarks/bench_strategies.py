@@ -29,7 +29,8 @@ import torch
 from probe.config import FinetuneConfig
 from probe.data.sources import load_text_classification
 from probe.models.backbones import load_tokenizer
-from probe.models.finetune import build_classifier, finetune
+from probe.models.backbones import build_classifier
+from probe.models.classifier import finetune_classifier as finetune
 from probe.models.strategies import prepare_model
 
 BASE = dict(epochs=1, batch_size=16)

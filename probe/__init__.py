@@ -27,7 +27,7 @@ __all__ = ["run", "load_run", "load_config", "render_report", "linear_cka", "cka
            "Run", "__version__"]
 
 _LAZY = {
-    "run": "probe.pipeline",
+    "run": "probe.engine",
     "load_run": "probe.rundir",
     "Run": "probe.rundir",
     "load_config": "probe.config",

@@ -56,12 +56,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_config(config), end="")
         return 0
-    from probe.pipeline import execute
+    from probe.engine import execute
 
     progress = not args.quiet and sys.stderr.isatty()
     if config.compare:
         from probe.comparison import display_table
-        from probe.pipeline import execute_sweep
+        from probe.engine import execute_sweep
 
         sweep = execute_sweep(config, progress=progress)
         if not _is_main_process():
@@ -91,7 +91,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from probe.comparison import compare, default_out_dir, display_table, paired_differences, write_comparison
+    from probe.comparison import compare, default_out_dir, display_table, paired_differences
+    from probe.report.comparison_page import write_comparison
 
     names = None
     if args.names is not None:

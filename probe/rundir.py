@@ -1,12 +1,14 @@
-"""The run directory contract (DESIGN.md §3): atomic writes, and :class:`Run` for reading one back."""
+"""The run directory contract (docs/design.md §3): atomic writes, and :class:`Run` for reading one back."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 
@@ -38,6 +40,23 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, (np.floating,)):
         return float(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@contextmanager
+def atomic_directory(path: Path) -> Iterator[Path]:
+    """Build a folder in a sibling temporary folder (yielded) and swap it into ``path`` only when the
+    block succeeds: readers never see a half-written model folder, and a failure leaves the old one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
 
 
 def write_table(run_dir: Path, name: str, df: pd.DataFrame) -> None:

@@ -19,7 +19,7 @@ from probe.causal.ablation import (
 )
 from probe.models.backbones import load_encoder, load_tokenizer
 from probe.models.batching import pad_batch, tokenize
-from probe.models.finetune import build_classifier
+from probe.models.backbones import build_classifier
 
 TEXTS = [
     "the cat sat on the mat",

@@ -14,15 +14,16 @@ import pytest
 import torch
 
 from probe.analyses.attribution import (
-    METHODS, attribute_tokens, forward_function, heatmap_data, pad_baseline, render_heatmap_html,
+    METHODS, attribute_tokens, forward_function, pad_baseline,
     spurious_attribution_metrics, word_attributions, _to_words, _encode,
 )
 from probe.analyses.faithfulness import faithfulness_metrics, top_k_count
 from probe.config import FinetuneConfig
 from probe.data.planted import insert_token
-from probe.models.backbones import load_tokenizer
-from probe.models.finetune import build_classifier, finetune, predict_logits
+from probe.models.backbones import build_classifier, load_tokenizer
+from probe.models.classifier import finetune_classifier as finetune, predict_logits
 from probe.models.probe_head import ProbeHeadClassifier, fit_probe_head, pooled_last_layer
+from probe.report.heatmap import render_heatmap_html
 
 WORDS = (
     "time year people way day man thing woman life child world school state family student group country "
@@ -204,10 +205,9 @@ def test_heatmap_html_escapes_words():
         render_heatmap_html(["a"], [1.0, 2.0])
 
 
-def test_heatmap_data_shapes(tokenizer, data, zebra_model):
+def test_word_attributions_cover_every_word(tokenizer, data, zebra_model):
     attrs = word_attributions(zebra_model, tokenizer, data["test"][:3], "saliency", max_length=MAX_LENGTH)
-    hm = heatmap_data(attrs)
-    assert [len(w) for w, _ in hm] == [len(s) for _, s in hm] == [len(t.split()) for t in data["test"][:3]]
+    assert [len(a.words) for a in attrs] == [len(a.scores) for a in attrs] == [len(t.split()) for t in data["test"][:3]]
 
 
 def test_comprehensiveness_beats_random_order(tokenizer, data, zebra_model):

@@ -15,7 +15,8 @@ import pytest
 
 import probe
 from probe.cli import main
-from probe.comparison import COLUMNS, compare, headline, pareto_optimal, write_comparison
+from probe.comparison import COLUMNS, compare, pareto_optimal
+from probe.report.comparison_page import headline, write_comparison
 from probe.errors import ProbeError
 
 FEATURE = "token:zebra"

@@ -130,7 +130,7 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def tiny():
     from probe.models.backbones import load_tokenizer
-    from probe.models.finetune import build_classifier
+    from probe.models.backbones import build_classifier
 
     model = build_classifier("tiny-bert", ["a", "b"], seed=0).eval()
     return model, load_tokenizer("tiny-bert")

@@ -35,7 +35,8 @@ def _grammar(n: int, seed: int = 0) -> list[str]:
 def test_scratch_mlm_learns_a_small_grammar(tokenizer):
     """From ln(vocabulary) ~ 10.3 to about the corpus's unigram entropy (~2.7 nats over 18 words); using
     the context (held-out loss ~1.2) takes ~1000 steps at this size, too long for a test."""
-    from probe.models.pretrain import build_mlm, pretrain_mlm
+    from probe.models.mlm import build_mlm
+    from probe.models.pretrain import pretrain_mlm
 
     texts = _grammar(200)
     cfg = PretrainConfig(init="scratch", size=SIZE, steps=60, batch_size=16, max_length=32,
@@ -56,7 +57,8 @@ def test_scratch_mlm_learns_a_small_grammar(tokenizer):
 
 
 def test_pretraining_is_repeatable_and_independent_of_workers(tokenizer):
-    from probe.models.pretrain import build_mlm, pretrain_mlm
+    from probe.models.mlm import build_mlm
+    from probe.models.pretrain import pretrain_mlm
 
     cfg = PretrainConfig(init="scratch", size=SIZE, steps=4, batch_size=4, max_length=16, packing=False)
     runs = []
@@ -74,13 +76,14 @@ def test_pretraining_is_repeatable_and_independent_of_workers(tokenizer):
 def test_sharded_loss_gives_the_single_process_gradient(tokenizer):
     """Each process's loss sum(CE on its shard) / masked tokens in the global batch * world: the mean
     of the shard gradients (what DDP applies) equals the gradient of the global mean loss."""
-    from probe.models.pretrain import _Masker, _MaskedLMLoss, _StepBatches, build_mlm, make_blocks
+    from probe.models.mlm import MaskedLMLoss, Masker, build_mlm
+    from probe.models.pretrain import _StepBatches, make_blocks
 
     cfg = PretrainConfig(init="scratch", size=SIZE, max_length=16)
     model = build_mlm("tiny-bert", cfg, tokenizer, seed=0).eval()
-    loss_fn = _MaskedLMLoss(model)
+    loss_fn = MaskedLMLoss(model)
     blocks = make_blocks(tokenizer, _grammar(40), 16, packing=False)
-    masker = _Masker(tokenizer, 0.3)
+    masker = Masker(tokenizer, 0.3)
 
     def grad(world: int) -> torch.Tensor:
         total = 0
@@ -120,7 +123,7 @@ def test_packed_blocks_frame_the_token_stream(tokenizer):
 
 
 def test_masking_follows_80_10_10_and_spares_special_tokens(tokenizer):
-    from probe.models.pretrain import mask_blocks
+    from probe.models.mlm import mask_blocks
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(20, 64, size=3000)
@@ -154,7 +157,8 @@ def test_masking_follows_80_10_10_and_spares_special_tokens(tokenizer):
 def test_saved_encoder_loads_with_the_auto_classes(tokenizer, tmp_path):
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-    from probe.models.pretrain import build_mlm, save_pretrained_encoder
+    from probe.models.mlm import build_mlm
+    from probe.models.pretrain import save_pretrained_encoder
 
     cfg = PretrainConfig(init="scratch", size=SIZE)
     model = build_mlm("tiny-bert", cfg, tokenizer, seed=0).eval()
@@ -233,7 +237,7 @@ def test_plant_artifact_by_class_and_by_words():
 
 def test_continue_from_minilm_keeps_its_encoder_and_ties_a_fresh_head(tokenizer):
     from probe.models.backbones import load_encoder
-    from probe.models.pretrain import build_mlm
+    from probe.models.mlm import build_mlm
 
     cfg = PretrainConfig(init="continue", max_length=64)
     model = build_mlm("minilm", cfg, tokenizer, seed=0)

@@ -13,8 +13,9 @@ import torch
 from probe.config import FinetuneConfig, load_config
 from probe.data.augment import counterfactual_plant, delete_words
 from probe.errors import ProbeError
-from probe.models.finetune import (
-    build_classifier, fgm_perturbation, finetune, pgd_step, predict_logits, project_l2)
+from probe.models.adversarial import fgm_perturbation, pgd_step, project_l2
+from probe.models.backbones import build_classifier
+from probe.models.classifier import finetune_classifier as finetune, predict_logits
 from probe.models.strategies import for_analysis, load_trained, prepare_model, save_trained
 
 MAX_LEN = 32

@@ -9,10 +9,11 @@ import torch
 from probe.config import FinetuneConfig, load_config
 from probe.data.token_task import Sentence, build_token_task_data
 from probe.errors import ProbeError
-from probe.models.finetune import build_classifier
+from probe.models.backbones import build_classifier
 from probe.models.strategies import for_analysis, load_trained, prepare_model, save_trained
-from probe.models.tagger import (
-    IGNORE, TaggingObjective, align_labels, build_tagger, encode_sentences, finetune_tagger, predict_word_tags)
+from probe.models.backbones import build_tagger
+from probe.models.tagger import TaggingObjective, finetune_tagger, predict_word_tags
+from probe.models.words import IGNORE, align_labels, encode_words
 
 CPU = torch.device("cpu")
 MAX_LEN = 48
@@ -62,8 +63,9 @@ LEX_TAGS = ["O", "B-city", "B-person", "I-city", "I-person"]
 def test_only_the_first_subword_of_each_word_is_labelled(tokenizer):
     words = ["unbelievability", "@justinbieber", "in", "Zürich", "xqzjkv"]
     labels = [3, 1, 0, 2, 4]
-    enc = encode_sentences(tokenizer, [words], MAX_LEN, [labels])
-    ids, wids, lab = enc.input_ids[0], enc.word_ids[0], enc.labels[0]
+    enc = encode_words(tokenizer, [words], MAX_LEN)
+    ids, wids = enc.input_ids[0], enc.word_ids[0]
+    lab = align_labels(wids, labels)
     assert len(ids) == len(wids) == len(lab)
     pieces = [wids.count(w) for w in range(len(words))]
     assert pieces[0] > 1 and pieces[1] > 1, "the test words must be split into several subwords"

@@ -40,3 +40,13 @@ def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
                      **({"rank": group["rank"].median()} if "rank" in group else {})})
     out = pd.concat([df.astype({"seed": object}), pd.DataFrame(rows)], ignore_index=True)
     return out[list(df.columns)]
+
+
+def pooled_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows a headline reads: the across-seed ``seed == "all"`` rows where a table has them,
+    else the (first) single seed's rows. Tables without a seed column are returned as they are."""
+    if "seed" not in df or df.empty:
+        return df
+    seeds = df["seed"].astype(str)
+    keep = seeds == "all" if (seeds == "all").any() else seeds == seeds.iloc[0]
+    return df[keep]

@@ -44,7 +44,6 @@ bootstrap intervals over examples.
 
 from __future__ import annotations
 
-import html
 import string
 import warnings
 from contextlib import contextmanager
@@ -55,12 +54,11 @@ import numpy as np
 import pandas as pd
 
 from probe.analyses.stats import bootstrap_mean, metric_row
+from probe.models.words import covered_words, encode_words, first_subwords
 
 METHODS = ("integrated_gradients", "saliency", "input_x_gradient", "occlusion")
 SIGNED = {"integrated_gradients": True, "saliency": False, "input_x_gradient": True, "occlusion": True}
 DELTA_WARN = 0.05
-NEGATIVE_RGB = (0x00, 0x72, 0xB2)  # Okabe-Ito blue
-POSITIVE_RGB = (0xD5, 0x5E, 0x00)  # Okabe-Ito vermillion
 
 
 @dataclass
@@ -92,20 +90,12 @@ class _Encoded:
 
 
 def _encode(tokenizer, texts: Sequence[str | Sequence[str]], max_length: int) -> _Encoded:
-    """Tokenise whitespace words so that ``word_ids()`` indexes ``text.split()`` (or the given
-    words, for an input that is already a list of words)."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise TypeError("word-level attributions need a fast tokenizer (word_ids())")
+    """Tokenise whitespace words (:func:`probe.models.words.encode_words`) so that ``word_ids`` index
+    ``text.split()`` (or the given words, for an input that is already a list of words)."""
     split = [t.split() if isinstance(t, str) else list(t) for t in texts]
-    enc = tokenizer(split, is_split_into_words=True, truncation=True, max_length=max_length)
-    ids, wids, words = [], [], []
-    for i, ws in enumerate(split):
-        w = enc.word_ids(i)
-        covered = max((x for x in w if x is not None), default=-1) + 1
-        ids.append(list(enc["input_ids"][i]))
-        wids.append(list(w))
-        words.append(ws[:covered])
-    return _Encoded(ids, wids, words)
+    enc = encode_words(tokenizer, split, max_length)
+    words = [ws[:covered_words(w)] for ws, w in zip(split, enc.word_ids)]
+    return _Encoded(enc.input_ids, enc.word_ids, words)
 
 
 def _groups(lengths: Sequence[int], rows_per_example: int, token_budget: int, max_examples: int) -> Iterator[np.ndarray]:
@@ -145,12 +135,12 @@ def _first_subwords(enc: _Encoded, word_positions: Sequence[int]) -> np.ndarray:
         raise ValueError(f"{len(word_positions)} word positions but {len(enc.ids)} inputs")
     out = np.zeros(len(enc.ids), dtype=np.int64)
     for i, (w, wids) in enumerate(zip(word_positions, enc.word_ids)):
-        hits = [p for p, x in enumerate(wids) if x == w]
-        if not hits:
+        pos = first_subwords(wids, max(int(w) + 1, covered_words(wids)))[int(w)] if w >= 0 else -1
+        if pos < 0:
             raise ValueError(
                 f"input {i}: word {w} has no subword in the tokenised input ({len(enc.words[i])} words covered "
                 f"at this max_length; an empty or out-of-range word cannot be explained)")
-        out[i] = hits[0]
+        out[i] = pos
     return out
 
 
@@ -344,34 +334,6 @@ def word_attributions(
     return out
 
 
-def heatmap_data(attributions: Sequence[WordAttributions]) -> list[tuple[list[str], list[float]]]:
-    """``(words, scores)`` per example, for token heatmaps in the report."""
-    return [(list(a.words), [float(s) for s in a.scores]) for a in attributions]
-
-
-def render_heatmap_html(words: Sequence[str], scores: Sequence[float], scale: float | None = None) -> str:
-    """HTML spans, background intensity ∝ |score| / ``scale`` (default: max |score|).
-
-    Diverging and colour-blind safe (Okabe & Ito): vermillion #D55E00 for positive
-    (supports the prediction), blue #0072B2 for negative. Every word is ``html.escape``d.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    if len(words) != scores.size:
-        raise ValueError(f"{len(words)} words but {scores.size} scores")
-    finite = np.abs(scores[np.isfinite(scores)])
-    scale = float(scale) if scale else float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-    spans = []
-    for w, s in zip(words, scores):
-        s = float(s) if np.isfinite(s) else 0.0
-        alpha = min(abs(s) / scale, 1.0)
-        r, g, b = POSITIVE_RGB if s >= 0 else NEGATIVE_RGB
-        spans.append(
-            f'<span class="attr" title="{s:+.4f}" style="background-color: rgba({r}, {g}, {b}, {alpha:.3f})">'
-            f"{html.escape(w)}</span>"
-        )
-    return " ".join(spans)
-
-
 # --------------------------------------------------------------------------------------
 # metrics
 
@@ -384,6 +346,38 @@ def token_positions(words: Sequence[str], token: str) -> np.ndarray:
     """Indices of the words that are ``token`` (case-folded, surrounding punctuation stripped)."""
     t = _normalise(token)
     return np.array([j for j, w in enumerate(words) if _normalise(w) == t], dtype=np.int64)
+
+
+def telling_examples(attributions: Sequence[WordAttributions], token: str | None) -> dict[int, str]:
+    """The examples worth showing as heatmaps, ``{index: why}``: the first one, or for a planted
+    token those with the highest and the lowest share of attribution mass on it."""
+    chosen = {0: "example"}
+    if token is None or not attributions:
+        return chosen
+    shares = []
+    for a in attributions:
+        pos = token_positions(a.words, token)
+        total = np.abs(a.scores).sum()
+        shares.append(np.abs(a.scores)[pos].sum() / total if pos.size and total > 0 else np.nan)
+    if np.isfinite(shares).any():
+        chosen = {int(np.nanargmax(shares)): "highest spurious share", int(np.nanargmin(shares)): "lowest spurious share"}
+    return chosen
+
+
+def heatmap_rows(attributions: Sequence[WordAttributions], chosen: dict[int, str], *, model: str, partition: str,
+                 feature: str | None, examples: Sequence[int], labels: Sequence[str],
+                 predictions: Sequence[str]) -> pd.DataFrame:
+    """Word-level rows (``tables/attribution_words.csv``) of the ``chosen`` examples: which example,
+    why it was chosen, its label and prediction (as text), and every word's score by position."""
+    rows = []
+    for i, why in chosen.items():
+        a = attributions[i]
+        for position, (word, score) in enumerate(zip(a.words, a.scores)):
+            rows.append({"model": model, "partition": partition, "property": feature or "task",
+                         "example": int(examples[i]), "selection": why, "label": labels[i],
+                         "prediction": predictions[a.prediction], "position": position, "word": word,
+                         "score": float(score)})
+    return pd.DataFrame(rows)
 
 
 def spurious_attribution_metrics(

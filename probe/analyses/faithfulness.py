@@ -49,7 +49,7 @@ def _variants(words: list[str], order: np.ndarray, percents: Sequence[float]) ->
 
 
 def _probabilities(model, tokenizer, texts: list[str], max_length: int, batch_size: int) -> np.ndarray:
-    from probe.models.finetune import predict_logits
+    from probe.models.classifier import predict_logits
 
     device = next(model.parameters()).device
     logits = predict_logits(model, tokenizer, texts, max_length, batch_size, device).astype(np.float64)

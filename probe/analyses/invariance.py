@@ -25,6 +25,7 @@ import pandas as pd
 
 from probe.analyses.attribution import token_positions
 from probe.analyses.stats import bootstrap_mean, metric_row
+from probe.models.words import covered_words, encode_words
 
 NEUTRAL_SENTENCE = "The weather was mild that day."
 URL = "https://www.example.com/page"
@@ -74,20 +75,19 @@ def fit_to_length(tokenizer, texts: Sequence[str], max_length: int, reserve: int
     """Each text cut at a word boundary so that it, plus ``reserve`` more tokens, fits ``max_length``."""
     budget = max(max_length - reserve, 2)
     split = [t.split() for t in texts]
-    enc = tokenizer(split, is_split_into_words=True, truncation=True, max_length=budget)
+    enc = encode_words(tokenizer, split, budget)
     out = []
-    for i, ws in enumerate(split):
-        if len(enc["input_ids"][i]) < budget:
+    for ws, ids, word_ids in zip(split, enc.input_ids, enc.word_ids):
+        if len(ids) < budget:
             out.append(" ".join(ws))
             continue
         # at the budget the last covered word may be cut mid-way: drop it (conservative)
-        last = max((x for x in enc.word_ids(i) if x is not None), default=0)
-        out.append(" ".join(ws[:last]))
+        out.append(" ".join(ws[:max(covered_words(word_ids) - 1, 0)]))
     return out
 
 
 def _predict(model, tokenizer, texts: list[str], max_length: int, batch_size: int) -> np.ndarray:
-    from probe.models.finetune import predict_logits
+    from probe.models.classifier import predict_logits
 
     device = next(model.parameters()).device
     return predict_logits(model, tokenizer, texts, max_length, batch_size, device).argmax(1)

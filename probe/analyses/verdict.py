@@ -1,4 +1,4 @@
-"""Headline verdicts drawn from intervals, never from a point estimate alone."""
+"""Headline verdicts drawn from intervals, never from a point estimate alone (docs/design.md §5)."""
 
 from __future__ import annotations
 
@@ -126,3 +126,28 @@ def erasure_sentence(erasure: pd.DataFrame, feature: str, token: str, min_gain: 
         return ""
     text = "; ".join(parts)
     return f'Causal test for "{token}": {text[0].lower()}{text[1:]}.'
+
+
+def feature_record(planted, rates: tuple[float, float, float], metrics: dict[str, dict], majority_rate: float,
+                   threshold: float, probing: pd.DataFrame | None, erasure: pd.DataFrame | None,
+                   examples_noun: str = "examples") -> dict:
+    """``summary.json["features"]`` entry of one planted feature: its settings, the rates achieved in
+    training, its behaviour metrics (``clean_accuracy`` becomes ``task_accuracy``), the verdict
+    (:func:`reliance_verdict`) and the decodability and causal sentences."""
+    status, sentence = reliance_verdict(metrics, planted.token, planted.target_class, threshold, majority_rate)
+    metrics = dict(metrics)
+    return {
+        "name": planted.label, "kind": "planted", "token": planted.token, "target_class": planted.target_class,
+        "train_rate_in_class": rates[0], "train_rate_outside": rates[1], "natural_rate": rates[2],
+        "task_accuracy": metrics.pop("clean_accuracy"), **metrics,
+        "verdict_status": status, "verdict": sentence.replace("examples", examples_noun),
+        "decodability": decodability_sentence(probing, planted.label) if probing is not None else "",
+        "causal": erasure_sentence(erasure, planted.label, planted.token, threshold) if erasure is not None else "",
+    }
+
+
+def headline_verdict(features: list[dict], nothing_planted: str) -> str:
+    """The run's one-paragraph verdict: the first sentence of each feature's verdict."""
+    if not features:
+        return nothing_planted
+    return " ".join(f["verdict"].split(". ")[0].rstrip(".") + "." for f in features)

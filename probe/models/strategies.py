@@ -6,14 +6,14 @@ Strategies (``finetune.strategy``):
 - ``linear_probe``: the encoder is frozen; only the head (the classifier and the pooler) trains.
 - ``lp_ft`` (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features and Underperform
   Out-of-Distribution"): linear probing first, then full fine-tuning from that head. The model
-  is prepared in its first-phase state (head only); :func:`probe.models.finetune.finetune`
-  unfreezes it for the second phase.
+  is prepared in its first-phase state (head only); the fine-tuning loop
+  (:func:`probe.models.finetune.finetune_objective`) unfreezes it for the second phase.
 - ``lora`` (Hu et al. 2022): ``peft`` LoRA adapters on ``finetune.lora.target_modules``; the
   head trains too (peft ``modules_to_save``). The base weights stay bit-identical.
 - ``bitfit`` (Ben Zaken et al. 2022): only the bias terms of the encoder, plus the head.
 
-Every strategy works for sequence classifiers (``build_classifier``) and for taggers
-(``AutoModelForTokenClassification``, :func:`probe.models.tagger.build_tagger`): the head is
+Every strategy works for sequence classifiers (:func:`probe.models.backbones.build_classifier`) and for taggers
+(``AutoModelForTokenClassification``, :func:`probe.models.backbones.build_tagger`): the head is
 whatever lies outside the base encoder (``classifier``), plus the pooler where there is one.
 The trained model of any strategy becomes a plain ``AutoModelFor{Sequence,Token}Classification``
 for the analyses with :func:`for_analysis` (LoRA: adapters merged into the base weights), and
@@ -225,8 +225,8 @@ def load_trained(directory: str | Path, backbone: str, classes: list[str], cfg: 
 
     ``task_type``: ``text-classification`` (default) or ``token-classification`` (a tagger; then
     ``classes`` are its tags); a directory holding the other kind is refused.
-    LoRA: ``build_classifier(backbone, classes, seed)`` / ``build_tagger`` (``seed`` matters for
-    randomly initialised built-ins such as ``tiny-bert``: pass the one used for training) plus the
+    LoRA: :func:`probe.models.backbones.build_classifier` / ``build_tagger`` on ``backbone`` (``seed``
+    matters for randomly initialised built-ins such as ``tiny-bert``: pass the one used for training) plus the
     adapter, merged with ``merge_and_unload``; a base model whose weights differ from the
     training base is refused. Other strategies:
     ``AutoModelFor{Sequence,Token}Classification.from_pretrained(directory)``.
@@ -247,21 +247,16 @@ def load_trained(directory: str | Path, backbone: str, classes: list[str], cfg: 
     if not saved_lora:
         from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-        from probe.models.backbones import _quiet_transformers
+        from probe.models.backbones import quiet_transformers
 
-        _quiet_transformers()
+        quiet_transformers()
         auto = AutoModelForTokenClassification if tagger else AutoModelForSequenceClassification
         return for_analysis(auto.from_pretrained(directory))
     from peft import PeftModel
 
-    from probe.models.finetune import build_classifier
+    from probe.models.backbones import build_classifier, build_tagger
 
-    if tagger:
-        from probe.models.tagger import build_tagger
-
-        base = build_tagger(backbone, classes, seed)
-    else:
-        base = build_classifier(backbone, classes, seed)
+    base = (build_tagger if tagger else build_classifier)(backbone, classes, seed)
     if cfg.dropout is not None:
         _set_dropout(base, cfg.dropout)
     with warnings.catch_warnings():

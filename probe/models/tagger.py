@@ -1,7 +1,7 @@
-"""Taggers (token classification): subword alignment, the model, word-level prediction and fine-tuning.
+"""Taggers (token classification): word-level prediction and the fine-tuning objective.
 
 A word split into several subwords is labelled, and predicted, at its first subword only; the
-other subwords and the special tokens carry the ignore label -100. This is the NER recipe of
+other subwords and the special tokens carry the ignore label -100 (:mod:`probe.models.words`). This is the NER recipe of
 Devlin et al. 2019 (BERT, §5.3: "we use the representation of the first sub-token as the input
 to the token-level classifier over the NER label set"). Fine-tuning runs the shared loop of
 :func:`probe.models.finetune.finetune_objective` with a :class:`TaggingObjective`: token
@@ -11,73 +11,17 @@ cross-entropy over the labelled subwords, entity-level micro F1 on the validatio
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from probe.config import FinetuneConfig
 from probe.errors import ProbeError
 from probe.models.batching import length_sorted_batches, pad_batch
-from probe.models.finetune import TrainingLog, autocast, build_with_head, finetune_objective
-
-IGNORE = -100
-
-
-def align_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]) -> list[int]:
-    """Subword labels from word labels: the first subword of each word gets the word's label, the
-    other subwords and the special tokens (word id None) get -100 (ignored by the loss)."""
-    out, prev = [], None
-    for w in word_ids:
-        out.append(IGNORE if w is None or w == prev else int(word_labels[w]))
-        prev = w
-    return out
-
-
-class EncodedSentences(NamedTuple):
-    """Tokenised sentences: ``input_ids`` and ``word_ids`` (the word of every token, None for
-    specials) per sentence, and the aligned ``labels`` (None when no word labels were given)."""
-
-    input_ids: list[list[int]]
-    word_ids: list[list[int | None]]
-    labels: list[list[int]] | None
-
-
-def encode_sentences(
-    tokenizer, sentences_words: Sequence[Sequence[str]], max_length: int,
-    word_labels: Sequence[Sequence[int]] | None = None,
-) -> EncodedSentences:
-    """Tokenise pre-split sentences (``is_split_into_words=True``, truncated to ``max_length`` tokens,
-    specials included) with a fast tokenizer; align ``word_labels`` with :func:`align_labels`."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise ProbeError(f"model.backbone: token classification needs a fast tokenizer (for word_ids), got "
-                         f"{type(tokenizer).__name__}")
-    if not len(sentences_words):
-        return EncodedSentences([], [], [] if word_labels is not None else None)
-    enc = tokenizer([list(w) for w in sentences_words], is_split_into_words=True, truncation=True,
-                    max_length=max_length, add_special_tokens=True)
-    word_ids = [enc.word_ids(i) for i in range(len(sentences_words))]
-    labels = None
-    if word_labels is not None:
-        labels = [align_labels(w, lab) for w, lab in zip(word_ids, word_labels)]
-    return EncodedSentences(list(enc["input_ids"]), word_ids, labels)
-
-
-def first_subwords(word_ids: Sequence[int | None], n_words: int) -> np.ndarray:
-    """The token position of each word's first subword; -1 for words without a token (cut off by truncation)."""
-    pos = np.full(n_words, -1, dtype=np.int64)
-    prev = None
-    for t, w in enumerate(word_ids):
-        if w is not None and w != prev and pos[w] < 0:
-            pos[w] = t
-        prev = w
-    return pos
-
-
-def build_tagger(backbone: str, tags: list[str], seed: int):
-    """The pretrained encoder with a fresh token-classification head over ``tags`` (initialised from ``seed``)."""
-    from transformers import AutoModelForTokenClassification
-
-    return build_with_head(AutoModelForTokenClassification, backbone, tags, seed)
+from probe.models.compute import autocast
+from probe.models.finetune import TrainingLog, finetune_objective
+from probe.models.strategies import is_tagger
+from probe.models.words import IGNORE, align_labels, encode_words, first_subwords
 
 
 def predict_word_logits(
@@ -87,7 +31,7 @@ def predict_word_logits(
     words cut off by truncation). One forward pass per length-sorted batch."""
     import torch
 
-    enc = encode_sentences(tokenizer, sentences_words, max_length)
+    enc = encode_words(tokenizer, sentences_words, max_length)
     n_tags = model.config.num_labels
     firsts = [first_subwords(w, len(s)) for w, s in zip(enc.word_ids, sentences_words)]
     out = [np.full((len(s), n_tags), np.nan, dtype=np.float32) for s in sentences_words]
@@ -164,9 +108,9 @@ class TaggingObjective:
             sentences = delete_o_words(sentences, self.aug.word_deletion, rng)
             if self.aug.counterfactual_rate > 0:
                 sentences = counterfactual_plant_spans(sentences, self.planted, self.aug.counterfactual_rate, rng)
-        enc = encode_sentences(self.tokenizer, [s.words for s in sentences], self.max_length,
-                               [[self.index[t] for t in s.tags] for s in sentences])
-        self.ids, self.labels = enc.input_ids, enc.labels
+        enc = encode_words(self.tokenizer, [s.words for s in sentences], self.max_length)
+        self.ids = enc.input_ids
+        self.labels = [align_labels(w, [self.index[t] for t in s.tags]) for w, s in zip(enc.word_ids, sentences)]
         self.n_labelled = np.array([sum(x != IGNORE for x in lab) for lab in self.labels], dtype=np.int64)
 
     def batch(self, idx: np.ndarray, device) -> tuple:
@@ -228,8 +172,6 @@ def finetune_tagger(
     regularisers, adversarial training, data parallelism, ``callback``) is as in
     :func:`probe.models.finetune.finetune`.
     """
-    from probe.models.strategies import is_tagger
-
     if not is_tagger(model):
         raise ProbeError(f"finetune_tagger: got a {type(model).__name__}; pass a token classifier from build_tagger")
     if model.config.num_labels != len(tags):

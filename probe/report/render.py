@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from probe.analyses.aggregate import pooled_rows
 from probe.errors import ProbeError
 from probe.report import figures
 from probe.rundir import atomic_write_text
@@ -45,11 +46,7 @@ def _table_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 def _pooled(df: pd.DataFrame) -> pd.DataFrame:
     """The rows to show: the across-seed aggregate where there are several seeds, else the one seed."""
-    if "seed" not in df:
-        return df
-    seeds = df["seed"].astype(str)
-    keep = seeds == "all" if (seeds == "all").any() else seeds == seeds.iloc[0]
-    return df[keep].drop(columns="seed")
+    return pooled_rows(df).drop(columns="seed", errors="ignore")
 
 
 def _ci_text(r) -> str:
@@ -80,7 +77,7 @@ def _heatmaps(words: pd.DataFrame) -> list[dict]:
     """Word heatmaps (integrated gradients) of the stored examples; every word escaped."""
     from markupsafe import Markup
 
-    from probe.analyses.attribution import render_heatmap_html
+    from probe.report.heatmap import render_heatmap_html
 
     if "seed" in words:
         words = words[words.seed.astype(str) == str(words.seed.iloc[0])]
@@ -111,9 +108,21 @@ def render_report(run_dir: str | Path, summary_override: dict | None = None) -> 
     raw = _read_tables(run_dir)
     tables = {name: _pooled(df) for name, df in raw.items()}
     config_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
+    page: dict[str, Any] = {"figs": {}, "sections": {}, "behaviour_figs": {}, "causal_figs": {}, "heatmaps": []}
+    _representation_sections(tables, page)
+    _attribution_sections(tables, raw, page)
+    _behaviour_sections(tables, raw, summary, page)
+    _causal_sections(tables, page)
+    html = _env().get_template("report.html.j2").render(
+        s=summary, config_text=config_text, status_label=STATUS_LABEL, **page)
+    out = run_dir / "index.html"
+    atomic_write_text(out, html)
+    return out
 
-    figs: dict[str, Any] = {}
-    sections: dict[str, Any] = {}
+
+def _representation_sections(tables: dict[str, pd.DataFrame], page: dict) -> None:
+    """Probing (with the amplification table), description length and CKA."""
+    figs, sections = page["figs"], page["sections"]
     if "probing" in tables:
         probing = tables["probing"]
         figs["probing"] = figures.probing_figure(probing[probing.model.isin(["pretrained", "finetuned"])])
@@ -135,7 +144,11 @@ def render_report(run_dir: str | Path, summary_override: dict | None = None) -> 
         sections["cka"] = _table_rows(tables["cka"].drop(columns=["model", "property"], errors="ignore"))
     if "cka_matrix" in tables:
         figs["cka_heatmap"] = figures.cka_heatmap(tables["cka_matrix"])
-    heatmaps = []
+
+
+def _attribution_sections(tables: dict[str, pd.DataFrame], raw: dict[str, pd.DataFrame], page: dict) -> None:
+    """Spurious attribution share, ERASER faithfulness, the full table and the word heatmaps."""
+    sections = page["sections"]
     if "attribution" in tables and not tables["attribution"].empty:
         attr = tables["attribution"]
         spur = attr[attr.metric.isin(["spurious_attribution_share", "spurious_input_share", "spurious_top1_rate"])]
@@ -146,19 +159,28 @@ def render_report(run_dir: str | Path, summary_override: dict | None = None) -> 
             sections["faithfulness"] = _wide(faith, ["model", "partition", "method"])
         sections["attribution"] = _table_rows(attr)
     if "attribution_words" in raw:
-        heatmaps = _heatmaps(raw["attribution_words"])
+        page["heatmaps"] = _heatmaps(raw["attribution_words"])
+
+
+def _behaviour_sections(tables: dict[str, pd.DataFrame], raw: dict[str, pd.DataFrame], summary: dict,
+                        page: dict) -> None:
+    """Entity scores (taggers), behaviour per planted feature, and the training log."""
+    sections = page["sections"]
     if "entities" in tables:
         sections["entities"] = _wide(tables["entities"].drop(columns=["model", "layer"], errors="ignore"),
                                      ["property"])
-    behaviour_figs = {}
     if "behaviour" in tables:
         behaviour = tables["behaviour"]
         for f in summary.get("features", []):
-            behaviour_figs[f["name"]] = figures.behaviour_figure(behaviour, f["name"])
+            page["behaviour_figs"][f["name"]] = figures.behaviour_figure(behaviour, f["name"])
         sections["behaviour"] = _table_rows(behaviour.drop(columns=["model", "layer"], errors="ignore"))
     if "training" in raw:
         sections["training"] = _table_rows(raw["training"])
-    causal_figs: dict[str, list[str]] = {}
+
+
+def _causal_sections(tables: dict[str, pd.DataFrame], page: dict) -> None:
+    """Erasure (figure, erased − random differences, the guarantee check) and layer swaps / head ablation."""
+    sections, causal_figs = page["sections"], page["causal_figs"]
     if "erasure" in tables:
         erasure = tables["erasure"]
         for f in dict.fromkeys(erasure["property"]):
@@ -181,11 +203,3 @@ def render_report(run_dir: str | Path, summary_override: dict | None = None) -> 
         if not heads.empty:
             sections["heads"] = _wide(heads, ["property", "layer", "head"])
         sections["ablation"] = _table_rows(ablation)
-
-    html = _env().get_template("report.html.j2").render(
-        s=summary, figs=figs, behaviour_figs=behaviour_figs, causal_figs=causal_figs, sections=sections,
-        config_text=config_text, status_label=STATUS_LABEL, heatmaps=heatmaps,
-    )
-    out = run_dir / "index.html"
-    atomic_write_text(out, html)
-    return out

@@ -12,7 +12,7 @@ import numpy as np
 
 from probe.models.batching import length_sorted_batches, pad_batch, tokenize
 from probe.models.adapter import ModelAdapter
-from probe.models.finetune import autocast
+from probe.models.compute import autocast
 
 
 def extract_pooled(

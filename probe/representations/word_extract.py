@@ -1,8 +1,7 @@
 """One vector per word at every layer, for token-level probes (Belinkov 2022, "Probing Classifiers").
 
-Sentences come pre-split into words (CoNLL style) and are tokenised with
-``is_split_into_words=True``, so the fast tokenizer's ``word_ids()`` says which subword pieces
-make each word. A word is represented by its first piece (``pooling="first"``, the position a
+Sentences come pre-split into words (CoNLL style) and are tokenised by
+:func:`probe.models.words.encode_words`, whose ``word_ids`` say which subword pieces make each word. A word is represented by its first piece (``pooling="first"``, the position a
 token classifier predicts its tag from) or by the mean of its pieces (``"mean"``). Like
 :func:`probe.representations.extract.extract_pooled`, every length-sorted batch is one forward
 pass under a padded-token budget; the word vectors of all layers are gathered from the stacked
@@ -22,6 +21,8 @@ from typing import Sequence
 import numpy as np
 
 from probe.models.batching import length_sorted_batches, pad_batch
+from probe.models.compute import autocast
+from probe.models.words import encode_words
 
 POOLINGS = ("first", "mean")
 
@@ -39,15 +40,10 @@ class _WordPieces:
 
 def _word_pieces(tokenizer, sentences: Sequence[Sequence[str]], max_length: int) -> _WordPieces:
     """Tokenise pre-split sentences and locate every word's pieces (fast tokenizer ``word_ids``)."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise TypeError("word-level extraction needs a fast tokenizer (word_ids())")
-    if len(sentences) == 0:
-        return _WordPieces([], [], [], [], [])
-    enc = tokenizer([list(s) for s in sentences], is_split_into_words=True, truncation=True,
-                    max_length=max_length, add_special_tokens=True)
+    enc = encode_words(tokenizer, sentences, max_length)
     first, word, piece_pos, piece_word = [], [], [], []
-    for i in range(len(sentences)):
-        wids = np.array([-1 if w is None else w for w in enc.word_ids(i)], dtype=np.int64)
+    for word_ids in enc.word_ids:
+        wids = np.array([-1 if w is None else w for w in word_ids], dtype=np.int64)
         pos = np.flatnonzero(wids >= 0)
         w = wids[pos]
         kept, first_at, local = np.unique(w, return_index=True, return_inverse=True)
@@ -55,7 +51,7 @@ def _word_pieces(tokenizer, sentences: Sequence[Sequence[str]], max_length: int)
         word.append(kept)
         piece_pos.append(pos)
         piece_word.append(local.reshape(-1))
-    return _WordPieces(list(enc["input_ids"]), first, word, piece_pos, piece_word)
+    return _WordPieces(enc.input_ids, first, word, piece_pos, piece_word)
 
 
 def words_at(sentences: Sequence[Sequence[str]], word_index: np.ndarray) -> list[str]:
@@ -78,8 +74,6 @@ def extract_words(
     """
     import torch
     from tqdm.auto import tqdm
-
-    from probe.models.finetune import autocast
 
     if pooling not in POOLINGS:
         raise ValueError(f"pooling: {pooling!r}; allowed: {', '.join(POOLINGS)}")
@@ -107,41 +101,20 @@ def extract_words(
             for idx in tqdm(batches, desc=desc, disable=not progress, unit="batch", leave=False):
                 batch = pad_batch(tokenizer, [wp.ids[i] for i in idx]).to(device)
                 out = model(**batch, output_hidden_states=True)
-                width = batch["input_ids"].shape[1]
-                shift = [width - len(wp.ids[i]) if left else 0 for i in idx]
-                rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in idx])
                 n_tokens += int(batch["attention_mask"].sum())
+                rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in idx])
                 if rows.size == 0:
                     continue
-                hidden = out.hidden_states  # L + 1 tensors [B, T, d]
-                b_first = np.repeat(np.arange(len(idx)), counts[idx])
-                t_first = np.concatenate([wp.first[i] + s for i, s in zip(idx, shift)])
-                b_first_t = torch.as_tensor(b_first, device=device)
-                t_first_t = torch.as_tensor(t_first, device=device)
-                if pooling == "first":
-                    vec = torch.stack([h[b_first_t, t_first_t] for h in hidden])  # [L + 1, m, d]
-                else:
-                    n_pieces = np.array([len(wp.piece_pos[i]) for i in idx])
-                    b_piece = torch.as_tensor(np.repeat(np.arange(len(idx)), n_pieces), device=device)
-                    t_piece = torch.as_tensor(np.concatenate([wp.piece_pos[i] + s for i, s in zip(idx, shift)]),
-                                              device=device)
-                    offsets = np.concatenate([[0], np.cumsum(counts[idx])[:-1]])
-                    target = torch.as_tensor(np.concatenate([wp.piece_word[i] + o for i, o in zip(idx, offsets)]),
-                                             device=device)
-                    pieces = torch.stack([h[b_piece, t_piece] for h in hidden]).float()  # [L + 1, p, d]
-                    vec = torch.zeros(pieces.shape[0], rows.size, pieces.shape[-1], dtype=torch.float32,
-                                      device=device).index_add_(1, target, pieces)
-                    size = torch.zeros(rows.size, dtype=torch.float32, device=device).index_add_(
-                        0, target, torch.ones_like(target, dtype=torch.float32))
-                    vec = vec / size[None, :, None]
-                vec = vec.float().cpu().numpy()
+                width = batch["input_ids"].shape[1]
+                shift = [width - len(wp.ids[i]) if left else 0 for i in idx]
+                vec, at = _batch_word_vectors(out.hidden_states, wp, idx, counts, shift, pooling, device)
                 if acts is None:
                     acts = np.zeros((vec.shape[0], n_words, vec.shape[2]), dtype=np.float32)
                 acts[:, rows] = vec
                 if with_logits:
                     if getattr(out, "logits", None) is None or out.logits.dim() != 3:
                         raise ValueError("with_logits=True needs a token classifier (logits [batch, tokens, labels])")
-                    lg = out.logits[b_first_t, t_first_t].float().cpu().numpy()
+                    lg = out.logits[at].float().cpu().numpy()
                     if logits is None:
                         logits = np.zeros((n_words, lg.shape[-1]), dtype=np.float32)
                     logits[rows] = lg
@@ -157,3 +130,30 @@ def extract_words(
     if with_logits:
         result["logits"] = logits
     return result
+
+
+def _batch_word_vectors(hidden, wp: _WordPieces, idx: np.ndarray, counts: np.ndarray, shift: list[int], pooling: str,
+                        device):
+    """``[L + 1, m, d]`` word vectors of the ``m`` kept words of batch ``idx`` (sentence order), gathered
+    from the stacked hidden states with index tensors (``index_add_`` for the mean), and the index
+    pair of each word's first piece in the batch (for reading logits there)."""
+    import torch
+
+    b_first = torch.as_tensor(np.repeat(np.arange(len(idx)), counts[idx]), device=device)
+    t_first = torch.as_tensor(np.concatenate([wp.first[i] + s for i, s in zip(idx, shift)]), device=device)
+    if pooling == "first":
+        vec = torch.stack([h[b_first, t_first] for h in hidden])  # [L + 1, m, d]
+    else:
+        n_pieces = np.array([len(wp.piece_pos[i]) for i in idx])
+        b_piece = torch.as_tensor(np.repeat(np.arange(len(idx)), n_pieces), device=device)
+        t_piece = torch.as_tensor(np.concatenate([wp.piece_pos[i] + s for i, s in zip(idx, shift)]), device=device)
+        offsets = np.concatenate([[0], np.cumsum(counts[idx])[:-1]])
+        target = torch.as_tensor(np.concatenate([wp.piece_word[i] + o for i, o in zip(idx, offsets)]), device=device)
+        pieces = torch.stack([h[b_piece, t_piece] for h in hidden]).float()  # [L + 1, p, d]
+        m = int(counts[idx].sum())
+        vec = torch.zeros(pieces.shape[0], m, pieces.shape[-1], dtype=torch.float32,
+                          device=device).index_add_(1, target, pieces)
+        size = torch.zeros(m, dtype=torch.float32, device=device).index_add_(
+            0, target, torch.ones_like(target, dtype=torch.float32))
+        vec = vec / size[None, :, None]
+    return vec.float().cpu().numpy(), (b_first, t_first)

@@ -1,0 +1,173 @@
+"""The comparison page: ``comparison.csv``, ``comparison_differences.csv`` and a self-contained
+``comparison.html`` (Pareto plot of clean vs conflicting accuracy, a one-sentence headline, a
+click-to-sort table). Rendering only: the numbers come from :mod:`probe.comparison`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from probe.comparison import COLUMNS, METRICS, fmt_interval, pareto_optimal
+from probe.errors import ProbeError
+from probe.rundir import atomic_write_text
+
+LABELS = {"flip_to_target": "flips to the token's class",
+          "clean_accuracy": "clean accuracy", "conflicting_accuracy": "conflicting accuracy",
+          "s_only_error": "s-only error", "flip_rate": "flip rate", "reliance_gap": "reliance gap",
+          "spurious_attribution_share": "IG share on token", "top_layer_cka_drift": "top-layer CKA drift"}
+
+#: One line per column (metric columns cover their ``_ci_low`` / ``_ci_high`` too), for the HTML page.
+COLUMN_HELP = {
+    "variant": "the run's name (its summary name or folder, or --names); ◆ marks a Pareto-optimal variant",
+    "strategy": "finetune.strategy of the run (full, linear_probe, lp_ft, lora, bitfit)",
+    "feature": "the planted feature the reliance numbers refer to (the run's first spurious feature)",
+    "seeds": "fine-tuning seeds; in brackets how many collapsed (clean accuracy at or near the majority rate)",
+    "clean_accuracy": "fine-tuned accuracy on the clean test set (taggers: entity-level F1)",
+    "conflicting_accuracy": "accuracy on other-class test examples with the planted token inserted",
+    "s_only_error": "fraction of those conflicting examples predicted as the token's class",
+    "flip_rate": "fraction of conflicting examples whose prediction changes when the token is inserted",
+    "reliance_gap": "paired drop in accuracy of the conflicting examples when the token is inserted (0 = no reliance)",
+    "spurious_attribution_share": "share of integrated-gradients attribution on the planted token, "
+                                  "conflicting examples (n/a when attribution did not run)",
+    "top_layer_cka_drift": "1 − linear CKA of the last layer, pretrained vs fine-tuned "
+                           "(0 = representation unchanged; n/a when similarity did not run)",
+    "trainable_parameters": "parameters that fine-tuning updated, and their share of all parameters",
+    "training_seconds": "wall-clock seconds of fine-tuning, summed over seeds",
+}
+
+INTERVAL_NOTE = ("Intervals are 95 %: across-seed Student-t intervals when a run has several seeds, "
+                 "else bootstrap (behaviour, attribution) or jackknife (CKA) intervals over test examples.")
+
+
+def headline(df: pd.DataFrame) -> str:
+    """One sentence: the variant with the smallest reliance gap and its clean-accuracy cost relative to
+    the variant named ``full`` (else the first row). Variants whose every seed collapsed are passed
+    over (a model that predicts one class relies on nothing), and partial collapse is flagged."""
+    if df.empty:
+        return "No variants to compare."
+    gaps = df["reliance_gap"].astype(float)
+    collapsed_all = (df["collapsed_seeds"].fillna(0).astype(int) >= df["seeds"].fillna(1).astype(int)) & \
+        (df["collapsed_seeds"].fillna(0).astype(int) > 0)
+    candidates = gaps[gaps.notna() & ~collapsed_all]
+    skipped = [str(v) for v in df.loc[gaps.notna() & collapsed_all, "variant"]]
+    skip_note = (f" ({', '.join(skipped)} left out: every seed collapsed to the majority class.)"
+                 if skipped else "")
+    if candidates.empty:
+        if skipped:
+            return "No variant has a usable reliance gap: every seed of every measured variant collapsed."
+        return "No variant measured a reliance gap (no planted feature was configured)."
+    # the smallest gap; among equal gaps, the higher clean accuracy
+    ranked = pd.DataFrame({"gap": candidates,
+                           "clean": df.loc[candidates.index, "clean_accuracy"].astype(float).fillna(-np.inf)})
+    best = df.loc[ranked.sort_values(["gap", "clean"], ascending=[True, False], kind="stable").index[0]]
+    ref_rows = df[df["variant"].astype(str) == "full"]
+    ref = ref_rows.iloc[0] if not ref_rows.empty else df.iloc[0]
+    ref_label = "full" if not ref_rows.empty else f"{ref['variant']} (the first variant)"
+    gap = fmt_interval(best["reliance_gap"], best["reliance_gap_ci_low"], best["reliance_gap_ci_high"])
+    s = f"{best['variant']} has the smallest reliance gap, {gap}"
+    if best["variant"] == ref["variant"]:
+        s += f"; it is the reference variant, so it costs nothing in clean accuracy ({fmt_interval(best['clean_accuracy'])})."
+    else:
+        ref_gap = fmt_interval(ref["reliance_gap"], ref["reliance_gap_ci_low"], ref["reliance_gap_ci_high"])
+        s += f" against {ref_gap} for {ref_label}"
+        b_acc, r_acc = float(best["clean_accuracy"]), float(ref["clean_accuracy"])
+        if b_acc != b_acc or r_acc != r_acc:
+            s += "; the clean-accuracy cost cannot be computed (clean accuracy missing)."
+        else:
+            d = b_acc - r_acc
+            how = (f"{-d:.2f} lower than" if d < -0.005 else f"{d:.2f} higher than" if d > 0.005
+                   else "the same as")
+            b_ci = fmt_interval(b_acc, best["clean_accuracy_ci_low"], best["clean_accuracy_ci_high"])
+            r_ci = fmt_interval(r_acc, ref["clean_accuracy_ci_low"], ref["clean_accuracy_ci_high"])
+            s += f"; its clean accuracy, {b_ci}, is {how} that of {ref['variant']}, {r_ci}."
+    n_col = best["collapsed_seeds"]
+    if pd.notna(n_col) and int(n_col) > 0:
+        s += f" Caution: {int(n_col)} of its {int(best['seeds'])} seeds collapsed."
+    return s + skip_note
+
+
+def _sort_key(v: Any) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return "" if f != f else repr(f)
+
+
+def _table(df: pd.DataFrame, optimal: pd.Series) -> tuple[list[dict], list[dict]]:
+    """Header cells, and body rows (``pareto``, ``cells`` of ``text`` and ``sort``) of the HTML table;
+    all plain strings, escaped by Jinja."""
+    header = [{"key": "variant", "label": "variant", "numeric": False},
+              {"key": "strategy", "label": "strategy", "numeric": False},
+              {"key": "seeds", "label": "seeds (collapsed)", "numeric": True}]
+    header += [{"key": m, "label": LABELS[m], "numeric": True} for m in METRICS]
+    header += [{"key": "trainable_parameters", "label": "trainable parameters", "numeric": True},
+               {"key": "training_seconds", "label": "training seconds", "numeric": True},
+               {"key": "path", "label": "run directory", "numeric": False}]
+    body = []
+    for i, r in df.iterrows():
+        seeds = "n/a" if pd.isna(r["seeds"]) else str(int(r["seeds"]))
+        collapsed = "" if pd.isna(r["collapsed_seeds"]) else f" ({int(r['collapsed_seeds'])})"
+        cells = [{"text": ("◆ " if optimal[i] else "") + str(r["variant"]), "sort": str(r["variant"])},
+                 {"text": str(r["strategy"]) or "n/a", "sort": str(r["strategy"])},
+                 {"text": seeds + collapsed, "sort": _sort_key(r["seeds"])}]
+        for m in METRICS:
+            cells.append({"text": fmt_interval(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"], digits=3), "sort": _sort_key(r[m])})
+        tp, total = r["trainable_parameters"], r["total_parameters"]
+        if tp != tp:
+            tp_text = "n/a"
+        elif total == total and total > 0:
+            tp_text = f"{int(tp):,} ({100 * tp / total:.2g} %)"
+        else:
+            tp_text = f"{int(tp):,}"
+        cells.append({"text": tp_text, "sort": _sort_key(tp)})
+        sec = r["training_seconds"]
+        cells.append({"text": "n/a" if sec != sec else f"{sec:.1f}", "sort": _sort_key(sec)})
+        cells.append({"text": str(r["path"]), "sort": str(r["path"])})
+        body.append({"pareto": bool(optimal[i]), "cells": cells})
+    return header, body
+
+
+def write_comparison(df: pd.DataFrame, out_dir: str | Path, differences: pd.DataFrame | None = None) -> Path:
+    """Write ``comparison.csv`` (``df`` as is) and a self-contained ``comparison.html`` to ``out_dir``;
+    returns the HTML's path. With ``differences`` (:func:`paired_differences`) also
+    ``comparison_differences.csv`` and a table of them. Every string from the runs is escaped
+    (Jinja autoescaping)."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ProbeError(f"write_comparison: the table lacks column {missing[0]!r}; build it with probe.compare")
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    from probe.report import figures
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ProbeError(f"{str(out_dir)!r} exists and is not a directory")
+    df = df.reset_index(drop=True)
+    optimal = pareto_optimal(df)
+    atomic_write_text(out_dir / "comparison.csv", df.to_csv(index=False, float_format="%.10g"))
+    diff_rows = []
+    if differences is not None and len(differences):
+        atomic_write_text(out_dir / "comparison_differences.csv",
+                          differences.to_csv(index=False, float_format="%.10g"))
+        diff_rows = [{"variant": r.variant, "reference": r.reference, "feature": r.feature,
+                      "metric": LABELS.get(r.metric, r.metric), "text": fmt_interval(r.value, r.ci_low, r.ci_high, digits=3),
+                      "real": bool(r.ci_low > 0 or r.ci_high < 0)} for r in differences.itertuples()]
+    plotted = df["clean_accuracy"].notna() & df["conflicting_accuracy"].notna()
+    figure = figures.pareto_figure(df[plotted], optimal[plotted].tolist()) if plotted.any() else None
+    header, body = _table(df, optimal)
+    features = sorted({str(f) for f in df["feature"] if str(f)})
+    env = Environment(loader=PackageLoader("probe.report", "templates"),
+                      autoescape=select_autoescape(default=True, default_for_string=True))
+    html = env.get_template("compare.html.j2").render(
+        n=len(df), headline=headline(df), figure=figure, header=header, body=body,
+        column_help=COLUMN_HELP, labels=LABELS, interval_note=INTERVAL_NOTE, features=features,
+        pareto=[str(v) for v in df.loc[optimal, "variant"]],
+        not_plotted=[str(v) for v in df.loc[~plotted, "variant"]], differences=diff_rows,
+    )
+    out = out_dir / "comparison.html"
+    atomic_write_text(out, html)
+    return out

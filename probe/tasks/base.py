@@ -1,0 +1,81 @@
+"""The interface every task kind implements (docs/architecture.md, "Task kinds")."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import pandas as pd
+
+from probe.config import Config
+
+
+class TaskKind(ABC):
+    """What a run needs to know about one kind of task. Kinds are stateless: everything a run learns
+    lives in its :class:`~probe.engine.context.RunContext` (``ctx``).
+
+    Class attributes: ``name`` (the ``task.type`` value), ``model_noun`` (log lines),
+    ``examples_noun`` (what a verdict counts: "examples", "entity spans").
+    """
+
+    name: str
+    model_noun: str
+    examples_noun: str = "examples"
+
+    # --- data ------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def load_data(self, config: Config) -> Any:
+        """The checked and split data, with the planted features and their test counterfactuals."""
+
+    @abstractmethod
+    def describe(self, config: Config, data: Any) -> str:
+        """One log line about the data."""
+
+    @abstractmethod
+    def corpus(self, data: Any) -> tuple[list[str], list]:
+        """The pretraining corpus ``task``: texts outside the test split (before planting) and their labels."""
+
+    # --- model and training ----------------------------------------------------------------------
+
+    @abstractmethod
+    def auto_class(self):
+        """The ``transformers`` auto class of the fine-tuned model (its head)."""
+
+    @abstractmethod
+    def labels(self, data: Any) -> list[str]:
+        """The head's label names, in id order."""
+
+    @abstractmethod
+    def objective(self, ctx) -> Any:
+        """The fine-tuning objective (:class:`probe.models.finetune.Objective`)."""
+
+    @abstractmethod
+    def planted_for_training(self, data: Any) -> list:
+        """What counterfactual augmentation needs of the planted features (the loop checks it is there)."""
+
+    @abstractmethod
+    def finetune_key(self, data: Any) -> list:
+        """What else identifies a fine-tuned model of this kind, besides backbone, settings, seed and data."""
+
+    # --- representations and analyses ------------------------------------------------------------
+
+    @abstractmethod
+    def pretrained_representations(self, ctx) -> Any:
+        """The pretrained model's representations shared by every seed (None when no analysis needs them)."""
+
+    @abstractmethod
+    def finetuned_representations(self, ctx, model, key: str, suffix: str) -> Any:
+        """The fine-tuned model's representations (cached under ``key``), or None."""
+
+    @abstractmethod
+    def seed_tables(self, ctx, seed: int, model, pre: Any, fine: Any,
+                    train_log: dict) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+        """Every analysis of one fine-tuning seed: tidy tables (without the seed column) and the
+        per-example predictions (``tables/predictions.csv``, what ``probe compare`` pairs)."""
+
+    @abstractmethod
+    def summary(self, ctx, tables: dict[str, pd.DataFrame], train_logs: dict) -> dict:
+        """This kind's part of ``summary.json``: ``features``, ``task_metric``, ``task_accuracy``,
+        ``per_seed``, ``nothing_planted`` (the verdict without planted features), ``task`` and any
+        other top-level keys."""

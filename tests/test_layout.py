@@ -1,0 +1,103 @@
+"""The package's shape (docs/architecture.md): no import cycles (imports inside functions count),
+modules import each other's public names only, no module over 450 lines, no function over 80."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "probe"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for f in PACKAGE.rglob("*.py"):
+        name = ".".join(f.relative_to(PACKAGE.parent).with_suffix("").parts)
+        out[name.removesuffix(".__init__")] = f
+    return out
+
+
+def _imports(tree: ast.AST, mods: dict[str, Path]) -> list[tuple[str, list[str]]]:
+    """``(imported module, names)`` of every probe import in ``tree``, at any depth."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("probe"):
+            names = [a.name for a in node.names]
+            out.append((node.module, names))
+            out += [(f"{node.module}.{n}", []) for n in names if f"{node.module}.{n}" in mods]
+        elif isinstance(node, ast.Import):
+            out += [(a.name, []) for a in node.names if a.name.startswith("probe")]
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = _modules()
+    edges: dict[str, set[str]] = {m: set() for m in mods}
+    for m, f in mods.items():
+        for target, _ in _imports(ast.parse(f.read_text()), mods):
+            if target in mods and target not in (m, "probe"):
+                edges[m].add(target)
+    return edges
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan 1972)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in edges:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_cycle_finder_finds_a_planted_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles():
+    assert _cycles(_graph()) == []
+
+
+def test_modules_import_public_names_only():
+    mods = _modules()
+    private = []
+    for m, f in mods.items():
+        for target, names in _imports(ast.parse(f.read_text()), mods):
+            if target != m:
+                private += [f"{m} imports {target}.{n}" for n in names if n.startswith("_") and not n.startswith("__")]
+    assert private == []
+
+
+def test_modules_and_functions_stay_small():
+    big, long = [], []
+    for m, f in _modules().items():
+        text = f.read_text()
+        if len(text.splitlines()) > 450:
+            big.append(m)
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                long.append(f"{m}.{node.name}")
+    assert big == [] and long == []
