@@ -3,7 +3,7 @@
 Every (model, layer, property) gets a linear probe on word vectors
 (:func:`probe.representations.word_extract.extract_words`): multinomial logistic regression on
 standardised features (Belinkov 2022), fitted in a few batched solves
-(:func:`probe.analyses.batched_probe.fit_probes_batched`). Words of one sentence share context,
+(:func:`probe.analyses.probing.fit_probes_batched`). Words of one sentence share context,
 so the probe's train / test halves are split *by sentence*: a probe can never be scored on a
 word whose sentence it was trained on.
 
@@ -90,7 +90,7 @@ def token_probe_table(
     """
     from tqdm.auto import tqdm
 
-    from probe.analyses.batched_probe import fit_probes_batched
+    from probe.analyses.probing import fit_probes_batched
     from probe.analyses.control_tasks import control_labels
     from probe.analyses.probing import CV_GRID
 
