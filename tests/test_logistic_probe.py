@@ -237,6 +237,50 @@ def test_sample_weight_equals_weighted_scaler_and_loss():
     np.testing.assert_allclose(dropped.predict_proba(X), alone.predict_proba(X), atol=1e-6)
 
 
+@pytest.mark.parametrize("K", [2, 4])
+def test_raw_space_map_reproduces_decision_function_and_sklearn(K):
+    from probe.models.probe_head import folded_linear
+
+    X, y = _one_problem(K, seed=20 + K)
+    probe = LogisticProbe(C=1.0, dtype="float64", tol=1e-8).fit(X, y)
+    raw = X @ probe.raw_coef_.T + probe.raw_intercept_
+    np.testing.assert_allclose(raw.squeeze(-1) if K == 2 else raw, probe.decision_function(X), rtol=1e-9,
+                               atol=1e-9)
+    W, b = folded_linear(probe)  # every class's logit: [0, d(x)] for two classes
+    assert W.shape == (K, X.shape[1])
+    logits = X @ W.T + b
+    sk = _reference(X, y, 1.0)
+    ref = sk.decision_function(X)
+    np.testing.assert_allclose(logits[:, 1] - logits[:, 0] if K == 2 else logits, ref, atol=1e-4)
+    # the sklearn pair folds to the same map
+    W_sk, b_sk = folded_linear(sk[0], sk[-1])
+    np.testing.assert_allclose(W, W_sk, atol=1e-5 * np.abs(W_sk).max())
+
+
+def test_probe_head_reproduces_sklearn_predict_proba():
+    from torch import nn
+    from transformers import PretrainedConfig
+
+    from probe.models.probe_head import fit_probe_head_on_features
+
+    class Encoder(nn.Module):  # the head only needs the encoder's config and device here
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(2, 2)
+            self.config = PretrainedConfig()
+
+    X, y = _one_problem(3, seed=30)
+    codes = (y - 1) // 2  # 0, 1, 2
+    head = fit_probe_head_on_features(Encoder(), X, codes, C=1.0)
+    assert head.config.num_labels == 3 and head.probe_.converged_
+    with torch.no_grad():
+        proba = torch.softmax(head.head(torch.as_tensor(X, dtype=torch.float32)), -1).numpy()
+    sk = _reference(X, codes, 1.0)
+    np.testing.assert_allclose(proba, sk.predict_proba(X), atol=1e-2)  # float32 head, float32 fit
+    np.testing.assert_allclose(proba, head.probe_.predict_proba(X), atol=1e-4)
+    assert (proba.argmax(1) == sk.predict(X)).mean() >= 0.99
+
+
 def test_cv_folds_are_sklearns_stratified_kfold():
     """The chosen C is the argmax of held-out log-likelihood over StratifiedKFold folds,
     recomputed here with scikit-learn fits."""
