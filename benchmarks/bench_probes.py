@@ -5,9 +5,10 @@ at max_length 64, cached in /tmp as .npy so reruns skip the extraction. Five pro
 topic (5 classes), a random balanced binary "planted token" label, length bucket (tertiles
 of the word count), contains-digit and mentions-money (£ $ €). Probe split: 50/50,
 stratified on topic (``probe_split``). Both sides fit the same 35 probes on the same data:
-``make_pipeline(StandardScaler(), LogisticRegression(C=1, max_iter=2000))`` in a loop
-(``probe_accuracy``) vs ``fit_probes_batched``; the script prints both times (median of
-``--repeats`` alternating runs), the ratio, and the accuracy differences.
+``make_pipeline(StandardScaler(), LogisticRegression(C=1, max_iter=2000))`` in a loop (the
+scikit-learn reference, ``benchmarks/sklearn_reference.py``) vs ``fit_probes_batched``; the
+script prints both times (median of ``--repeats`` alternating runs), the ratio, and the accuracy
+differences.
 
     python benchmarks/bench_probes.py --repeats 5
 """
@@ -26,9 +27,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import torch
 
-from probe.analyses.batched_probe import fit_probes_batched
-from probe.analyses.probing import probe_accuracy, probe_split
+from probe.analyses.probing import fit_probes_batched, probe_split
 from probe.data.sources import load_text_classification
+from sklearn_reference import sklearn_probe_accuracy
 
 
 def load_data(n: int, max_length: int, seed: int = 0) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -65,7 +66,7 @@ def run_sklearn(acts, props, train, test, C):
     out = {}
     for layer in range(acts.shape[0]):
         for p, y in props.items():
-            out[(layer, p)] = probe_accuracy(acts[layer], y, train, test, C=C, max_iter=2000)[0].mean()
+            out[(layer, p)] = sklearn_probe_accuracy(acts[layer], y, train, test, C=C, max_iter=2000).mean()
     return out
 
 

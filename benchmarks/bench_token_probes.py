@@ -33,13 +33,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import torch
 
-from probe.analyses.batched_probe import fit_probes_batched
-from probe.analyses.probing import probe_accuracy
+from probe.analyses.probing import fit_probes_batched
 from probe.analyses.token_probing import token_probe_split, token_probe_table
 from probe.data.sources import load_wnut16
 from probe.data.token_properties import word_properties, word_types
 from probe.models.backbones import load_encoder, load_tokenizer
 from probe.representations.word_extract import extract_words, words_at
+from sklearn_reference import sklearn_probe_accuracy
 
 
 def plain_word_vectors(model, tokenizer, sentences: list[list[str]], max_length: int) -> np.ndarray:
@@ -62,7 +62,7 @@ def plain_word_vectors(model, tokenizer, sentences: list[list[str]], max_length:
 def sklearn_probes(acts: np.ndarray, labels: dict[str, np.ndarray], train: np.ndarray, test: np.ndarray,
                    C: float) -> dict[tuple[int, str], float]:
     """One ``Pipeline(StandardScaler, LogisticRegression)`` fit per layer and per property."""
-    return {(layer, p): float(probe_accuracy(acts[layer], y, train, test, C=C, max_iter=2000)[0].mean())
+    return {(layer, p): float(sklearn_probe_accuracy(acts[layer], y, train, test, C=C, max_iter=2000).mean())
             for layer in range(acts.shape[0]) for p, y in labels.items()}
 
 

@@ -237,7 +237,7 @@ def test_probe_head_matches_sklearn_decision_function(tokenizer, data):
     assert isinstance(head, ProbeHeadClassifier) and head.config.num_labels == 2
     assert head.get_input_embeddings() is encoder.get_input_embeddings()
     feats = pooled_last_layer(encoder, tokenizer, data["test"], MAX_LENGTH)
-    decision = head.classifier_.decision_function(head.scaler_.transform(feats))
+    decision = head.probe_.decision_function(feats)
     logits = predict_logits(head, tokenizer, data["test"], MAX_LENGTH, 16, torch.device("cpu"))
     np.testing.assert_allclose(logits[:, 1] - logits[:, 0], decision, atol=1e-3, rtol=1e-4)
     # the same attribution code applies to the wrapper

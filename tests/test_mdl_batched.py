@@ -1,6 +1,7 @@
 """The batched online code used by the pipeline: same code as online_codelength, many problems at once."""
 
 import numpy as np
+import pytest
 
 from probe.analyses.mdl import block_boundaries, online_codelength, online_codelength_layers
 
@@ -37,12 +38,33 @@ def test_batched_codelength_is_deterministic_and_order_free():
     assert c.shape == a.shape
 
 
-def test_batched_agrees_with_the_reference_implementation():
-    """Same blocks and shuffle; the probes' C is chosen slightly differently (3-fold CV vs a
-    held-out third), so codelengths agree closely, not exactly."""
+def test_online_codelength_is_the_batched_code_of_one_design():
+    """``online_codelength``'s default probe is ``online_codelength_layers`` on one design."""
     rng = np.random.default_rng(2)
     X = rng.normal(size=(250, 12))
     y = (X[:, 0] - X[:, 2] + 0.5 * rng.normal(size=250) > 0).astype(int)
-    batched = online_codelength_layers(X[None], {"y": y}, seed=0)["y"].sum()
-    reference = online_codelength(X, y, seed=0)["codelength_bits"]
-    assert abs(batched - reference) / reference < 0.1
+    batched = online_codelength_layers(X[None], {"y": y}, seed=0)["y"][0]
+    single = online_codelength(X, y, seed=0)
+    assert single["codelength_bits"] == pytest.approx(batched.sum(), rel=1e-12)
+    order = np.random.default_rng(0).permutation(250)
+    for block in single["blocks"]:
+        assert block["bits"] == pytest.approx(batched[order[block["start"]:block["end"]]].sum(), rel=1e-9)
+
+
+def test_batched_code_equals_sklearn_probes_at_a_fixed_C():
+    """scikit-learn as the reference: with a one-value grid (C = 0.01 for every prefix), the batched
+    code equals the code of scikit-learn's StandardScaler + LogisticRegression fitted per prefix."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 10))
+    y = np.digitize(X[:, 0] + 0.5 * rng.normal(size=200), [-0.5, 0.5])  # 3 classes
+
+    def sklearn_fit(A, b):
+        return make_pipeline(StandardScaler(), LogisticRegression(C=0.01, tol=1e-8, max_iter=5000)).fit(A, b)
+
+    batched = online_codelength_layers(X[None], {"y": y}, seed=4, grid=(0.01,))["y"].sum()
+    reference = online_codelength(X, y, seed=4, fit=sklearn_fit)["codelength_bits"]
+    assert batched == pytest.approx(reference, rel=1e-3)

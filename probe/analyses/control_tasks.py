@@ -95,16 +95,19 @@ def control_task_correctness(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-example correctness on ``test`` of the property probe and of the control probe.
 
-    Both are the report's probe (``probe_accuracy``) with the same settings, trained on the
-    same ``train`` examples, so ``correct_property - correct_control`` is a paired
-    per-example difference whose mean is the selectivity (see :func:`selectivity_interval`).
+    Both are the report's probe (:class:`probe.analyses.logistic_probe.LogisticProbe`, as in
+    ``probing.probe_accuracy``) with the same settings, fitted together on the same ``train``
+    examples, so ``correct_property - correct_control`` is a paired per-example difference whose
+    mean is the selectivity (see :func:`selectivity_interval`). ``seed`` is kept for the
+    signature: the fit is deterministic.
     """
-    from probe.analyses.probing import probe_accuracy
+    from probe.analyses.logistic_probe import LogisticProbe
 
     X = np.asarray(X)
-    correct_p, _ = probe_accuracy(X, np.asarray(y_property), train, test, C, max_iter, seed)
-    correct_c, _ = probe_accuracy(X, np.asarray(y_control), train, test, C, max_iter, seed)
-    return correct_p, correct_c
+    Y = np.stack([np.asarray(y_property), np.asarray(y_control)])
+    pred = LogisticProbe(C=C, max_iter=max_iter).fit(X[train], Y[:, train]).predict(X[test])
+    correct = (pred == Y[:, test]).astype(float)
+    return correct[0], correct[1]
 
 
 def selectivity_interval(

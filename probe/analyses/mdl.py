@@ -43,66 +43,12 @@ def block_boundaries(n: int, fractions: Sequence[float] = VOITA_FRACTIONS) -> li
     return out
 
 
-#: L2 strengths the default probe chooses from, on its own training prefix.
-_CS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-#: L2 strength for prefixes too small to hold out a validation part.
+#: L2 strengths the default probe chooses from, by cross-validation on its own training prefix
+#: (the extremes 1e-3 and 10 were never chosen on the default run's prefixes, and every grid
+#: value multiplies the batched solve).
+_CS: tuple[float, ...] = (1e-2, 1e-1, 1.0)
+#: L2 strength for prefixes too small to cross-validate.
 _SMALL_PREFIX_C = 1e-2
-#: lbfgs iterations while choosing C and for the final probe: nearly separable prefixes at
-#: large C otherwise run to thousands of iterations for a negligible change in codelength.
-_SEARCH_MAX_ITER = 100
-_FINAL_MAX_ITER = 500
-
-
-def _holdout_log_loss(model: Any, X: np.ndarray, y: np.ndarray) -> float:
-    p = np.full(len(y), _EPS)
-    cols = {c: j for j, c in enumerate(model.classes_)}
-    proba = model.predict_proba(X)
-    for i, c in enumerate(y):
-        if c in cols:
-            p[i] = max(proba[i, cols[c]], _EPS)
-    return float(-np.log(p).mean())
-
-
-def _choose_c(X: np.ndarray, y: np.ndarray, Cs: Sequence[float], rng: np.random.Generator) -> float:
-    """The L2 strength with the lowest log-loss on a stratified third of the prefix, fitted on the rest."""
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    val = np.concatenate([rng.permutation(np.flatnonzero(y == c))[: int(np.sum(y == c)) // 3] for c in np.unique(y)])
-    train = np.setdiff1d(np.arange(len(y)), val)
-    if len(val) < 4 or np.unique(y[train]).size < 2:
-        return _SMALL_PREFIX_C
-    scaler = StandardScaler().fit(X[train])
-    Xt, Xv = scaler.transform(X[train]), scaler.transform(X[val])
-    model = LogisticRegression(max_iter=_SEARCH_MAX_ITER, warm_start=True)
-    losses = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for C in sorted(Cs):  # warm-started along the path, weakest regularisation last
-            model.set_params(C=C).fit(Xt, y[train])
-            losses.append((_holdout_log_loss(model, Xv, y[val]), C))
-    return min(losses)[1]
-
-
-def _default_fit(seed: int, Cs: Sequence[float] = _CS) -> FitFn:
-    """The report's probe (``fit_probe``: StandardScaler + LogisticRegression) with its C chosen per prefix.
-
-    Voita & Titov's probes stop early on held-out data; a fixed C=1 instead overfits small
-    prefixes, and at width 384 even random labels then cost about twice the uniform code.
-    So C is chosen by log-loss on a stratified third of the training prefix (from ``seed``),
-    and the probe is refitted on the whole prefix: only past examples are used, so the code
-    stays a valid prequential code. Prefixes too small to split use C = 0.01.
-    """
-    from probe.analyses.probing import fit_probe
-
-    def fit(X_train: np.ndarray, y_train: np.ndarray) -> Any:
-        C = _choose_c(X_train, y_train, Cs, np.random.default_rng([seed, len(y_train)]))
-        return fit_probe(X_train, y_train, C=C, max_iter=_FINAL_MAX_ITER, seed=seed)
-
-    return fit
 
 
 def _full_proba(model: Any, X: np.ndarray, y_train: np.ndarray, K: int) -> np.ndarray:
@@ -153,12 +99,13 @@ def online_codelength(
     fitted from scratch on blocks ``1..i-1``: ``Σ −ln p(y|x) / ln 2`` bits. ``K`` is
     ``n_classes`` (labels then must be ``0..K-1``) or the number of distinct labels.
 
-    ``fit(X_train, y_train)`` returns an object with ``predict_proba`` and ``classes_``;
-    the default is the report's linear probe (``StandardScaler`` + L2 ``LogisticRegression``)
-    with C chosen on each training prefix (see ``_default_fit``), standing in for Voita &
-    Titov's early-stopped probe; it is deterministic in ``seed``. Classes absent
-    from a training prefix get a Laplace escape probability (see ``_full_proba``); a prefix
-    with one class is coded by that escape rule alone.
+    The default probe is the report's linear probe, standing in for Voita & Titov's
+    early-stopped probe: the code of :func:`online_codelength_layers` on this one design (C
+    chosen per prefix by 3-fold cross-validated log-loss over ``_CS``); it is deterministic in
+    ``seed``. ``fit(X_train, y_train)``, if given, replaces it: called on every prefix, it
+    returns an object with ``predict_proba`` and ``classes_``. Classes absent from a training
+    prefix get a Laplace escape probability (see ``_full_proba``); a prefix with one class is
+    coded by that escape rule alone.
 
     Returns ``codelength_bits``, ``uniform_bits`` (``n log2 K``), ``compression``
     (``uniform_bits / codelength_bits``), ``n``, ``n_classes``, ``boundaries`` and ``blocks``:
@@ -171,18 +118,17 @@ def online_codelength(
         raise ValueError(f"X has {X.shape[0]} rows but y has {n} labels")
     if K < 2:
         raise ValueError(f"online codelength needs at least 2 classes, got {K}")
-    fit = fit if fit is not None else _default_fit(seed)
     order = np.random.default_rng(seed).permutation(n)
-    X, codes = X[order], codes[order]
     bounds = block_boundaries(n, fractions)
     log2k = float(np.log2(K))
-    blocks = [{"start": 0, "end": bounds[0], "train_size": 0, "bits": bounds[0] * log2k}]
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        y_train = codes[:start]
-        model = fit(X[:start], y_train) if np.unique(y_train).size > 1 else None
-        p = _full_proba(model, X[start:end], y_train, K)
-        nats = -np.log(p[np.arange(end - start), codes[start:end]]).sum()
-        blocks.append({"start": start, "end": end, "train_size": start, "bits": float(nats / np.log(2))})
+    starts = [0] + bounds[:-1]
+    if fit is None:
+        bits = _codelength_bits(X[None], codes[None], [K], seed, fractions, _CS, 3, "auto")[0, 0][order]
+        block_bits = [float(bits[a:b].sum()) for a, b in zip(starts[1:], bounds[1:])]
+    else:
+        block_bits = _fitted_block_bits(X[order], codes[order], K, bounds, fit)
+    blocks = [{"start": a, "end": b, "train_size": a, "bits": bb}
+              for a, b, bb in zip(starts, bounds, [bounds[0] * log2k] + block_bits)]
     total = float(sum(b["bits"] for b in blocks))
     uniform = n * log2k
     return {
@@ -194,6 +140,17 @@ def online_codelength(
         "boundaries": bounds,
         "blocks": blocks,
     }
+
+
+def _fitted_block_bits(X: np.ndarray, codes: np.ndarray, K: int, bounds: list[int], fit: FitFn) -> list[float]:
+    """Bits of every block after the first, each coded by ``fit`` on the (shuffled) prefix before it."""
+    out = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        y_train = codes[:start]
+        model = fit(X[:start], y_train) if np.unique(y_train).size > 1 else None
+        p = _full_proba(model, X[start:end], y_train, K)
+        out.append(float(-np.log(p[np.arange(end - start), codes[start:end]]).sum() / np.log(2)))
+    return out
 
 
 def _binarise(y: np.ndarray, positive: Any | None) -> tuple[np.ndarray, Any]:
@@ -256,34 +213,25 @@ def relative_extractability(
     }
 
 
-#: The L2 grid for the batched online code (a subset of ``_CS``: the extremes were never chosen
-#: on the default run's prefixes, and every grid value multiplies the batched solve).
-_BATCHED_CS: tuple[float, ...] = (1e-2, 1e-1, 1.0)
-
-
 def online_codelength_layers(
     designs: np.ndarray, labels: dict[str, np.ndarray], seed: int = 0,
-    fractions: Sequence[float] = VOITA_FRACTIONS, grid: Sequence[float] = _BATCHED_CS, folds: int = 3,
+    fractions: Sequence[float] = VOITA_FRACTIONS, grid: Sequence[float] = _CS, folds: int = 3,
     device: str = "auto",
 ) -> dict[str, np.ndarray]:
     """Online codelengths of several labellings on several representations, in batched solves.
 
     ``designs`` is ``[G, n, d]`` (e.g. every layer of both models) and ``labels`` maps a name
-    to ``[n]`` labels of the same examples. Same code as :func:`online_codelength`: one
-    shuffle from ``seed``, uniform code for the first block, then a probe fitted from scratch
-    on all earlier examples for each later block, its L2 strength chosen by ``folds``-fold
-    cross-validated log-loss on that prefix only (C = 0.01 where a prefix is too small to
-    split); classes unseen in a prefix get the Laplace escape of :func:`_full_proba`.
-    All designs × labellings × grid × folds of one block are a single batched L-BFGS solve
-    (:mod:`probe.analyses.batched_probe`).
+    to ``[n]`` labels of the same examples. The code of :func:`online_codelength`: one shuffle
+    from ``seed``, uniform code for the first block, then for each later block a probe
+    (:class:`probe.analyses.logistic_probe.LogisticProbe`) fitted from scratch on all earlier
+    examples, its L2 strength chosen by ``folds``-fold cross-validated log-loss on that prefix
+    only (C = 0.01 where a prefix is too small to split); classes unseen in a prefix get the
+    Laplace escape of :func:`_full_proba`. All designs × labellings × grid × folds of one block
+    are a single batched L-BFGS solve, on ``device``.
 
     Returns ``{name: bits [G, n]}``: the cost of every example (in the original order), whose
     sum over examples is the codelength; summing resampled rows gives bootstrap intervals.
     """
-    import torch
-
-    from probe.analyses.batched_probe import _as_tensor, _cv_C, _device, _dtype, _solve
-
     names = list(labels)
     codes, Ks = [], []
     for nm in names:
@@ -292,44 +240,64 @@ def online_codelength_layers(
             raise ValueError(f"online codelength of {nm!r} needs at least 2 classes")
         codes.append(c)
         Ks.append(K)
-    Y = np.stack(codes)  # [S, n]
+    bits = _codelength_bits(np.asarray(designs), np.stack(codes), Ks, seed, fractions, grid, folds, device)
+    return {nm: bits[:, s] for s, nm in enumerate(names)}
+
+
+def _codelength_bits(
+    designs: np.ndarray, Y: np.ndarray, Ks: Sequence[int], seed: int, fractions: Sequence[float],
+    grid: Sequence[float], folds: int, device: str,
+) -> np.ndarray:
+    """Bits ``[G, S, n]`` of every example (original order) for codes ``Y [S, n]`` in ``0..Ks[s]-1``."""
+    from probe.analyses.tensors import as_tensor, resolve_device, resolve_dtype
+
     S, n = Y.shape
     G = designs.shape[0]
     order = np.random.default_rng(seed).permutation(n)
-    dev = _device(device)
-    X = _as_tensor(np.asarray(designs)[:, order], dev, _dtype(None, dev))
+    dev = resolve_device(device)
+    X = as_tensor(designs[:, order], dev, resolve_dtype(None))
     Y = Y[:, order]
     bounds = block_boundaries(n, fractions)
     bits = np.zeros((G, S, n))
     bits[:, :, : bounds[0]] = np.log2(Ks)[None, :, None]
     for start, end in zip(bounds[:-1], bounds[1:]):
-        Ytr = Y[:, :start]
-        fit_sets = [s for s in range(S) if np.unique(Ytr[s]).size > 1]
-        p = np.zeros((G, S, end - start, max(Ks)))
-        for s in range(S):
-            if s not in fit_sets:  # one class seen so far: the escape rule alone
-                p[:, s, :, : Ks[s]] = _full_proba(None, np.zeros((end - start, 1)), Ytr[s], Ks[s])[None]
-        if fit_sets:
-            Yg = np.broadcast_to(Ytr[fit_sets], (G, len(fit_sets), start))
-            counts = [np.bincount(Ytr[s]).max(initial=0) for s in fit_sets]
-            if start >= 4 * folds and min(counts) >= folds:
-                C = _cv_C(X[:, :start], np.ascontiguousarray(Yg), grid, folds, seed, 200, 1e-4)
-            else:
-                C = np.full((G, len(fit_sets)), _SMALL_PREFIX_C)
-            fitted = _solve(X[:, :start], np.ascontiguousarray(Yg), np.ones(Yg.shape), C, 500, 1e-5)
-            with torch.no_grad():
-                probs = torch.softmax(fitted.logits(X[:, start:end]), dim=2).cpu().numpy()  # [G, S', K, m]
-            for j, s in enumerate(fit_sets):
-                for g in range(G):
-                    nc = fitted.n_classes[g, j]
-                    model = _FixedProba(fitted.classes[g, j, :nc], probs[g, j, :nc].T)
-                    p[g, s, :, : Ks[s]] = _full_proba(model, np.zeros((end - start, 1)), Ytr[s], Ks[s])
+        p = _block_proba(X, Y[:, :start], Ks, end - start, seed, grid, folds)  # [G, S, m, K_max]
         true = Y[:, start:end]  # [S, m]
         pt = np.take_along_axis(p, true[None, :, :, None].repeat(G, 0), axis=3)[..., 0]
         bits[:, :, start:end] = -np.log2(pt)
-    out_bits = np.empty_like(bits)
-    out_bits[:, :, order] = bits
-    return {nm: out_bits[:, s] for s, nm in enumerate(names)}
+    out = np.empty_like(bits)
+    out[:, :, order] = bits
+    return out
+
+
+def _block_proba(X, Ytr: np.ndarray, Ks: Sequence[int], m: int, seed: int, grid: Sequence[float],
+                 folds: int) -> np.ndarray:
+    """``[G, S, m, K_max]`` probabilities of the ``m`` examples after the prefix ``Ytr [S, t]``
+    (of shuffled designs ``X [G, n, d]``), from probes fitted on the prefix, with escapes."""
+    from probe.analyses.logistic_probe import LogisticProbe, choose_C_by_cv
+
+    S, start = Ytr.shape
+    G = X.shape[0]
+    fit_sets = [s for s in range(S) if np.unique(Ytr[s]).size > 1]
+    p = np.zeros((G, S, m, max(Ks)))
+    for s in range(S):
+        if s not in fit_sets:  # one class seen so far: the escape rule alone
+            p[:, s, :, : Ks[s]] = _full_proba(None, np.zeros((m, 1)), Ytr[s], Ks[s])[None]
+    if not fit_sets:
+        return p
+    Yg = np.ascontiguousarray(np.broadcast_to(Ytr[fit_sets], (G, len(fit_sets), start)))
+    counts = [np.bincount(Ytr[s]).max(initial=0) for s in fit_sets]
+    if start >= 4 * folds and min(counts) >= folds:
+        C = choose_C_by_cv(X[:, :start], Yg, grid, folds, seed, max_iter=200, tol=1e-4, device=X.device)
+    else:
+        C = np.full((G, len(fit_sets)), _SMALL_PREFIX_C)
+    probe = LogisticProbe(C=C, max_iter=500, tol=1e-5, device=X.device).fit(X[:, :start], Yg)
+    probs = probe.predict_proba(X[:, start:start + m])  # [G, S', m, K_max]
+    for j, s in enumerate(fit_sets):
+        for g in range(G):
+            model = _FixedProba(probe.classes_[g][j], probs[g, j, :, : probe.n_classes_[g, j]])
+            p[g, s, :, : Ks[s]] = _full_proba(model, np.zeros((m, 1)), Ytr[s], Ks[s])
+    return p
 
 
 class _FixedProba:

@@ -3,7 +3,7 @@
 Every (model, layer, property) gets a linear probe on word vectors
 (:func:`probe.representations.word_extract.extract_words`): multinomial logistic regression on
 standardised features (Belinkov 2022), fitted in a few batched solves
-(:func:`probe.analyses.batched_probe.fit_probes_batched`). Words of one sentence share context,
+(:func:`probe.analyses.probing.fit_probes_batched`). Words of one sentence share context,
 so the probe's train / test halves are split *by sentence*: a probe can never be scored on a
 word whose sentence it was trained on.
 
@@ -90,13 +90,39 @@ def token_probe_table(
     """
     from tqdm.auto import tqdm
 
-    from probe.analyses.batched_probe import fit_probes_batched
-    from probe.analyses.control_tasks import control_labels
-    from probe.analyses.probing import CV_GRID
+    from probe.analyses.probing import CV_GRID, fit_probes_batched
 
     sentence_ids = np.asarray(sentence_ids)
-    n = sentence_ids.size
     types = np.asarray(list(types), dtype=object).astype(str)
+    _check_inputs(activations, labels, sentence_ids.size, types, C)
+    train, test = token_probe_split(sentence_ids, seed, max_words)
+    groups = sentence_ids[test]
+
+    def interval(values: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float]:
+        return cluster_bootstrap_mean(values, groups, n_boot, rng)
+
+    probed, fit_labels, controls, skipped = _label_sets(labels, types, train, test, seed, control)
+    outcomes = {}
+    if probed:
+        for model in tqdm(list(activations), desc="token probes", disable=not progress, leave=False):
+            outcomes.update(fit_probes_batched(
+                {model: activations[model]}, fit_labels, train, test, C=1.0 if C == "cv" else float(C),
+                max_iter=max_iter, cv_grid=CV_GRID if C == "cv" else None, seed=seed, C_from=controls))
+    rows = _table_rows(activations, list(probed), fit_labels, outcomes, seed, interval)
+    # the share of test words whose type occurs in training (control_tasks.type_overlap), with an interval
+    seen = set(types[train].tolist())
+    overlap = np.array([t in seen for t in types[test]], dtype=float)
+    value = interval(overlap, np.random.default_rng([seed, 9]))
+    rows.append(metric_row(value, model=None, layer=None, property=None, metric="type_overlap"))
+    table = pd.DataFrame(rows)
+    table["layer"] = table["layer"].astype("Int64")  # integers; missing on the type_overlap row
+    table.attrs["skipped"] = skipped
+    table.attrs["n_train_words"], table.attrs["n_test_words"] = int(train.size), int(test.size)
+    return table
+
+
+def _check_inputs(activations: dict[str, np.ndarray], labels: dict[str, np.ndarray], n: int, types: np.ndarray,
+                  C: float | str) -> None:
     if len(types) != n:
         raise ValueError(f"{len(types)} types but {n} words (sentence_ids)")
     for m, A in activations.items():
@@ -108,11 +134,13 @@ def token_probe_table(
     if C != "cv" and not (isinstance(C, (int, float)) and C > 0):
         raise ValueError(f"C: {C!r}; allowed: 'cv' or a positive number")
 
-    train, test = token_probe_split(sentence_ids, seed, max_words)
-    groups = sentence_ids[test]
 
-    def interval(values: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float]:
-        return cluster_bootstrap_mean(values, groups, n_boot, rng)
+def _label_sets(labels: dict[str, np.ndarray], types: np.ndarray, train: np.ndarray, test: np.ndarray, seed: int,
+                control: bool) -> tuple[dict, dict, dict, dict]:
+    """``(probed, fit_labels, controls, skipped)``: the properties with two classes on the train
+    half, those plus their word-type control tasks, control → property, and skipped → why."""
+    from probe.analyses.control_tasks import control_labels
+
     keep = np.sort(np.concatenate([train, test]))
     probed: dict[str, np.ndarray] = {}
     skipped: dict[str, str] = {}
@@ -133,14 +161,12 @@ def token_probe_table(
             if np.unique(c[train]).size > 1:  # too few types can give a constant control: no control then
                 fit_labels[f"control:{name}"] = c
                 controls[f"control:{name}"] = name
+    return probed, fit_labels, controls, skipped
 
-    outcomes = {}
-    if probed:
-        for model in tqdm(list(activations), desc="token probes", disable=not progress, leave=False):
-            outcomes.update(fit_probes_batched(
-                {model: activations[model]}, fit_labels, train, test, C=1.0 if C == "cv" else float(C),
-                max_iter=max_iter, cv_grid=CV_GRID if C == "cv" else None, seed=seed, C_from=controls))
 
+def _table_rows(activations: dict[str, np.ndarray], probed: list[str], fit_labels: dict, outcomes: dict, seed: int,
+                interval) -> list[dict]:
+    """The accuracy, baseline, control, selectivity, C and fine-tuned − pretrained rows."""
     rows = []
     for mi, (model, A) in enumerate(activations.items()):
         for layer in range(A.shape[0]):
@@ -162,13 +188,4 @@ def token_probe_table(
                 rng = np.random.default_rng([seed, 8, layer, j])
                 rows.append(metric_row(interval(diff, rng), model="finetuned-minus-pretrained",
                                        layer=layer, property=name, metric="accuracy_difference"))
-    # the share of test words whose type occurs in training (control_tasks.type_overlap), with an interval
-    seen = set(types[train].tolist())
-    overlap = np.array([t in seen for t in types[test]], dtype=float)
-    value = interval(overlap, np.random.default_rng([seed, 9]))
-    rows.append(metric_row(value, model=None, layer=None, property=None, metric="type_overlap"))
-    table = pd.DataFrame(rows)
-    table["layer"] = table["layer"].astype("Int64")  # integers; missing on the type_overlap row
-    table.attrs["skipped"] = skipped
-    table.attrs["n_train_words"], table.attrs["n_test_words"] = int(train.size), int(test.size)
-    return table
+    return rows

@@ -168,37 +168,33 @@ def _probe_rows(codes: np.ndarray, max_rows: int, rng: np.random.Generator) -> n
 
 
 class _Probe:
-    """Standardised logistic regression with class-balanced weights.
+    """Standardised logistic regression with class-balanced weights
+    (:class:`probe.analyses.logistic_probe.LogisticProbe`, ``class_weight="balanced"``).
 
-    Trained with ``class_weight="balanced"``, its logits are those of a uniform class prior:
+    Trained with balanced class weights, its logits are those of a uniform class prior:
     their argmax is the prediction scored by balanced accuracy, and adding the log prior of the
     training labels gives the prediction scored by plain accuracy (the prior shift of
     Saerens et al. 2002), comparable with the majority rate even for a rare class.
     """
 
     def __init__(self, X: np.ndarray, codes: np.ndarray, k: int, *, seed: int, max_rows: int, C: float,
-                 max_iter: int) -> None:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+                 max_iter: int, device: str = "auto") -> None:
+        from probe.analyses.logistic_probe import LogisticProbe
 
         rows = _probe_rows(codes, max_rows, np.random.default_rng(seed))
         self.k = k
         prior = np.bincount(codes, minlength=k) / len(codes)
         self.log_prior = np.log(np.maximum(prior, 1e-12))
-        self.pipe = make_pipeline(
-            StandardScaler(),
-            LogisticRegression(C=C, max_iter=max_iter, class_weight="balanced", random_state=seed),
-        ).fit(X[rows], codes[rows])
+        self.probe = LogisticProbe(C=C, max_iter=max_iter, class_weight="balanced", device=device).fit(
+            X[rows], codes[rows])
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         """``[n, k]`` logits under a uniform prior; classes missing from training get −inf."""
-        scores = self.pipe.decision_function(X)
-        classes = self.pipe.classes_
+        scores = self.probe.decision_function(X)
         if scores.ndim == 1:
             scores = np.stack([np.zeros_like(scores), scores], axis=1)
         out = np.full((len(X), self.k), -np.inf)
-        out[:, classes] = scores
+        out[:, self.probe.classes_] = scores
         return out
 
     def scores(self, X: np.ndarray, codes: np.ndarray) -> dict[str, float]:
@@ -209,20 +205,27 @@ class _Probe:
         return {"accuracy": float(np.mean(plain == codes)), "balanced_accuracy": float(np.mean(recalls))}
 
     def directions(self) -> np.ndarray:
-        """``[m, d]`` weight rows of the classifier in the raw (unstandardised) coordinates."""
-        scaler, clf = self.pipe[0], self.pipe[-1]
-        return np.atleast_2d(clf.coef_) / scaler.scale_
+        """``[m, d]`` weight rows of the classifier in the raw (unstandardised) coordinates.
+
+        A multinomial probe's rows sum to zero at the optimum (the softmax ignores a vector added
+        to every row, the L2 penalty does not), so they span at most classes − 1 directions; they
+        are centred in float64 so that the solver's float32 rounding does not add a spurious one.
+        """
+        W = np.atleast_2d(np.asarray(self.probe.raw_coef_, dtype=np.float64))
+        return W - W.mean(0) if W.shape[0] > 1 else W
 
 
 def concept_decodability(X_train, z_train, X_test, z_test, seed: int = 0, *, max_rows: int = MAX_PROBE_ROWS,
-                         C: float = 1.0, max_iter: int = 1000) -> dict[str, float]:
+                         C: float = 1.0, max_iter: int = 1000, device: str = "auto") -> dict[str, float]:
     """How well a fresh linear probe decodes the concept on held-out rows.
 
-    ``make_pipeline(StandardScaler(), LogisticRegression())`` fitted on at most ``max_rows``
-    class-balanced training rows. ``accuracy`` (prior-corrected predictions) is to be compared
-    with ``majority``, the test rate of the training majority class; ``balanced_accuracy``
-    (mean per-class recall) with ``chance`` = 1 / classes, the fairer pair when one class is
-    rare. LEACE's guarantee: neither beats its baseline by more than noise.
+    A standardised L2 logistic probe (:class:`probe.analyses.logistic_probe.LogisticProbe`,
+    scikit-learn's ``StandardScaler`` + ``LogisticRegression`` objective, class-balanced weights)
+    fitted on at most ``max_rows`` class-balanced training rows, on ``device``. ``accuracy``
+    (prior-corrected predictions) is to be compared with ``majority``, the test rate of the
+    training majority class; ``balanced_accuracy`` (mean per-class recall) with ``chance`` =
+    1 / classes, the fairer pair when one class is rare. LEACE's guarantee: neither beats its
+    baseline by more than noise.
     """
     X_train, X_test = _as_float64(X_train), _as_float64(X_test)
     classes, codes_train = _labels(z_train, len(X_train))
@@ -239,18 +242,19 @@ def concept_decodability(X_train, z_train, X_test, z_test, seed: int = 0, *, max
     if len(classes) < 2:  # nothing to learn: the constant prediction
         recalls = [float(c == majority_class) for c in np.unique(codes_test)]
         return {**result, "accuracy": result["majority"], "balanced_accuracy": float(np.mean(recalls))}
-    probe = _Probe(X_train, codes_train, len(classes), seed=seed, max_rows=max_rows, C=C, max_iter=max_iter)
+    probe = _Probe(X_train, codes_train, len(classes), seed=seed, max_rows=max_rows, C=C, max_iter=max_iter,
+                   device=device)
     return {**probe.scores(X_test, codes_test), **result}
 
 
 def fit_inlp(X, z, max_iterations: int = 10, tolerance: float = 0.02, seed: int = 0, held_out: float = 0.3, *,
              metric: str = "accuracy", max_rows: int = MAX_PROBE_ROWS, C: float = 1.0,
-             max_iter: int = 1000) -> InlpEraser:
+             max_iter: int = 1000, device: str = "auto") -> InlpEraser:
     """INLP eraser for the class labels ``z`` of the rows of ``X`` (Ravfogel et al. 2020).
 
     The rows are split once, stratified by class, into a training part and a held-out part
     (fraction ``held_out``). Each iteration fits a fresh L2 logistic probe (standardised,
-    class-balanced, at most ``max_rows`` training rows) on the training part projected so far,
+    class-balanced, at most ``max_rows`` training rows, on ``device``) on the training part projected so far,
     scores it on the projected held-out part, and then:
 
     - **stops** if the held-out score is <= baseline + ``tolerance`` (``metric="accuracy"``:
@@ -285,7 +289,8 @@ def fit_inlp(X, z, max_iterations: int = 10, tolerance: float = 0.02, seed: int 
         Xc = X - mean
         for it in range(max_iterations + 1):
             Xp = Xc - (Xc @ Q) @ Q.T
-            probe = _Probe(Xp[train], codes[train], k, seed=seed + it, max_rows=max_rows, C=C, max_iter=max_iter)
+            probe = _Probe(Xp[train], codes[train], k, seed=seed + it, max_rows=max_rows, C=C, max_iter=max_iter,
+                           device=device)
             score = probe.scores(Xp[dev], codes[dev])[metric]
             history.append(score)
             if score <= baseline + tolerance:

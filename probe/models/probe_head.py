@@ -5,13 +5,14 @@ through a linear probe head trained on its frozen representation (Alain & Bengio
 Belinkov 2022 for probing classifiers). :class:`ProbeHeadClassifier` is the encoder + mean
 pooling over real tokens (attention mask 1, special tokens included, as in
 ``probe.representations.extract``) of the last layer + one ``nn.Linear``. Its weights come
-from a scikit-learn ``StandardScaler`` + ``LogisticRegression`` fitted on pooled activations,
-with the scaler folded into the layer:
+from the run's probe (:class:`probe.analyses.logistic_probe.LogisticProbe`: scikit-learn's
+``StandardScaler`` + ``LogisticRegression`` objective) fitted on pooled activations, with the
+standardisation folded into the layer:
 
     w·((x − μ) / σ) + b  =  (w / σ)·x + (b − Σ_j w_j μ_j / σ_j).
 
-For two classes sklearn has one decision function d(x); the logits are ``[0, d(x)]``, so
-their softmax is sklearn's ``predict_proba`` and ``logits[:, 1]`` is ``decision_function``.
+For two classes the probe has one decision function d(x); the logits are ``[0, d(x)]``, so
+their softmax is its ``predict_proba`` and ``logits[:, 1]`` is ``decision_function``.
 The module exposes ``forward(input_ids, attention_mask) -> .logits``,
 ``get_input_embeddings()`` and ``.config.num_labels``: the attribution code treats it as it
 treats a fine-tuned ``AutoModelForSequenceClassification``.
@@ -73,15 +74,20 @@ class ProbeHeadClassifier(nn.Module):
         return SequenceClassifierOutput(logits=self.head(self.pooled(input_ids, attention_mask, **kwargs)))
 
 
-def folded_linear(scaler, classifier) -> tuple[np.ndarray, np.ndarray]:
+def folded_linear(scaler, classifier=None) -> tuple[np.ndarray, np.ndarray]:
     """``(weight [K, H], bias [K])`` of the linear map equal to ``classifier`` after ``scaler``.
 
-    Binary: ``weight = [0, w]``, ``bias = [0, b]`` (logit difference = decision function).
+    ``scaler`` has ``mean_`` / ``scale_`` (a ``StandardScaler``), ``classifier`` ``coef_`` /
+    ``intercept_`` (a ``LogisticRegression``); a fitted one-problem :class:`LogisticProbe` has
+    all four and is passed alone. Binary: ``weight = [0, w]``, ``bias = [0, b]`` (logit
+    difference = decision function).
     """
+    classifier = scaler if classifier is None else classifier
     coef = np.asarray(classifier.coef_, dtype=np.float64)
     intercept = np.asarray(classifier.intercept_, dtype=np.float64)
-    mean = np.asarray(scaler.mean_ if scaler.with_mean else np.zeros(coef.shape[1]), dtype=np.float64)
-    scale = np.asarray(scaler.scale_ if scaler.with_std else np.ones(coef.shape[1]), dtype=np.float64)
+    with_mean, with_std = getattr(scaler, "with_mean", True), getattr(scaler, "with_std", True)
+    mean = np.asarray(scaler.mean_ if with_mean else np.zeros(coef.shape[1]), dtype=np.float64)
+    scale = np.asarray(scaler.scale_ if with_std else np.ones(coef.shape[1]), dtype=np.float64)
     weight = coef / scale
     bias = intercept - weight @ mean
     if weight.shape[0] == 1:
@@ -106,24 +112,22 @@ def pooled_last_layer(encoder: nn.Module, tokenizer, texts: Sequence[str], max_l
 
 def fit_probe_head_on_features(
     encoder: nn.Module, features: np.ndarray, labels: np.ndarray, *, num_labels: int | None = None, C: float = 1.0,
-    max_iter: int = 2000, seed: int = 0, id2label: dict[int, str] | None = None,
+    max_iter: int = 2000, seed: int = 0, id2label: dict[int, str] | None = None, device: str = "auto",
 ) -> ProbeHeadClassifier:
-    """Fit ``StandardScaler`` + ``LogisticRegression`` on pooled ``features`` and fold them into a
-    :class:`ProbeHeadClassifier` (sklearn objects kept as ``scaler_`` and ``classifier_``)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+    """Fit the run's probe (:class:`LogisticProbe`, on ``device``) on pooled ``features`` and fold it
+    into a :class:`ProbeHeadClassifier` (the fitted probe kept as ``probe_``). ``seed`` is kept for
+    the signature: the fit is deterministic."""
+    from probe.analyses.logistic_probe import LogisticProbe
 
     labels = np.asarray(labels)
     k = int(num_labels if num_labels is not None else labels.max() + 1)
     present = np.unique(labels)
     if present.size != k or present.min() != 0 or present.max() != k - 1:
         raise ValueError(f"probe head: labels must cover classes 0..{k - 1}; found {present.tolist()}")
-    scaler = StandardScaler().fit(features)
-    classifier = LogisticRegression(C=C, max_iter=max_iter, random_state=seed).fit(scaler.transform(features), labels)
-    weight, bias = folded_linear(scaler, classifier)
+    probe = LogisticProbe(C=C, max_iter=max_iter, device=device).fit(features, labels)
+    weight, bias = folded_linear(probe)
     head = ProbeHeadClassifier(encoder, weight, bias, id2label)
-    head.scaler_ = scaler
-    head.classifier_ = classifier
+    head.probe_ = probe
     return head
 
 
