@@ -2,7 +2,7 @@
 
 Synthetic data with a planted answer: texts of random common words; the ``zebra`` model's
 label is exactly the presence of "zebra"; the control model's label is the presence of
-"apple", with "zebra" planted independently at the same rate (DESIGN.md §7).
+"apple", with "zebra" planted independently at the same rate (docs/design.md §7).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from probe.config import FinetuneConfig, load_config
-from probe.data.token_task import Sentence, build_token_task_data
+from probe.data.tagging import Sentence
+from probe.data.token_task import build_token_task_data
 from probe.errors import ProbeError
 from probe.models.backbones import build_classifier
 from probe.models.strategies import for_analysis, load_trained, prepare_model, save_trained

@@ -36,7 +36,7 @@ that one forward pass holds at most ``token_budget`` tokens (``rows × padded le
 Memory thus stays bounded on long inputs, and the results equal a plain per-example captum
 call up to float rounding (checked in ``tests/test_attribution.py``).
 
-Metrics (DESIGN.md §5): :func:`spurious_attribution_metrics` gives the spurious attribution
+Metrics (docs/design.md §5): :func:`spurious_attribution_metrics` gives the spurious attribution
 share (absolute mass on the token's words / total absolute mass) next to the token's share
 of the input, the top-1 rate, and the relative convergence delta, as tidy rows with 95 %
 bootstrap intervals over examples.
@@ -384,7 +384,7 @@ def spurious_attribution_metrics(
     attributions: Sequence[WordAttributions], token: str, *, model_name: str, n_boot: int = 1000, seed: int = 0,
     feature: str | None = None,
 ) -> pd.DataFrame:
-    """Spurious attribution share, input share, top-1 rate and convergence delta (DESIGN.md §5).
+    """Spurious attribution share, input share, top-1 rate and convergence delta (docs/design.md §5).
 
     Over the examples that contain ``token``: share = Σ|score| on the token's words / Σ|score|,
     next to ``input_share`` = (token words) / (words) (1 / n for one token); top-1 rate =

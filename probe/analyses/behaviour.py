@@ -1,6 +1,6 @@
 """Behaviour of the fine-tuned model on clean, aligned and conflicting test partitions.
 
-Definitions follow DESIGN.md §5: accuracy per partition; s-only error is the fraction of
+Definitions follow docs/design.md §5: accuracy per partition; s-only error is the fraction of
 conflicting examples predicted as the token's class; the reliance gap is the paired drop
 in accuracy of the conflicting examples when the token is inserted; the flip rate is the
 fraction of counterfactual pairs whose prediction changes (Gardner et al. 2020 contrast sets;

@@ -3,7 +3,7 @@
 A classifier that learned its task should not change its prediction when a task-irrelevant
 property of the input changes (Ribeiro et al. 2020, CheckList invariance tests). Each test
 applies one perturbation to every text and reports the **change rate**: the fraction of
-predictions that change (DESIGN.md §5), with a 95 % bootstrap interval over texts.
+predictions that change (docs/design.md §5), with a 95 % bootstrap interval over texts.
 
 Perturbations: lower-case the text, add a URL, add an @mention, append a neutral sentence.
 Truncation would silently hide an addition at the end of a long text, so every text is

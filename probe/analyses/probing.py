@@ -1,4 +1,4 @@
-"""Probing classifiers: logistic regression on standardised pooled activations (DESIGN.md §5).
+"""Probing classifiers: logistic regression on standardised pooled activations (docs/design.md §5).
 
 A probe's accuracy says how linearly decodable a property is from a layer; it is always
 shown next to the majority-class baseline (Belinkov 2022, "Probing Classifiers"). Every linear

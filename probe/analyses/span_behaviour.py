@@ -1,6 +1,6 @@
 """Reliance of a tagger on a planted marker word, measured on counterfactual span pairs.
 
-The token-classification counterpart of :mod:`probe.analyses.behaviour` (DESIGN.md §5): a pair
+The token-classification counterpart of :mod:`probe.analyses.behaviour` (docs/design.md §5): a pair
 is a test sentence without and with the marker inserted right before one span
 (:class:`probe.data.token_task.PlantedSpans`). The *predicted type* of a span is the entity type
 of the tag predicted at its first word (``B-x`` or ``I-x`` -> ``x``; ``O`` -> no entity), so a

@@ -1,4 +1,4 @@
-"""Which input words a token classifier's tag for one word depends on (captum; DESIGN.md §5).
+"""Which input words a token classifier's tag for one word depends on (captum; docs/design.md §5).
 
 For sentence i and the word at index ``positions[i]``, F is the tagger's logit of the predicted
 tag (or a given tag) at that word's first subword — the position a BERT tagger is trained and

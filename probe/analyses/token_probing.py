@@ -1,4 +1,4 @@
-"""Token-level probing with the word-type control task (Hewitt & Liang 2019; DESIGN.md §5).
+"""Token-level probing with the word-type control task (Hewitt & Liang 2019; docs/design.md §5).
 
 Every (model, layer, property) gets a linear probe on word vectors
 (:func:`probe.representations.word_extract.extract_words`): multinomial logistic regression on

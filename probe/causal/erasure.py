@@ -17,7 +17,7 @@ removed. Three ways to choose L, R, b:
   et al. 2021, "Amnesic Probing"): if erasing the concept changes behaviour and erasing random
   directions of the same rank does not, the model used the concept.
 
-:func:`concept_decodability` is the guarantee to verify (DESIGN.md §5): a fresh logistic probe
+:func:`concept_decodability` is the guarantee to verify (docs/design.md §5): a fresh logistic probe
 on held-out rows, against the majority baseline.
 """
 

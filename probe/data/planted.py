@@ -1,4 +1,4 @@
-"""Planted spurious tokens: insertion into text and the test partitions of DESIGN.md §2."""
+"""Planted spurious tokens: insertion into text and the test partitions of docs/design.md §2."""
 
 from __future__ import annotations
 

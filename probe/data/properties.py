@@ -1,4 +1,4 @@
-"""Natural task-irrelevant properties of texts (DESIGN.md §2): a registry of small labelling functions.
+"""Natural task-irrelevant properties of texts (docs/design.md §2): a registry of small labelling functions.
 
 Each property maps a list of texts to integer labels and is registered with
 :func:`register_property`. Bucketed properties (length, casing ratio, punctuation density)

@@ -14,7 +14,7 @@ from probe.errors import ProbeError
 
 @dataclass
 class PlantedTest:
-    """Held-out partitions for one planted token with target class ``target`` (DESIGN.md §2).
+    """Held-out partitions for one planted token with target class ``target`` (docs/design.md §2).
 
     ``inserted[i]`` is test example ``i`` with the token inserted; ``aligned`` examples are
     those with ``label == target``, ``conflicting`` the rest. ``clean`` and ``inserted`` form

@@ -1,4 +1,4 @@
-"""Natural task-irrelevant properties of single words (DESIGN.md §2), for token-level probes.
+"""Natural task-irrelevant properties of single words (docs/design.md §2), for token-level probes.
 
 The word-level counterpart of :mod:`probe.data.properties`: each property maps a list of words
 to integer labels and is registered with :func:`register_word_property`. Labels depend on the

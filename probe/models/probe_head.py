@@ -1,6 +1,6 @@
 """A linear-probe classifier on a frozen pretrained encoder, shaped like a HF classifier.
 
-DESIGN.md §5: the *pretrained* model is explained on the same task as the fine-tuned one
+docs/design.md §5: the *pretrained* model is explained on the same task as the fine-tuned one
 through a linear probe head trained on its frozen representation (Alain & Bengio 2017;
 Belinkov 2022 for probing classifiers). :class:`ProbeHeadClassifier` is the encoder + mean
 pooling over real tokens (attention mask 1, special tokens included, as in

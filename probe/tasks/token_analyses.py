@@ -84,7 +84,7 @@ def _span_predictions(data, clean: list[np.ndarray], preds: dict, seed: int) -> 
     feature); types are indices into ``summary.task.entity_types``, -1 for no entity, -2 where the
     word was cut off by truncation. Spans are numbered in test order, the same in every run of the
     same test split."""
-    from probe.data.token_task import entity_spans, tag_type
+    from probe.data.tagging import entity_spans, tag_type
 
     index = {t: i for i, t in enumerate(data.entity_types)}
 
@@ -112,7 +112,7 @@ def _word_labels(data, probe_set: ProbeSet, word_index: np.ndarray) -> tuple[dic
     """Labels of every probed word: its entity type (the tag probe), natural word properties and, per
     planted marker, whether the word follows it."""
     from probe.data.token_properties import word_properties, word_types
-    from probe.data.token_task import tag_type
+    from probe.data.tagging import tag_type
 
     s_idx, w_idx = word_index[:, 0], word_index[:, 1]
     words = [probe_set.words[s][w] for s, w in zip(s_idx, w_idx)]
@@ -263,7 +263,7 @@ class SpanPredictor:
         self.features = list(pairs_by_feature)
 
     def _type_index(self, tag_id: int) -> int:
-        from probe.data.token_task import tag_type
+        from probe.data.tagging import tag_type
 
         return self.types.index(tag_type(self.data.tags[tag_id]) if tag_id >= 0 else None)
 

@@ -1,0 +1,17 @@
+"""The experiment config: its validated sections (:mod:`probe.config.sections`) and how a config is
+loaded from YAML, a dict or the built-in default, with ``--set`` overrides and one-line errors
+(:mod:`probe.config.loading`); :mod:`probe.config.training` has the model stages' sections. ``default.yaml`` here is the built-in default (``examples/default.yaml``)."""
+
+from probe.config.loading import (DEFAULT_CONFIG_NAME, apply_overrides, default_config_text, dump_config, load_config,
+                                  parse_override, variant_configs)
+from probe.config.sections import (AnalysesConfig, CausalConfig, Config, ModelConfig, PlantedFeature, SpuriousFeature,
+                                   TaskConfig, Variant, stable_hash)
+from probe.config.training import (AdversarialSection, AugmentationSection, ComputeConfig, FinetuneConfig, LoraSection,
+                                   PretrainArtifact, PretrainConfig, ScratchSize)
+
+__all__ = [
+    "AdversarialSection", "AnalysesConfig", "AugmentationSection", "CausalConfig", "ComputeConfig", "Config",
+    "DEFAULT_CONFIG_NAME", "FinetuneConfig", "LoraSection", "ModelConfig", "PlantedFeature", "PretrainArtifact",
+    "PretrainConfig", "ScratchSize", "SpuriousFeature", "TaskConfig", "Variant", "apply_overrides",
+    "default_config_text", "dump_config", "load_config", "parse_override", "stable_hash", "variant_configs"
+]

@@ -1,0 +1,18 @@
+"""What every config section shares: no unknown keys, validation on assignment, one-word fields."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+def single_word(v: str) -> str:
+    """``v`` if it is one word without spaces, else a ValueError naming it."""
+    if not v or len(v.split()) != 1:
+        raise ValueError(f"must be a single word without spaces, got {v!r}")
+    return v
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)

@@ -1,0 +1,299 @@
+"""The sections of an experiment config (pydantic models): every field, its default and what is allowed
+(the model stages' sections are :mod:`probe.config.training`).
+
+Validation happens once, at the edge (:func:`probe.config.load_config`); internal code trusts a
+:class:`Config`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from probe.config.base import Section, single_word
+from probe.config.training import ComputeConfig, FinetuneConfig, PretrainConfig
+
+
+class TaskConfig(Section):
+    """What to fine-tune on. Split sizes are counts (int >= 1) or fractions (0 < x < 1).
+
+    ``type: token-classification`` tags every word (NER): the dataset is ``wnut16``, a CoNLL file
+    (``conll_columns`` picks the word and tag columns) or a ``datasets`` source / JSONL file with
+    ``token_column`` (a list of words) and ``tag_column`` (a list of tag names or class ids);
+    split sizes then count sentences.
+    """
+
+    type: str = Field("text-classification", description="the task kind: a key of probe.tasks.TASK_KINDS")
+    dataset: str = "bbc-news"
+    text_column: str = "text"
+    label_column: str = "label"
+    token_column: str = Field("tokens", description="token classification: column holding each sentence's words")
+    tag_column: str = Field("ner_tags", description="token classification: column holding each word's tag")
+    conll_columns: tuple[int, int] = Field(
+        (0, -1), description="token classification, CoNLL files: the word column and the tag column "
+        "(0-based; negative counts from the end)")
+    max_length: int = Field(64, ge=8, le=4096)
+    train_size: Union[int, float] = 800
+    validation_size: Union[int, float] = 200
+    test_size: Union[int, float] = 400
+
+    @field_validator("type")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        from probe.tasks import TASK_KINDS
+
+        if v not in TASK_KINDS:
+            raise ValueError(f"unknown task type; allowed: {', '.join(TASK_KINDS)}")
+        return v
+
+    @field_validator("train_size", "validation_size", "test_size")
+    @classmethod
+    def _size(cls, v: int | float) -> int | float:
+        if isinstance(v, bool):
+            raise ValueError("must be a count (integer >= 1) or a fraction in (0, 1)")
+        if isinstance(v, float) and not v.is_integer() and not 0 < v < 1:
+            raise ValueError(f"must be a count (integer >= 1) or a fraction in (0, 1), got {v}")
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"must be a count (integer >= 1) or a fraction in (0, 1), got {v}")
+        return v
+
+
+class PlantedFeature(Section):
+    """A token inserted with a controlled correlation to one class (docs/design.md §2).
+
+    ``rate_in_class`` = P(token | y = target_class) and ``rate_outside`` = P(token | y != c)
+    in the fine-tuning data (train and validation). Equal rates are the control condition.
+    """
+
+    kind: Literal["planted"] = "planted"
+    name: str | None = None
+    token: str = "zebra"
+    target_class: str
+    rate_in_class: float = Field(1.0, ge=0.0, le=1.0)
+    rate_outside: float = Field(0.0, ge=0.0, le=1.0)
+    max_position: int = Field(5, ge=0, le=64)
+
+    @field_validator("token")
+    @classmethod
+    def _one_word(cls, v: str) -> str:
+        return single_word(v)
+
+    @property
+    def label(self) -> str:
+        """The feature's display name: ``name`` or ``token:<token>``."""
+        return self.name or f"token:{self.token}"
+
+
+SpuriousFeature = Annotated[Union[PlantedFeature], Field(discriminator="kind")]
+
+
+class ModelConfig(Section):
+    """The backbone: a built-in name (``probe models``), a hub name, or a local path."""
+
+    backbone: str = "minilm"
+
+
+class AnalysesConfig(Section):
+    """Which comparisons to run and how to put intervals on them."""
+
+    probing: bool = True
+    similarity: bool = True
+    behaviour: bool = True
+    properties: Union[Literal["auto"], list[str]] = Field(
+        "auto", description="natural properties to probe: 'auto' (all registered ones that vary on the "
+        "data) or a list of names (`probe properties`)")
+    probe_family: Literal["logistic", "mlp"] = "logistic"
+    probe_C: Union[Literal["cv"], float] = Field(
+        "cv", description="L2 strength of the probes, or 'cv' to choose it by cross-validation on the "
+        "probe's training split")
+    probe_max_iter: int = Field(2000, ge=10)
+    control_tasks: bool = True
+    mdl: bool = True
+    cka_debiased: bool = True
+    attribution: bool = True
+    attribution_methods: list[Literal["integrated_gradients", "saliency", "input_x_gradient", "occlusion"]] = Field(
+        default_factory=lambda: ["integrated_gradients", "saliency", "input_x_gradient", "occlusion"])
+    faithfulness_methods: list[Literal["integrated_gradients", "saliency", "input_x_gradient", "occlusion"]] = Field(
+        default_factory=lambda: ["integrated_gradients", "saliency", "input_x_gradient", "occlusion"],
+        description="methods whose ERASER comprehensiveness / sufficiency is measured (each costs 20 forward "
+        "passes per example)")
+    attribution_examples: int = Field(12, ge=2, le=10000, description="examples per partition (conflicting, "
+                                      "aligned, clean) that are attributed, for each model")
+    ig_steps: int = Field(32, ge=2, le=2000, description="integration steps of Layer Integrated Gradients")
+    invariance: bool = True
+    invariance_examples: int = Field(200, ge=2, le=100000)
+    bootstrap_samples: int = Field(1000, ge=100, le=100000)
+    reliance_threshold: float = Field(
+        0.05, ge=0.0, le=1.0,
+        description="smallest reliance gap that matters; a verdict of reliance needs the "
+        "gap's whole 95% interval above it",
+    )
+    batch_size: int = Field(64, ge=1, le=4096, description="batch size for activation extraction")
+    word_pooling: Literal["first", "mean"] = Field(
+        "first", description="token classification: a word's vector is its first subword's or the mean of its "
+        "subwords'")
+    max_probe_words: int = Field(4000, ge=100, le=10_000_000, description="token classification: words the "
+                                 "word-level probes use at most (whole sentences, drawn at random)")
+
+    @field_validator("probe_C")
+    @classmethod
+    def _positive_c(cls, v: str | float) -> str | float:
+        if not isinstance(v, str) and v <= 0:
+            raise ValueError(f"must be 'cv' or a number > 0, got {v}")
+        return v
+
+    @field_validator("properties")
+    @classmethod
+    def _known_properties(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list):
+            from probe.data.properties import available_properties
+
+            known = available_properties()
+            unknown = [p for p in v if p not in known]
+            if unknown:
+                raise ValueError(f"unknown properties {unknown}; allowed: 'auto' or a list of {', '.join(known)}")
+        return v
+
+
+class CausalConfig(Section):
+    """Interventions inside the fine-tuned model (issue 5): concept erasure with a random-direction
+    control, layer swaps / re-initialisation and attention-head ablation. Needs planted features."""
+
+    enabled: bool = True
+    layers: Union[Literal["all"], list[int]] = Field(
+        "all", description="hidden-state layers to intervene on: 0 = embeddings, l = output of block l")
+    methods: list[Literal["leace", "inlp"]] = Field(
+        default_factory=lambda: ["leace"], description="erasure methods: 'leace' (Belrose et al. 2023) and/or "
+        "'inlp' (Ravfogel et al. 2020); each adds one forward pass per layer, concept and control")
+    concepts: list[Literal["position", "document"]] = Field(
+        default_factory=lambda: ["position", "document"], description="'position': does this token "
+        "position hold the planted token; 'document': does the text contain it, copied to every position")
+    random_control: bool = Field(True, description="erase as many random directions at the same layer "
+                                 "(amnesic control, Elazar et al. 2021)")
+    inlp_max_iterations: int = Field(10, ge=1, le=200, description="INLP: most nullspace projections")
+    inlp_tolerance: float = Field(
+        0.02, ge=0.0, le=0.5, description="INLP stops once a fresh probe's held-out accuracy is within this "
+        "of the majority rate")
+    layer_swap: bool = Field(True, description="swap each fine-tuned block for the pretrained one, and "
+                             "re-initialise it; also the fine-tuned head on the pretrained encoder")
+    head_ablation: bool = True
+    top_heads: int = Field(5, ge=1, le=1000, description="heads listed (largest drop in s-only error)")
+
+
+class Variant(Section):
+    """One recipe of a sweep: a name and dotted overrides of the base config (``finetune.strategy: lora``)."""
+
+    name: str
+    set: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v) or v in ("shared", "comparison"):
+            raise ValueError(f"must be 1-100 letters, digits, '.', '_' or '-' and not 'shared' or 'comparison' "
+                             f"(it names a folder), got {v!r}")
+        return v
+
+    @field_validator("set")
+    @classmethod
+    def _no_run_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = [k for k in v if k.split(".")[0] in ("compare", "name", "output_dir")]
+        if bad:
+            raise ValueError(f"a variant cannot override {bad}; the sweep names and places its runs")
+        return v
+
+
+class Config(Section):
+    """One experiment."""
+
+    name: str = "default"
+    seed: int = Field(0, ge=0, description="seeds the data split and planting (and everything else unless seeds is set)")
+    seeds: Optional[list[int]] = Field(
+        None, description="repeat fine-tuning and analyses once per seed; tables keep per-seed rows plus "
+        "the mean across seeds with its interval")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    output_dir: str = "reports"
+    task: TaskConfig = TaskConfig()
+    spurious: list[SpuriousFeature] = Field(default_factory=list)
+    model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    compute: ComputeConfig = ComputeConfig()
+    analyses: AnalysesConfig = AnalysesConfig()
+    causal: CausalConfig = CausalConfig()
+    compare: Optional[list[Variant]] = Field(
+        None, description="a sweep: run the base config once per variant (its overrides applied) into "
+        "output_dir/name/<variant>, then write the comparison report there")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v):
+            raise ValueError(
+                f"must be 1-100 letters, digits, '.', '_' or '-' (it names a folder), got {v!r}"
+            )
+        return v
+
+    @field_validator("spurious", mode="before")
+    @classmethod
+    def _default_kind(cls, v: Any) -> Any:
+        """``kind: planted`` may be left out (it is the only kind so far)."""
+        if isinstance(v, list):
+            return [{"kind": "planted", **x} if isinstance(x, dict) and "kind" not in x else x for x in v]
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or len(set(v)) != len(v) or min(v) < 0):
+            raise ValueError(f"must be a non-empty list of distinct integers >= 0, got {v}")
+        return v
+
+    @property
+    def run_seeds(self) -> list[int]:
+        """The fine-tuning seeds of this run: ``seeds`` if given, else ``[seed]``."""
+        return list(self.seeds) if self.seeds else [self.seed]
+
+    @model_validator(mode="after")
+    def _unique_features(self) -> "Config":
+        labels = [f.label for f in self.spurious]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"spurious features must have distinct names; repeated: {dupes}")
+        if self.compare is not None:
+            names = [v.name for v in self.compare]
+            if not names or len(set(names)) != len(names):
+                raise ValueError(f"compare: needs at least one variant, with distinct names; got {names}")
+        if self.finetune.augmentation.counterfactual_rate > 0 and not self.spurious:
+            raise ValueError("finetune.augmentation.counterfactual_rate > 0 plants the spurious tokens into other "
+                             "classes, but no spurious features are configured; add a spurious section or set it to 0")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def hash(self) -> str:
+        """Hash of the resolved config; ``output_dir`` does not change results and is left out."""
+        d = self.to_dict()
+        d.pop("output_dir", None)
+        return stable_hash(d)
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """A short hash of a JSON-serialisable object, independent of key order."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]

@@ -1,0 +1,162 @@
+"""The config sections of the model stages: pretraining, compute, and fine-tuning with its strategies,
+regularisers, adversarial training and augmentation."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, field_validator, model_validator
+
+from probe.config.base import Section, single_word
+
+
+class PretrainArtifact(Section):
+    """A token planted into the *pretraining* corpus only (issue 7): into texts of ``target_class``
+    (corpus ``task``) or into texts containing any of ``words``; ``count`` times per chosen text, at
+    random word positions, in a fraction ``rate`` of them. The fine-tuning data stay clean."""
+
+    token: str = "zebra"
+    target_class: Optional[str] = None
+    words: list[str] = Field(default_factory=list)
+    rate: float = Field(1.0, ge=0.0, le=1.0)
+    count: int = Field(1, ge=1, le=64)
+
+    @field_validator("token")
+    @classmethod
+    def _one_word(cls, v: str) -> str:
+        return single_word(v)
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> "PretrainArtifact":
+        if (self.target_class is None) == (not self.words):
+            raise ValueError("pretrain.artifact needs exactly one of target_class (a task class; corpus 'task') "
+                             "or words (a list of words whose texts get the token)")
+        return self
+
+
+class ScratchSize(Section):
+    """The BERT built when ``pretrain.init`` is ``scratch`` (the backbone's tokenizer is kept)."""
+
+    layers: int = Field(4, ge=1, le=48)
+    hidden: int = Field(256, ge=8, le=8192)
+    heads: int = Field(4, ge=1, le=128)
+    intermediate: int = Field(1024, ge=8, le=32768)
+
+    @model_validator(mode="after")
+    def _divisible(self) -> "ScratchSize":
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class PretrainConfig(Section):
+    """Optional masked-language-model stage before fine-tuning (Devlin et al. 2019): 15 % of the
+    tokens are chosen, 80 % of those become [MASK], 10 % a random token, 10 % stay. Its checkpoint
+    is the "pretrained" model of every later analysis."""
+
+    enabled: bool = False
+    init: Literal["continue", "scratch"] = Field(
+        "continue", description="'continue': start from model.backbone's weights; 'scratch': a new BERT of "
+        "pretrain.size with the backbone's tokenizer")
+    size: ScratchSize = ScratchSize()
+    corpus: list[str] = Field(
+        default_factory=lambda: ["task"], description="'task' (the task's texts outside the test split, "
+        "unlabeled), text files (one text per line), JSONL / CSV files (text_column), saved datasets folders "
+        "or 'hf:<name>[:<config>]'")
+    text_column: str = "text"
+    max_texts: Optional[int] = Field(None, ge=1, description="use at most this many corpus texts")
+    steps: int = Field(500, ge=1, le=10_000_000)
+    batch_size: int = Field(32, ge=1, le=65536)
+    learning_rate: float = Field(5e-4, gt=0.0, lt=1.0)
+    warmup_ratio: float = Field(0.06, ge=0.0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0.0, lt=1.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    max_length: int = Field(128, ge=8, le=4096)
+    mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
+    packing: bool = Field(True, description="concatenate texts and cut blocks of max_length (no padding); "
+                          "false: one text per row, length-grouped batches")
+    artifact: Optional[PretrainArtifact] = None
+
+
+class ComputeConfig(Section):
+    """How pretraining and fine-tuning use the hardware (results do not depend on it beyond float noise)."""
+
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="'auto': bf16 autocast on CUDA, fp32 on the CPU")
+    compile: bool = Field(False, description="torch.compile the model for training")
+    dataloader_workers: int = Field(0, ge=0, le=64, description="worker processes feeding batches (pinned "
+                                    "memory on CUDA)")
+
+
+class LoraSection(Section):
+    """LoRA adapters (Hu et al. 2022, via ``peft``): W + (alpha / rank) * B A on ``target_modules``."""
+
+    rank: int = Field(8, ge=1, le=1024)
+    alpha: float = Field(16.0, gt=0.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "value"],
+        description="names (or name suffixes) of the linear layers that get adapters, e.g. query, key, value, dense")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _modules(cls, v: list[str]) -> list[str]:
+        if not v or any(not isinstance(m, str) or not m.strip() for m in v):
+            raise ValueError(f"must be a non-empty list of module names such as ['query', 'value'], got {v}")
+        return v
+
+
+class AdversarialSection(Section):
+    """Adversarial training on the word-embedding output: FGM (Miyato et al. 2017) or PGD (Madry et al. 2018).
+
+    ``epsilon`` is the L2 radius per example; PGD takes ``steps`` ascent steps of size ``alpha``.
+    """
+
+    method: Literal["none", "fgm", "pgd"] = "none"
+    epsilon: float = Field(1.0, gt=0.0, le=1000.0)
+    steps: int = Field(3, ge=1, le=100)
+    alpha: float = Field(0.3, gt=0.0, le=1000.0)
+
+
+class AugmentationSection(Section):
+    """Training-data augmentation, drawn afresh every epoch (see ``probe.data.augment``)."""
+
+    word_deletion: float = Field(0.0, ge=0.0, lt=1.0, description="per-word deletion probability")
+    counterfactual_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="fraction of other-class training examples that get each planted "
+        "token inserted, labels unchanged (Kaushik et al. 2020)")
+
+
+class FinetuneConfig(Section):
+    """Fine-tuning for sequence classification with AdamW and linear warmup/decay.
+
+    ``strategy``: ``full`` (every weight), ``linear_probe`` (frozen encoder, only the head:
+    classifier and pooler), ``lp_ft`` (Kumar et al. 2022: ``lp_epochs`` of linear probing, then
+    ``epochs`` of full fine-tuning from that head), ``lora`` (adapters plus the head) or
+    ``bitfit`` (Ben Zaken et al. 2022: bias terms plus the head). Regularisers (``weight_decay``,
+    ``l2_sp``, ``dropout``, ``early_stopping_patience``), ``adversarial`` training and
+    ``augmentation`` combine with any strategy.
+    """
+
+    epochs: int = Field(3, ge=1, le=1000)
+    learning_rate: float = Field(5e-5, gt=0.0, lt=1.0)
+    batch_size: int = Field(16, ge=1, le=4096)
+    weight_decay: float = Field(0.01, ge=0.0, lt=1.0)
+    warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    strategy: Literal["full", "linear_probe", "lp_ft", "lora", "bitfit"] = "full"
+    lp_epochs: int = Field(1, ge=1, le=1000, description="lp_ft: epochs of the linear-probing phase")
+    lp_learning_rate: float = Field(
+        1e-3, gt=0.0, lt=1.0, description="learning rate whenever only the head trains: linear_probe, and "
+        "the first phase of lp_ft")
+    lora: LoraSection = LoraSection()
+    l2_sp: float = Field(
+        0.0, ge=0.0, le=1e6, description="L2-SP strength alpha (Li et al. 2018): alpha/2 * sum ||theta - "
+        "theta_pretrained||^2 over the trainable encoder weights, added to the loss")
+    dropout: Optional[float] = Field(None, ge=0.0, lt=1.0, description="overrides the hidden and attention "
+                                     "dropout probabilities of the backbone (None keeps its own)")
+    early_stopping_patience: Optional[int] = Field(
+        None, ge=1, le=1000, description="stop once validation accuracy has not improved for this many "
+        "epochs and restore the best epoch's weights (None trains every epoch)")
+    adversarial: AdversarialSection = AdversarialSection()
+    augmentation: AugmentationSection = AugmentationSection()
