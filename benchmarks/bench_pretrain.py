@@ -3,7 +3,7 @@
 Two workloads, both on BBC News and on a BERT of ``--model-size`` built from the same initial weights
 for both contenders:
 
-* **MLM pretraining**: ``probe.models.pretrain.pretrain_mlm`` against ``Trainer`` with
+* **MLM pretraining**: ``probe.models.pretrain.pretrain_lm`` against ``Trainer`` with
   ``DataCollatorForLanguageModeling`` (80/10/10 masking), on the same packed blocks of
   ``--max-length`` tokens, the same batch size and number of steps.
 * **fine-tuning**: ``probe.models.finetune.finetune`` against ``Trainer`` with
@@ -41,8 +41,8 @@ from probe.config import ComputeConfig, FinetuneConfig, PretrainConfig, ScratchS
 from probe.data.sources import load_text_classification
 from probe.models.backbones import load_tokenizer
 from probe.models.classifier import finetune_classifier as finetune
-from probe.models.mlm import build_mlm
-from probe.models.pretrain import make_blocks, pretrain_mlm
+from probe.models.lm import build_lm
+from probe.models.pretrain import make_blocks, pretrain_lm
 
 SIZES = {  # layers, hidden, heads, intermediate
     "tiny": (2, 64, 2, 128),
@@ -79,7 +79,7 @@ def _trainer_args(out_dir: str, steps: int, batch_size: int, device: torch.devic
 
 def _probe_mlm(model, tokenizer, texts, cfg, device) -> float:
     compute = ComputeConfig(precision="bf16" if device.type == "cuda" else "fp32")
-    log = pretrain_mlm(model, tokenizer, texts, cfg, compute, seed=0, device=device, progress=False,
+    log = pretrain_lm(model, tokenizer, texts, cfg, compute, seed=0, device=device, progress=False,
                        held_out_fraction=0.0)
     return log.tokens_per_second
 
@@ -173,7 +173,7 @@ def main() -> None:
                              weight_decay=WEIGHT_DECAY)
         corpus = texts[: max(64, 4 * args.steps * args.batch_size * args.max_length // 400)]  # ~400 tokens a text
         blocks = make_blocks(tokenizer, corpus, args.max_length, packing=True)
-        initial = build_mlm("minilm", cfg, tokenizer, seed=0)
+        initial = build_lm("minilm", cfg, tokenizer, seed=0)
         warm = cfg.model_copy(update={"steps": 2})
         _probe_mlm(copy.deepcopy(initial), tokenizer, corpus, warm, device)
         _trainer_mlm(copy.deepcopy(initial), tokenizer, blocks, warm, device)

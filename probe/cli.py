@@ -1,4 +1,5 @@
-"""``probe run | report | compare | datasets | models``: parse arguments, then call the public API.
+"""``probe run | diagnose | report | compare | datasets | models | properties``: parse arguments, then
+call the public API.
 
 Heavy libraries are imported inside the commands so that ``probe --help`` is instant.
 Bad input prints one line (``probe: error: ...``) and exits 2, without a traceback.
@@ -14,6 +15,8 @@ EPILOG = """examples:
   probe run                                   the built-in default (minilm on bbc-news, planted token)
   probe run examples/control.yaml             the control: the token carries no label information
   probe run my.yaml --set finetune.epochs=1 --set spurious.0.token=zebra
+  probe diagnose ./my-classifier --data reviews.csv --reference bert-base-uncased
+                                              diagnose a model fine-tuned elsewhere (folder, hub name, LoRA)
   probe report reports/default                re-render index.html from the stored tables
   probe compare reports/full reports/lora     compare fine-tuning recipes: comparison.html and .csv
 """
@@ -33,6 +36,21 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set finetune.epochs=1 (repeatable)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+    d = sub.add_parser("diagnose", help="diagnose a model fine-tuned elsewhere (a folder, hub name or LoRA adapter)")
+    d.add_argument("model", metavar="MODEL", help="the fine-tuned classifier or tagger: a folder, a hub name or a peft "
+                   "adapter folder")
+    d.add_argument("--data", required=True, metavar="DATASET", help="the dataset it was fine-tuned for (probe datasets)")
+    d.add_argument("--reference", metavar="BASE", help="the pretrained model it descends from (default: the base its "
+                   "config or adapter config records)")
+    d.add_argument("--text-column", metavar="NAME", help="the dataset's text column (default: text)")
+    d.add_argument("--label-column", metavar="NAME", help="the dataset's label column (default: label)")
+    d.add_argument("--task-type", choices=["text-classification", "token-classification"],
+                   help="the task (default: text-classification)")
+    d.add_argument("--name", help="the run folder's name (default: diagnose-<model folder or name>)")
+    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any other config value (repeatable)")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
 
     rep = sub.add_parser("report", help="re-render RUN_DIR/index.html from its stored tables")
     rep.add_argument("run_dir")
@@ -75,6 +93,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(run.summary["verdict"])
     print(f"report: {run.report_path}")
     return 0
+
+
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    """``probe run`` with the built-in default, no planted feature, and the given model: the shorthand for
+    the common case (issue #14). Everything else can still be set with ``--set``."""
+    import re
+
+    from probe.config import load_config
+    from probe.engine import execute
+
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", args.model.rstrip("/").split("/")[-1]).strip("-._") or "model"
+    overrides = {"model.finetuned": args.model, "model.backbone": args.reference, "task.dataset": args.data,
+                 "spurious": [], "name": args.name or f"diagnose-{stem}"[:100]}
+    for key, value in (("task.text_column", args.text_column), ("task.label_column", args.label_column),
+                       ("task.type", args.task_type)):
+        if value is not None:
+            overrides[key] = value
+    config = load_config(None, {**overrides, **dict(_parse(o) for o in args.overrides)})
+    run = execute(config, progress=not args.quiet and sys.stderr.isatty())
+    if not _is_main_process():
+        return 0
+    print(run.summary["verdict"])
+    print(f"report: {run.report_path}")
+    return 0
+
+
+def _parse(item: str):
+    from probe.config import parse_override
+
+    return parse_override(item)
 
 
 def _is_main_process() -> bool:
@@ -135,7 +183,7 @@ def _cmd_properties(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "report": _cmd_report, "compare": _cmd_compare, "datasets": _cmd_datasets,
+COMMANDS = {"run": _cmd_run, "diagnose": _cmd_diagnose, "report": _cmd_report, "compare": _cmd_compare, "datasets": _cmd_datasets,
             "models": _cmd_models, "properties": _cmd_properties}
 
 

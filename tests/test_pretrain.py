@@ -35,14 +35,14 @@ def _grammar(n: int, seed: int = 0) -> list[str]:
 def test_scratch_mlm_learns_a_small_grammar(tokenizer):
     """From ln(vocabulary) ~ 10.3 to about the corpus's unigram entropy (~2.7 nats over 18 words); using
     the context (held-out loss ~1.2) takes ~1000 steps at this size, too long for a test."""
-    from probe.models.mlm import build_mlm
-    from probe.models.pretrain import pretrain_mlm
+    from probe.models.lm import build_lm
+    from probe.models.pretrain import pretrain_lm
 
     texts = _grammar(200)
     cfg = PretrainConfig(init="scratch", size=SIZE, steps=60, batch_size=16, max_length=32,
                          learning_rate=3e-3, warmup_ratio=0.1)
-    model = build_mlm("tiny-bert", cfg, tokenizer, seed=0)
-    log = pretrain_mlm(model, tokenizer, texts, cfg, ComputeConfig(), seed=0, device="cpu",
+    model = build_lm("tiny-bert", cfg, tokenizer, seed=0)
+    log = pretrain_lm(model, tokenizer, texts, cfg, ComputeConfig(), seed=0, device="cpu",
                        progress=False, held_out_fraction=0.2)
     counts = np.unique(sum(tokenizer(texts, add_special_tokens=False)["input_ids"], []), return_counts=True)[1]
     unigram_entropy = float(-(counts / counts.sum() * np.log(counts / counts.sum())).sum())
@@ -56,32 +56,62 @@ def test_scratch_mlm_learns_a_small_grammar(tokenizer):
     assert json.loads(json.dumps(log.to_dict()))["precision"] == "fp32"
 
 
+def test_scratch_clm_learns_the_grammar_from_left_context(tokenizer):
+    """Causal LM: every position predicts the next token. On the grammar "S V O ." a decoder that reads
+    its left context beats the unigram entropy (the next word's category is fixed by position)."""
+    from probe.models.lm import NextToken, build_lm
+    from probe.models.pretrain import pretrain_lm
+
+    texts = _grammar(200)
+    cfg = PretrainConfig(objective="clm", init="scratch", size=SIZE, steps=60, batch_size=16, max_length=32,
+                         learning_rate=3e-3, warmup_ratio=0.1)
+    model = build_lm("tiny-bert", cfg, tokenizer, seed=0)
+    assert type(model).__name__ == "GPT2LMHeadModel" and model.config.vocab_size == len(tokenizer)
+    log = pretrain_lm(model, tokenizer, texts, cfg, ComputeConfig(), seed=0, device="cpu", progress=False,
+                      held_out_fraction=0.2)
+    counts = np.unique(sum(tokenizer(texts, add_special_tokens=False)["input_ids"], []), return_counts=True)[1]
+    unigram_entropy = float(-(counts / counts.sum() * np.log(counts / counts.sum())).sum())
+    assert log.initial_loss > 9.5 and log.final_loss < unigram_entropy, (log.initial_loss, log.final_loss)
+    batch = NextToken(tokenizer)([[101, 5, 6, 102], [101, 7, 102]])
+    assert batch["labels"].tolist() == [[5, 6, 102, -100], [7, 102, -100, -100]]  # next token; none after the last
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+
+
+def test_the_wrong_objective_for_a_backbone_is_refused(tokenizer):
+    from probe.models.lm import build_lm
+
+    with pytest.raises(ProbeError, match="pretrain.objective"):
+        build_lm("tiny-gpt2", PretrainConfig(objective="mlm"), tokenizer, seed=0)
+    with pytest.raises(ProbeError, match="pretrain.objective"):
+        build_lm("tiny-bert", PretrainConfig(objective="clm"), tokenizer, seed=0)
+
+
 def test_pretraining_is_repeatable_and_independent_of_workers(tokenizer):
-    from probe.models.mlm import build_mlm
-    from probe.models.pretrain import pretrain_mlm
+    from probe.models.lm import build_lm
+    from probe.models.pretrain import pretrain_lm
 
     cfg = PretrainConfig(init="scratch", size=SIZE, steps=4, batch_size=4, max_length=16, packing=False)
     runs = []
     for workers in (0, 1):
-        model = build_mlm("tiny-bert", cfg, tokenizer, seed=3)
-        pretrain_mlm(model, tokenizer, _grammar(30), cfg, ComputeConfig(dataloader_workers=workers), seed=3,
+        model = build_lm("tiny-bert", cfg, tokenizer, seed=3)
+        pretrain_lm(model, tokenizer, _grammar(30), cfg, ComputeConfig(dataloader_workers=workers), seed=3,
                      device="cpu", progress=False)
         runs.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(runs[0], runs[1])
     state = torch.random.get_rng_state()
-    build_mlm("tiny-bert", cfg, tokenizer, seed=3)
+    build_lm("tiny-bert", cfg, tokenizer, seed=3)
     assert torch.equal(state, torch.random.get_rng_state()), "the global generator was touched"
 
 
 def test_sharded_loss_gives_the_single_process_gradient(tokenizer):
     """Each process's loss sum(CE on its shard) / masked tokens in the global batch * world: the mean
     of the shard gradients (what DDP applies) equals the gradient of the global mean loss."""
-    from probe.models.mlm import MaskedLMLoss, Masker, build_mlm
+    from probe.models.lm import LabelledPositionsLoss, Masker, build_lm
     from probe.models.pretrain import _StepBatches, make_blocks
 
     cfg = PretrainConfig(init="scratch", size=SIZE, max_length=16)
-    model = build_mlm("tiny-bert", cfg, tokenizer, seed=0).eval()
-    loss_fn = MaskedLMLoss(model)
+    model = build_lm("tiny-bert", cfg, tokenizer, seed=0).eval()
+    loss_fn = LabelledPositionsLoss(model)
     blocks = make_blocks(tokenizer, _grammar(40), 16, packing=False)
     masker = Masker(tokenizer, 0.3)
 
@@ -123,7 +153,7 @@ def test_packed_blocks_frame_the_token_stream(tokenizer):
 
 
 def test_masking_follows_80_10_10_and_spares_special_tokens(tokenizer):
-    from probe.models.mlm import mask_blocks
+    from probe.models.lm import mask_blocks
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(20, 64, size=3000)
@@ -157,11 +187,11 @@ def test_masking_follows_80_10_10_and_spares_special_tokens(tokenizer):
 def test_saved_encoder_loads_with_the_auto_classes(tokenizer, tmp_path):
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-    from probe.models.mlm import build_mlm
+    from probe.models.lm import build_lm
     from probe.models.pretrain import save_pretrained_encoder
 
     cfg = PretrainConfig(init="scratch", size=SIZE)
-    model = build_mlm("tiny-bert", cfg, tokenizer, seed=0).eval()
+    model = build_lm("tiny-bert", cfg, tokenizer, seed=0).eval()
     with torch.no_grad():  # move away from the initialisation so a fresh model cannot pass
         for p in model.parameters():
             p.add_(0.01)
@@ -237,19 +267,19 @@ def test_plant_artifact_by_class_and_by_words():
 
 def test_continue_from_minilm_keeps_its_encoder_and_ties_a_fresh_head(tokenizer):
     from probe.models.backbones import load_encoder
-    from probe.models.mlm import build_mlm
+    from probe.models.lm import build_lm
 
     cfg = PretrainConfig(init="continue", max_length=64)
-    model = build_mlm("minilm", cfg, tokenizer, seed=0)
+    model = build_lm("minilm", cfg, tokenizer, seed=0)
     encoder = load_encoder("minilm", seed=0).state_dict()
     assert all(torch.equal(v, encoder[k]) for k, v in model.bert.state_dict().items() if k in encoder)
     assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
     head = model.cls.predictions.transform.dense.weight
-    assert torch.equal(head, build_mlm("minilm", cfg, tokenizer, seed=0).cls.predictions.transform.dense.weight)
-    assert not torch.equal(head, build_mlm("minilm", cfg, tokenizer, seed=1).cls.predictions.transform.dense.weight)
+    assert torch.equal(head, build_lm("minilm", cfg, tokenizer, seed=0).cls.predictions.transform.dense.weight)
+    assert not torch.equal(head, build_lm("minilm", cfg, tokenizer, seed=1).cls.predictions.transform.dense.weight)
     with pytest.raises(ProbeError, match=r"^pretrain\.max_length: got 1024; 'minilm' takes at most 512"):
-        build_mlm("minilm", PretrainConfig(max_length=1024), tokenizer, seed=0)
+        build_lm("minilm", PretrainConfig(max_length=1024), tokenizer, seed=0)
     with pytest.raises(ProbeError, match=r"^model\.backbone: cannot load"):
-        build_mlm("/no/such/model", cfg, tokenizer, seed=0)
-    scratch = build_mlm("minilm", PretrainConfig(init="scratch", size=SIZE, max_length=1024), tokenizer, seed=0)
+        build_lm("/no/such/model", cfg, tokenizer, seed=0)
+    scratch = build_lm("minilm", PretrainConfig(init="scratch", size=SIZE, max_length=1024), tokenizer, seed=0)
     assert scratch.config.max_position_embeddings == 1024 and scratch.config.num_hidden_layers == 2

@@ -69,3 +69,18 @@ def test_artifact_vs_twin_sweep_writes_paired_differences(tmp_path):
     assert {"s_only_error", "flip_rate", "conflicting_accuracy", "clean_accuracy"} <= set(diff.metric)
     assert np.all(diff.ci_low <= diff.value + 1e-12) and np.all(diff.value <= diff.ci_high + 1e-12)
     assert "Paired differences" in (sweep.path / "comparison.html").read_text()
+
+
+def test_a_causal_lm_pretraining_stage_makes_a_decoder_the_run_diagnoses(tmp_path):
+    """``pretrain.objective: clm``: a GPT-2 pretrained here from scratch becomes the reference, is fine-tuned
+    as a decoder classifier (its last token pooled) and goes through the analyses like an encoder."""
+    import json
+
+    run = _run(tmp_path, "clm", **{"pretrain.objective": "clm", "pretrain.artifact": None, "causal.enabled": True,
+                                   "causal.layers": [0, 2], "causal.head_ablation": False})
+    p = run.summary["pretraining"]
+    assert p["final_loss"] < p["initial_loss"]
+    config = json.loads((run.path / "models" / "finetuned" / "config.json").read_text())
+    assert config["architectures"] == ["GPT2ForSequenceClassification"] and config["pad_token_id"] == 0
+    assert sorted(run.table("cka").query("metric == 'linear_cka'").layer) == [0, 1, 2]
+    assert {"erasure", "ablation"} <= set(run.tables)

@@ -7,13 +7,16 @@ Methods (all explain the *predicted* class ŷ of each example):
   ``[CLS]`` / ``[SEP]`` as they are: the special tokens are part of every input the model
   ever saw, so keeping them makes the baseline an "empty sentence" rather than an input out
   of distribution, and puts all attribution on the words. Padding positions are identical
-  in input and baseline and masked out, so they receive exactly zero attribution.
+  in input and baseline and masked out, so they receive exactly zero attribution. The pad token
+  is the tokenizer's own (for a decoder without one, the EOS token the run pads with,
+  :func:`probe.models.adapter.ensure_pad_token`): no ``[PAD]`` or ``[MASK]`` is assumed.
 - ``saliency``: the L2 norm over the embedding dimension of the gradient of F w.r.t. the
   word-embedding output (Simonyan et al. 2014); unsigned.
 - ``input_x_gradient``: gradient · embedding, summed over the embedding dimension
   (Shrikumar et al. 2016; captum ``LayerGradientXActivation``); signed.
 - ``occlusion``: every word in turn has all its subwords replaced by ``[MASK]`` (or
-  ``[PAD]``, see ``occlusion_token``); its score is F(x) − F(x with the word occluded)
+  ``[PAD]``, see ``occlusion_token``; tokenizers without a mask token, decoders', use the pad token);
+  its score is F(x) − F(x with the word occluded)
   (Zeiler & Fergus 2014). Implemented with captum's ``FeatureAblation`` and a word-id
   feature mask, because captum's ``Occlusion`` slides contiguous windows over token
   positions, which do not line up with words. ``[MASK]`` is the default: it is the token a
@@ -54,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from probe.analyses.stats import bootstrap_mean, metric_row
+from probe.models.batching import current_token_budget
 from probe.models.words import covered_words, encode_words, first_subwords
 
 METHODS = ("integrated_gradients", "saliency", "input_x_gradient", "occlusion")
@@ -144,6 +148,16 @@ def _first_subwords(enc: _Encoded, word_positions: Sequence[int]) -> np.ndarray:
     return out
 
 
+def occlusion_id(tokenizer, occlusion_token: str = "mask") -> int:
+    """The token an occluded word's pieces become: ``[MASK]`` where the tokenizer has one (what a
+    masked-LM encoder reads as "a word is missing"), else the pad token (decoders have no mask)."""
+    occ = tokenizer.mask_token_id if occlusion_token == "mask" else None
+    occ = occ if occ is not None else tokenizer.pad_token_id
+    if occ is None:
+        raise ValueError(f"occlusion_token={occlusion_token!r}: the tokenizer has neither a mask nor a pad token")
+    return occ
+
+
 def pad_baseline(input_ids, tokenizer):
     """The IG baseline: every token that is not special (``[CLS]``, ``[SEP]``, ``[PAD]``,
     ...) replaced by ``[PAD]``."""
@@ -219,7 +233,7 @@ def _to_words(token_scores: np.ndarray, word_ids: list[int | None], n_words: int
 
 def attribute_tokens(
     model, tokenizer, texts: Sequence[str], method: str = "integrated_gradients", *,
-    max_length: int = 128, n_steps: int = 50, token_budget: int = 4096, max_group: int = 64,
+    max_length: int = 128, n_steps: int = 50, token_budget: int | None = None, max_group: int = 64,
     output: str = "logit", occlusion_token: str = "mask", target: Sequence[int] | None = None,
     word_positions: Sequence[int] | None = None,
 ) -> tuple[_Encoded, list[np.ndarray], np.ndarray, np.ndarray]:
@@ -239,6 +253,7 @@ def attribute_tokens(
     if occlusion_token not in ("mask", "pad"):
         raise ValueError(f"occlusion_token: {occlusion_token!r}; allowed: 'mask', 'pad'")
     enc = _encode(tokenizer, texts, max_length)
+    token_budget = current_token_budget() if token_budget is None else token_budget
     n = len(texts)
     token_pos = None if word_positions is None else _first_subwords(enc, word_positions)
     scores: list[np.ndarray] = [np.zeros(0)] * n
@@ -278,9 +293,7 @@ def attribute_tokens(
                 attr = lgxa.attribute(input_ids, target=tgt, additional_forward_args=args).detach()
                 tok = attr.norm(dim=-1) if method == "saliency" else attr.sum(-1)
             else:
-                occ = tokenizer.mask_token_id if occlusion_token == "mask" else tokenizer.pad_token_id
-                if occ is None:
-                    raise ValueError(f"occlusion_token={occlusion_token!r}: the tokenizer has no such token")
+                occ = occlusion_id(tokenizer, occlusion_token)
                 n_words = max(len(enc.words[i]) for i in idx)
                 fmask = torch.full_like(input_ids, n_words)  # specials and padding: one extra group
                 for r, i in enumerate(idx):
@@ -300,7 +313,7 @@ def attribute_tokens(
 
 def word_attributions(
     model, tokenizer, texts: Sequence[str] | Sequence[Sequence[str]], method: str = "integrated_gradients", *,
-    max_length: int = 128, n_steps: int = 50, token_budget: int = 4096, max_group: int = 64,
+    max_length: int = 128, n_steps: int = 50, token_budget: int | None = None, max_group: int = 64,
     output: str = "logit", occlusion_token: str = "mask", target: Sequence[int] | None = None,
     delta_warn: float = DELTA_WARN, word_positions: Sequence[int] | None = None,
 ) -> list[WordAttributions]:

@@ -24,7 +24,7 @@ from probe.analyses.attribution import DELTA_WARN, WordAttributions, word_attrib
 def tag_attributions(
     model, tokenizer, sentences: list[list[str]], positions: Sequence[int], method: str = "integrated_gradients",
     max_length: int = 128, n_steps: int = 32, target: str | Sequence[int] = "predicted", *,
-    token_budget: int = 4096, max_group: int = 64, output: str = "logit", occlusion_token: str = "mask",
+    token_budget: int | None = None, max_group: int = 64, output: str = "logit", occlusion_token: str = "mask",
     delta_warn: float = DELTA_WARN,
 ) -> list[WordAttributions]:
     """Word attributions of the tag of word ``positions[i]`` in ``sentences[i]``, for a token classifier.

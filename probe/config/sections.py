@@ -94,9 +94,32 @@ SpuriousFeature = Annotated[Union[PlantedFeature], Field(discriminator="kind")]
 
 
 class ModelConfig(Section):
-    """The backbone: a built-in name (``probe models``), a hub name, or a local path."""
+    """The models: the pretrained backbone (a built-in name, ``probe models``, a hub name or a local
+    folder) and, to diagnose a model fine-tuned elsewhere, that checkpoint (docs/design.md §8)."""
 
-    backbone: str = "minilm"
+    backbone: Optional[str] = Field(
+        None, description="the pretrained model (fine-tuned here, or the reference a given checkpoint is compared "
+        "with); default: minilm, or with `finetuned` the base its adapter config or model config records")
+    finetuned: Optional[str] = Field(
+        None, description="a fine-tuned classifier or tagger to diagnose instead of fine-tuning: a local folder, a "
+        "hub name or a peft adapter folder")
+    adapter_base: Optional[str] = Field(
+        None, description="a peft adapter's base model (default: base_model_name_or_path of its adapter config)")
+    tokenizer: Optional[str] = Field(
+        None, description="the tokenizer (a built-in, folder or hub name); default: the given checkpoint's own, "
+        "else the backbone's")
+    labels: Optional[list[str]] = Field(
+        None, description="the given checkpoint's output names in id order, when its config's id2label does not "
+        "name the dataset's labels")
+    device_map: Optional[Literal["auto"]] = Field(
+        None, description="'auto': let accelerate place a large given model's layers across the available devices")
+
+    @field_validator("backbone", "finetuned", "adapter_base", "tokenizer")
+    @classmethod
+    def _non_empty(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must be a model name or path, not empty")
+        return v
 
 
 class AnalysesConfig(Section):
@@ -135,6 +158,9 @@ class AnalysesConfig(Section):
         "gap's whole 95% interval above it",
     )
     batch_size: int = Field(64, ge=1, le=4096, description="batch size for activation extraction")
+    max_batch_tokens: int = Field(4096, ge=64, le=10_000_000, description="padded tokens one inference pass holds "
+                                  "at most (extraction, predictions, attributions, causal tests); lower it for large "
+                                  "models")
     word_pooling: Literal["first", "mean"] = Field(
         "first", description="token classification: a word's vector is its first subword's or the mean of its "
         "subwords'")
@@ -277,7 +303,29 @@ class Config(Section):
         if self.finetune.augmentation.counterfactual_rate > 0 and not self.spurious:
             raise ValueError("finetune.augmentation.counterfactual_rate > 0 plants the spurious tokens into other "
                              "classes, but no spurious features are configured; add a spurious section or set it to 0")
+        self._check_models()
         return self
+
+    def _check_models(self) -> None:
+        """A given checkpoint is diagnosed once, as it is: no pretraining, no seeds to fine-tune with."""
+        m = self.model
+        if m.finetuned is None:
+            if m.backbone is None:
+                self.model.backbone = "minilm"
+            for key in ("adapter_base", "labels", "device_map"):
+                if getattr(m, key) is not None:
+                    raise ValueError(f"model.{key} applies to a given checkpoint; set model.finetuned too, or remove it")
+        else:
+            if self.pretrain.enabled:
+                raise ValueError("model.finetuned is diagnosed as it is, so there is no pretraining stage; set "
+                                 "pretrain.enabled: false (pretrain the reference separately and give it as "
+                                 "model.backbone)")
+            if self.seeds is not None and len(self.seeds) > 1:
+                raise ValueError(f"seeds {self.seeds} repeat fine-tuning, but model.finetuned is one given model; "
+                                 "allowed: no seeds (or one)")
+        if self.pretrain.enabled and self.pretrain.objective == "clm" and self.task.type == "token-classification":
+            raise ValueError("pretrain.objective clm builds a causal decoder, and token classification with a decoder "
+                             "is not supported (a word's tag would not see the words after it); allowed: mlm")
 
     @property
     def run_dir(self) -> Path:

@@ -50,14 +50,18 @@ class ScratchSize(Section):
 
 
 class PretrainConfig(Section):
-    """Optional masked-language-model stage before fine-tuning (Devlin et al. 2019): 15 % of the
-    tokens are chosen, 80 % of those become [MASK], 10 % a random token, 10 % stay. Its checkpoint
-    is the "pretrained" model of every later analysis."""
+    """Optional pretraining stage before fine-tuning; its checkpoint is the "pretrained" model of every
+    later analysis. ``objective: mlm``: masked-language modelling (Devlin et al. 2019): 15 % of the
+    tokens are chosen, 80 % of those become [MASK], 10 % a random token, 10 % stay. ``clm``: causal
+    language modelling (next-token prediction, Radford et al. 2019), which makes a GPT-2-style decoder."""
 
     enabled: bool = False
+    objective: Literal["mlm", "clm"] = Field(
+        "mlm", description="'mlm': masked-language modelling (a BERT-style encoder); 'clm': next-token prediction "
+        "(a GPT-2-style decoder)")
     init: Literal["continue", "scratch"] = Field(
-        "continue", description="'continue': start from model.backbone's weights; 'scratch': a new BERT of "
-        "pretrain.size with the backbone's tokenizer")
+        "continue", description="'continue': start from model.backbone's weights; 'scratch': a new model of "
+        "pretrain.size (BERT for mlm, GPT-2 for clm) with the backbone's tokenizer")
     size: ScratchSize = ScratchSize()
     corpus: list[str] = Field(
         default_factory=lambda: ["task"], description="'task' (the task's texts outside the test split, "
@@ -94,14 +98,15 @@ class LoraSection(Section):
     rank: int = Field(8, ge=1, le=1024)
     alpha: float = Field(16.0, gt=0.0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["query", "value"],
-        description="names (or name suffixes) of the linear layers that get adapters, e.g. query, key, value, dense")
+    target_modules: Optional[list[str]] = Field(
+        None, description="names (or name suffixes) of the linear layers that get adapters, e.g. query, key, value, "
+        "dense; default: the architecture's attention query and value projections (query/value for BERT-style "
+        "encoders, q_lin/v_lin for DistilBERT, c_attn for GPT-2, q_proj/v_proj for Llama, Qwen2, Mistral)")
 
     @field_validator("target_modules")
     @classmethod
-    def _modules(cls, v: list[str]) -> list[str]:
-        if not v or any(not isinstance(m, str) or not m.strip() for m in v):
+    def _modules(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or any(not isinstance(m, str) or not m.strip() for m in v)):
             raise ValueError(f"must be a non-empty list of module names such as ['query', 'value'], got {v}")
         return v
 

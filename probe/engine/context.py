@@ -59,6 +59,7 @@ class RunContext:
     backbone_key: str = ""
     pretraining: dict | None = None
     speeds: dict[str, float | None] = field(default_factory=dict)
+    given: Any = None  # the given checkpoint (probe.models.checkpoints.Checkpoint) when model.finetuned is set
 
     @property
     def dist(self):
@@ -72,7 +73,11 @@ class RunContext:
         return self.shared_dir or self.run_dir
 
     def pretrained_encoder(self, seed: int | None = None):
-        """The pretrained model (``AutoModel``; randomly initialised built-ins from ``seed``, default the run's)."""
+        """The pretrained model (``AutoModel``; randomly initialised built-ins from ``seed``, default the run's),
+        in the dtype models are loaded in on this device (:func:`probe.models.compute.load_dtype`)."""
         from probe.models.backbones import load_encoder
+        from probe.models.compute import load_dtype
 
-        return load_encoder(self.backbone, self.config.seed if seed is None else seed)
+        dtype = load_dtype(self.config.compute.precision, self.device)
+        return load_encoder(self.backbone, self.config.seed if seed is None else seed, dtype=dtype,
+                            device_map=self.config.model.device_map)

@@ -34,20 +34,26 @@ def execute(config: Config, progress: bool = True, shared_dir: Path | None = Non
     """Run every stage of a validated config. ``shared_dir`` holds artifacts shared with the other
     runs of a sweep (the pretrained model's activations)."""
     from probe.distributed import current
-    from probe.models.backbones import load_tokenizer
+    from probe.engine.given import load_tokenizer_for, prepare_given
     from probe.tasks import task_kind
 
     kind = task_kind(config.task.type)
     timer = Timer()
     t_start = time.perf_counter()
     with timer.stage("data"):
+        config, given = prepare_given(config)
+        kind.check_model(config)
         data = kind.load_data(config)
-        tokenizer = load_tokenizer(config.model.backbone)
+        tokenizer = load_tokenizer_for(config, given)
+        if given is not None:
+            from probe.models.checkpoints import label_order
+
+            label_order(given.labels, kind.labels(data), given.source)  # a mismatch is refused before any heavy work
         device = run_device(config)
     log(kind.describe(config, data))
     ctx = RunContext(config=config, kind=kind, data=data, tokenizer=tokenizer, device=device,
                      run_dir=config.run_dir, timer=timer, progress=progress and current().is_main,
-                     shared_dir=shared_dir)
+                     shared_dir=shared_dir, given=given)
     return run_lifecycle(config, timer, t_start, lambda run_dir: _stages(ctx))
 
 
@@ -119,7 +125,15 @@ def _begin(ctx: RunContext) -> None:
 
 
 def _stages(ctx: RunContext) -> dict | None:
-    """Every stage after data; returns the summary, or None on a helper process of a data-parallel run."""
+    """Every stage after data, with inference batches under ``analyses.max_batch_tokens``; returns the
+    summary, or None on a helper process of a data-parallel run."""
+    from probe.models.batching import token_budget
+
+    with token_budget(ctx.config.analyses.max_batch_tokens):
+        return _stage_sequence(ctx)
+
+
+def _stage_sequence(ctx: RunContext) -> dict | None:
     from probe.report.render import render_report
 
     kind, dist = ctx.kind, ctx.dist
@@ -131,8 +145,14 @@ def _stages(ctx: RunContext) -> dict | None:
     seeds = ctx.config.run_seeds
     for seed in seeds:
         suffix = "" if len(seeds) == 1 else f"-seed{seed}"
-        with ctx.timer.stage("finetune"):
-            model, train_logs[seed], ft_key = finetune_stage(ctx, seed, suffix)
+        if ctx.given is not None:
+            from probe.engine.given import given_model_stage
+
+            with ctx.timer.stage("load"):
+                model, train_logs[seed], ft_key = given_model_stage(ctx, seed)
+        else:
+            with ctx.timer.stage("finetune"):
+                model, train_logs[seed], ft_key = finetune_stage(ctx, seed, suffix)
         fine = kind.finetuned_representations(ctx, model, ft_key, suffix)
         if not dist.is_main:
             continue  # analyses run on the main process only
@@ -198,10 +218,11 @@ def _summary(ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict)
         "task_metric": part.pop("task_metric"), "task_accuracy": part.pop("task_accuracy"), **headline,
         "features": features, "seeds": config.run_seeds, "per_seed": part.pop("per_seed"),
         "probe_family": config.analyses.probe_family, **part,
-        "model": {"backbone": config.model.backbone},
+        "model": {"backbone": config.model.backbone, **({"finetuned": config.model.finetuned}
+                                                         if config.model.finetuned else {})},
         "throughput": {"train_tokens_per_second": float(np.mean(train_speed)) if train_speed else None,
                        "extract_tokens_per_second": ctx.speeds},
-        "training": {"strategy": config.finetune.strategy,
+        "training": {"strategy": config.finetune.strategy if ctx.given is None else "given",
                      "trainable_parameters": _first_int(train_logs, "trainable_parameters"),
                      "total_parameters": _first_int(train_logs, "total_parameters"),
                      "seconds": float(sum(t.get("seconds", 0.0) for t in train_logs.values()))},

@@ -27,8 +27,8 @@ def pretrain_stage(ctx: RunContext) -> None:
         ctx.backbone = ctx.backbone_key = config.model.backbone
         return
     from probe.data.corpus import load_corpus, plant_artifact
-    from probe.models.mlm import build_mlm
-    from probe.models.pretrain import pretrain_mlm
+    from probe.models.lm import build_lm
+    from probe.models.pretrain import pretrain_lm
 
     p = config.pretrain
     corpus_texts, corpus_labels = ctx.kind.corpus(ctx.data)
@@ -46,13 +46,13 @@ def pretrain_stage(ctx: RunContext) -> None:
         log(f"pretrain: reused checkpoint {model_dir} (key {key})")
         ctx.pretraining = json.loads((model_dir / "pretraining.json").read_text())
         return
-    log(f"pretrain: MLM, {p.init} from {config.model.backbone}, {len(texts)} corpus texts, {p.steps} steps of "
+    log(f"pretrain: {p.objective.upper()}, {p.init} from {config.model.backbone}, {len(texts)} corpus texts, {p.steps} steps of "
         f"{p.batch_size} x {p.max_length} tokens on {ctx.device.type}"
         + (f", artifact {p.artifact.token!r} in {artifact['texts_with_token']} texts" if artifact else ""))
-    model = build_mlm(config.model.backbone, p, ctx.tokenizer, config.seed)
-    plog = pretrain_mlm(model, ctx.tokenizer, texts, p, config.compute, config.seed, ctx.device, ctx.progress)
+    model = build_lm(config.model.backbone, p, ctx.tokenizer, config.seed)
+    plog = pretrain_lm(model, ctx.tokenizer, texts, p, config.compute, config.seed, ctx.device, ctx.progress)
     info = {**plog.to_dict(), "init": p.init, "corpus": p.corpus, "corpus_texts": len(texts), "artifact": artifact}
-    log(f"pretrain: masked-token loss {plog.initial_loss:.3f} -> {plog.final_loss:.3f} (held out), "
+    log(f"pretrain: {p.objective} loss {plog.initial_loss:.3f} -> {plog.final_loss:.3f} (held out), "
         f"{plog.tokens_per_second:.0f} tokens/s")
     if ctx.dist.is_main:
         def fill(tmp):
@@ -65,10 +65,20 @@ def pretrain_stage(ctx: RunContext) -> None:
     ctx.pretraining = info
 
 
+def reference_name(ctx: RunContext) -> str:
+    """How a saved model names its pretrained model: a built-in or hub name as configured, a folder as
+    an absolute path (the pretraining stage's checkpoint, or a local backbone)."""
+    from pathlib import Path
+
+    path = Path(ctx.backbone)
+    return str(path.resolve()) if path.exists() else ctx.backbone
+
+
 def finetune_stage(ctx: RunContext, seed: int, suffix: str):
     """The fine-tuned model for ``seed``: from ``models/finetuned<suffix>`` when its key matches, else
     trained (the task kind's head and objective, ``finetune.strategy``) and saved there. Returns the
     model ready for the analyses (LoRA merged), the training log and the key."""
+    from probe.models.adapter import ensure_pad_token
     from probe.models.backbones import build_with_head
     from probe.models.finetune import finetune_objective
     from probe.models.strategies import for_analysis, load_trained, prepare_model, save_trained
@@ -87,12 +97,14 @@ def finetune_stage(ctx: RunContext, seed: int, suffix: str):
         f"{' (pretrained here)' if config.pretrain.enabled else ''}, {config.finetune.strategy}, "
         f"{config.finetune.epochs} epochs on {ctx.device.type}, seed {seed}"
         + (f", {dist.world} processes" if dist.enabled else ""))
-    model = prepare_model(build_with_head(kind.auto_class(), ctx.backbone, labels, seed), config.finetune)
+    model = build_with_head(kind.auto_class(), ctx.backbone, labels, seed)
+    ensure_pad_token(ctx.tokenizer, model)  # a decoder's head finds each row's last token by the pad id
+    model = prepare_model(model, config.finetune)
     train_log = finetune_objective(model, kind.objective(ctx), config.finetune, seed, ctx.device, ctx.progress,
                                    planted=kind.planted_for_training(data)).to_dict()
     if dist.is_main:
         def fill(tmp):
-            save_trained(model, tmp, config.finetune)
+            save_trained(model, tmp, config.finetune, base=reference_name(ctx))
             ctx.tokenizer.save_pretrained(tmp)
             atomic_write_json(tmp / "training.json", train_log)
 

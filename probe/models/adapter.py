@@ -192,6 +192,17 @@ class ModelAdapter:
         width = proj.in_features if isinstance(proj, nn.Linear) else proj.weight.shape[0]  # Conv1D: [in, out]
         return int(width) // self.n_heads
 
+    def head_output(self) -> nn.Linear:
+        """The classification head's output layer (``classifier``, ``classifier.out_proj``, ``score``):
+        the last linear layer outside the transformer with one output per label."""
+        inside = {id(m) for m in self.base.modules()}
+        n = int(getattr(self.model.config, "num_labels", 0))
+        found = [m for m in self.model.modules()
+                 if isinstance(m, nn.Linear) and id(m) not in inside and m.out_features == n]
+        if not found:
+            raise UnsupportedModel(f"{type(self.model).__name__}: no classification head with {n} outputs")
+        return found[-1]
+
     # --- initialisation -------------------------------------------------------------------------
 
     @property

@@ -1,5 +1,5 @@
-"""Backbones: built-in offline encoders (``minilm``, ``tiny-bert``), hub names and local paths, and the
-pretrained encoder with a fresh task head on top (a sequence classifier or a tagger)."""
+"""Backbones: built-in offline models (``minilm``, ``tiny-bert``, ``tiny-gpt2``), hub names and local paths,
+and the pretrained model with a fresh task head on top (a sequence classifier or a tagger)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,14 @@ def _tiny_bert_config():
     )
 
 
+def _tiny_gpt2_config():
+    """A GPT-2 over the minilm (BERT) vocabulary: [PAD] pads, [CLS] / [SEP] begin and end a text."""
+    from transformers import GPT2Config
+
+    return GPT2Config(vocab_size=30522, n_embd=32, n_layer=2, n_head=2, n_positions=512, pad_token_id=0,
+                      bos_token_id=101, eos_token_id=102)
+
+
 BUILTIN_BACKBONES: dict[str, BuiltinBackbone] = {
     "minilm": BuiltinBackbone(
         "minilm",
@@ -47,6 +55,11 @@ BUILTIN_BACKBONES: dict[str, BuiltinBackbone] = {
         "tiny-bert",
         "random small BERT (2 layers, hidden 32) with the minilm tokenizer, for tests and smoke runs",
         _minilm_path, None, _tiny_bert_config,
+    ),
+    "tiny-gpt2": BuiltinBackbone(
+        "tiny-gpt2",
+        "random small GPT-2 decoder (2 layers, hidden 32) with the minilm tokenizer, for tests and smoke runs",
+        _minilm_path, None, _tiny_gpt2_config,
     ),
 }
 
@@ -80,8 +93,10 @@ def not_found(backbone: str, e: Exception) -> str:
     )
 
 
-def load_encoder(backbone: str, seed: int):
-    """The pretrained encoder (``AutoModel``). ``tiny-bert`` is initialised from ``seed``."""
+def load_encoder(backbone: str, seed: int, dtype=None, device_map: str | None = None):
+    """The pretrained model without a head (``AutoModel``: an encoder or a decoder). Randomly initialised
+    built-ins (``tiny-bert``, ``tiny-gpt2``) are drawn from ``seed``. ``dtype`` (default float32) and
+    ``device_map`` are passed to ``from_pretrained`` (large models: bf16, ``"auto"`` placement)."""
     import torch
     from transformers import AutoModel
 
@@ -90,14 +105,30 @@ def load_encoder(backbone: str, seed: int):
     if builtin is not None and builtin.weights_path is None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return AutoModel.from_config(builtin.make_config())
+            model = AutoModel.from_config(builtin.make_config())
+        return model.to(dtype) if dtype is not None else model
     source = str(builtin.weights_path()) if builtin else backbone
     try:
         with torch.random.fork_rng(devices=[]):  # weights a checkpoint lacks (e.g. an MLM's pooler) come from seed
             torch.manual_seed(seed)
-            return AutoModel.from_pretrained(source)
+            return AutoModel.from_pretrained(source, dtype=dtype or torch.float32, device_map=device_map)
     except (OSError, ValueError) as e:
         raise ProbeError(not_found(backbone, e)) from None
+
+
+def model_type(name: str) -> str | None:
+    """The ``model_type`` of a backbone or checkpoint from its config alone (no weights); None when its
+    config cannot be read (the loader then says what is wrong)."""
+    builtin = BUILTIN_BACKBONES.get(name)
+    if builtin is not None:
+        return builtin.make_config().model_type if builtin.weights_path is None else "bert"
+    from transformers import AutoConfig
+
+    quiet_transformers()
+    try:
+        return AutoConfig.from_pretrained(name).model_type
+    except (OSError, ValueError):
+        return None
 
 
 def build_with_head(auto_class, backbone: str, labels: list[str], seed: int):
@@ -123,7 +154,7 @@ def build_with_head(auto_class, backbone: str, labels: list[str], seed: int):
             return model
         source = str(builtin.weights_path()) if builtin else backbone
         try:
-            return auto_class.from_pretrained(source, num_labels=len(labels), **names)
+            return auto_class.from_pretrained(source, num_labels=len(labels), dtype=torch.float32, **names)
         except (OSError, ValueError) as e:
             raise ProbeError(not_found(backbone, e)) from None
 

@@ -1,10 +1,35 @@
-"""Tokenise once, then batch by length so that dynamic padding wastes little compute."""
+"""Tokenise once, then batch by length so that dynamic padding wastes little compute.
+
+Every inference pass of a run (extraction, predictions, attributions, causal tests) keeps a batch
+under a budget of padded tokens: 4096 by default, the run's ``analyses.max_batch_tokens`` inside
+:func:`token_budget` (the engine sets it for the whole run), so a large model's analyses fit in memory.
+"""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Iterator
 
 import numpy as np
+
+DEFAULT_TOKEN_BUDGET = 4096
+_BUDGET: ContextVar[int] = ContextVar("token_budget", default=DEFAULT_TOKEN_BUDGET)
+
+
+def current_token_budget() -> int:
+    """Padded tokens one inference pass may hold in this run (:func:`token_budget`)."""
+    return _BUDGET.get()
+
+
+@contextmanager
+def token_budget(tokens: int) -> Iterator[None]:
+    """Within the block, inference batches hold at most ``tokens`` padded tokens."""
+    reset = _BUDGET.set(int(tokens))
+    try:
+        yield
+    finally:
+        _BUDGET.reset(reset)
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
@@ -18,13 +43,15 @@ def pad_batch(tokenizer, ids: list[list[int]]):
     return tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
 
 
-def length_sorted_batches(ids: list[list[int]], batch_size: int, max_tokens: int = 4096) -> Iterator[np.ndarray]:
+def length_sorted_batches(ids: list[list[int]], batch_size: int, max_tokens: int | None = None) -> Iterator[np.ndarray]:
     """Index batches of texts sorted by length (longest first), for inference.
 
-    A batch holds at most ``batch_size`` texts and at most ``max_tokens`` padded tokens:
+    A batch holds at most ``batch_size`` texts and at most ``max_tokens`` padded tokens (default:
+    :func:`current_token_budget`):
     on a CPU, long sequences in wide batches are slower than short ones (attention memory),
     so the token budget keeps every batch in the fast regime.
     """
+    max_tokens = current_token_budget() if max_tokens is None else max_tokens
     order = np.argsort([-len(x) for x in ids], kind="stable")
     start = 0
     while start < len(order):

@@ -39,6 +39,12 @@ def resolve_precision(precision: str, device) -> str:
     return "bf16" if precision == "bf16" or (precision == "auto" and device.type == "cuda") else "fp32"
 
 
+def load_dtype(precision: str, device) -> torch.dtype:
+    """The dtype models are loaded in: bfloat16 where ``compute.precision`` resolves to bf16 (a large model
+    then takes half the memory), float32 otherwise."""
+    return torch.bfloat16 if resolve_precision(precision, torch.device(device)) == "bf16" else torch.float32
+
+
 def autocast_for(precision: str, device):
     """Autocast for a resolved precision (``bf16`` or ``fp32``)."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
@@ -77,3 +83,17 @@ def seeded_rng(seed: int, device) -> Iterator[None]:
             with torch.cuda.device(index):
                 torch.cuda.manual_seed(seed)
         yield
+
+
+def keep_one_on(device, active, others) -> None:
+    """On an accelerator, ``active`` on ``device`` and every model in ``others`` back on the CPU, so that
+    two large models never need to fit at once; on the CPU nothing moves. Models that accelerate placed
+    across devices (``hf_device_map``) stay where they are."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return
+    for model in others:
+        if model is not active and getattr(model, "hf_device_map", None) is None:
+            model.to("cpu")
+    if getattr(active, "hf_device_map", None) is None:
+        active.to(device)

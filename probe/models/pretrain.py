@@ -1,7 +1,8 @@
-"""Pretraining before fine-tuning: the objective-agnostic training loop and its data.
+"""Pretraining before fine-tuning: the training loop and its data, for either language-model objective.
 
-Masked-language modelling (Devlin et al. 2019, BERT; :mod:`probe.models.mlm` has the model, the
-masking and the loss) with packed blocks (Liu et al. 2019, RoBERTa): with ``packing`` the corpus
+Masked-language modelling (Devlin et al. 2019, BERT) or causal language modelling (Radford et al.
+2019, GPT-2); :mod:`probe.models.lm` has the models, the batches and the loss. Texts become packed
+blocks (Liu et al. 2019, RoBERTa): with ``packing`` the corpus
 becomes one token stream cut into full ``max_length`` blocks (no padding, RoBERTa's
 FULL-SENTENCES); without it every text is one row and batches are grouped by length. Masks are
 drawn afresh every step (dynamic masking) from ``(seed, step)`` alone, so a run is repeatable
@@ -28,21 +29,21 @@ import torch
 from probe.config import ComputeConfig, PretrainConfig
 from probe.errors import ProbeError
 from probe.models.compute import adamw, autocast_for, peak_flops, resolve_precision, seeded_rng
-from probe.models.mlm import MASK_STREAM, Masker, MaskedLMLoss, derive_seed, masked_lm_loss
+from probe.models.lm import MASK_STREAM, LabelledPositionsLoss, batcher, derive_seed, frame_ids, lm_loss
 from probe.rundir import atomic_directory
 
 _MAX_HELD_OUT = 2048  # held-out blocks at most: the loss before and after training stays cheap
 _LENGTH_WINDOW = 50  # no packing: batches sorted by length together, then shuffled
 _LOG_EVERY = 10  # steps per training-loss record (a GPU sync each time)
-# independent random streams derived from the seed (0 and 1: masking and evaluation, probe.models.mlm)
+# independent random streams derived from the seed (0 and 1: masking and evaluation, probe.models.lm)
 _EPOCH_STREAM, _WINDOW_STREAM, _SPLIT_STREAM, _DROPOUT_STREAM = range(2, 6)
 
 
 
 @dataclass
 class PretrainLog:
-    """What MLM pretraining did. ``initial_loss`` / ``final_loss``: masked-token cross-entropy on
-    held-out blocks with one fixed masking, before and after training; ``losses``: ``[step, mean
+    """What pretraining did. ``initial_loss`` / ``final_loss``: cross-entropy over the labelled tokens
+    (masked tokens, or next tokens) of held-out blocks with one fixed masking, before and after training; ``losses``: ``[step, mean
     training loss over the steps since the previous record]``; ``mfu``: model FLOPs utilisation
     (6 * trainable parameters * tokens/s / peak bf16 FLOPs), known GPUs only."""
 
@@ -69,7 +70,7 @@ class PretrainLog:
 # --- data: blocks and batches ------------------------------------------------------------------
 
 def make_blocks(tokenizer, texts: list[str], max_length: int, packing: bool) -> list[list[int]]:
-    """Token-id rows for MLM training.
+    """Token-id rows for language-model training (either objective).
 
     ``packing``: the texts are tokenised without special tokens and joined into one stream with
     [SEP] between texts, cut into pieces of ``max_length - 2`` and framed as ``[CLS] piece [SEP]``,
@@ -80,7 +81,7 @@ def make_blocks(tokenizer, texts: list[str], max_length: int, packing: bool) -> 
 
     if not packing:
         return [list(row) for row in tokenize(tokenizer, texts, max_length)]
-    cls, sep = _frame_ids(tokenizer)
+    cls, sep = frame_ids(tokenizer)
     pieces = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     stream: list[int] = []
     for i, piece in enumerate(pieces):
@@ -92,16 +93,6 @@ def make_blocks(tokenizer, texts: list[str], max_length: int, packing: bool) -> 
     if not blocks and stream:
         blocks = [[cls, *stream, sep]]
     return blocks
-
-
-def _frame_ids(tokenizer) -> tuple[int, int]:
-    cls = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
-    sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
-    if cls is None or sep is None:
-        raise ProbeError("pretrain.packing: the tokenizer has no [CLS]/[SEP] (or BOS/EOS) token to frame "
-                         "packed blocks; allowed: packing false")
-    return cls, sep
-
 
 
 class _BatchPlan:
@@ -152,7 +143,7 @@ class _StepBatches:
     """Map-style dataset whose item ``k`` is step ``k``'s masked batch, already this process's shard:
     the same global batch and masking on every process and in any worker."""
 
-    def __init__(self, blocks: list[list[int]], masker: Masker, steps: int, batch_size: int, seed: int,
+    def __init__(self, blocks: list[list[int]], masker, steps: int, batch_size: int, seed: int,
                  packing: bool, rank: int = 0, world: int = 1):
         self.masker, self.steps, self.seed, self.rank, self.world = masker, steps, seed, rank, world
         lengths = np.array([len(b) for b in blocks])
@@ -195,12 +186,12 @@ def _split_held_out(blocks: list[list[int]], fraction: float, seed: int) -> tupl
 
 
 
-def pretrain_mlm(
+def pretrain_lm(
     model, tokenizer, texts: list[str], cfg: PretrainConfig, compute: ComputeConfig, seed: int, device,
     progress: bool = True, held_out_fraction: float = 0.05,
 ) -> PretrainLog:
-    """Train ``model`` (from :func:`probe.models.mlm.build_mlm`) in place for exactly ``cfg.steps``
-    optimizer steps of ``cfg.batch_size`` blocks of ``texts``; returns the log.
+    """Train ``model`` (from :func:`probe.models.lm.build_lm`) in place on ``cfg.objective`` for exactly
+    ``cfg.steps`` optimizer steps of ``cfg.batch_size`` blocks of ``texts``; returns the log.
 
     AdamW (no decay on biases and norms; fused on CUDA), linear warmup over ``cfg.warmup_ratio``
     of the steps then linear decay, gradient clipping at ``cfg.max_grad_norm``, bf16 autocast per
@@ -226,19 +217,19 @@ def pretrain_mlm(
     log = PretrainLog(steps=cfg.steps, device=str(device), precision=precision, blocks=len(train_blocks),
                       held_out_blocks=len(held_out))
     model.to(device)
-    log.initial_loss = masked_lm_loss(model, tokenizer, held_out, cfg.mlm_probability, seed, cfg.batch_size, device)
+    log.initial_loss = lm_loss(model, tokenizer, held_out, cfg, seed, cfg.batch_size, device)
     log.trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    data = _StepBatches(train_blocks, Masker(tokenizer, cfg.mlm_probability), cfg.steps, cfg.batch_size, seed,
+    data = _StepBatches(train_blocks, batcher(tokenizer, cfg), cfg.steps, cfg.batch_size, seed,
                         cfg.packing, dist.rank, dist.world)
     with seeded_rng(derive_seed(seed, _DROPOUT_STREAM, dist.rank), device):  # dropout; workers' base seed
-        _train_steps(model, MaskedLMLoss(model), data, cfg, compute, precision, device, log,
+        _train_steps(model, LabelledPositionsLoss(model), data, cfg, compute, precision, device, log,
                      progress and dist.is_main)
     model.eval()
-    log.final_loss = masked_lm_loss(model, tokenizer, held_out, cfg.mlm_probability, seed, cfg.batch_size, device)
+    log.final_loss = lm_loss(model, tokenizer, held_out, cfg, seed, cfg.batch_size, device)
     if progress and dist.is_main:
         from tqdm.auto import tqdm
 
-        tqdm.write(f"[probe] pretraining: held-out masked-token loss {log.initial_loss:.3f} -> {log.final_loss:.3f}, "
+        tqdm.write(f"[probe] pretraining ({cfg.objective}): held-out loss {log.initial_loss:.3f} -> {log.final_loss:.3f}, "
                    f"{log.tokens_per_second:.0f} tokens/s", file=sys.stderr)
     return log
 

@@ -8,7 +8,8 @@ Strategies (``finetune.strategy``):
   Out-of-Distribution"): linear probing first, then full fine-tuning from that head. The model
   is prepared in its first-phase state (head only); the fine-tuning loop
   (:func:`probe.models.finetune.finetune_objective`) unfreezes it for the second phase.
-- ``lora`` (Hu et al. 2022): ``peft`` LoRA adapters on ``finetune.lora.target_modules``; the
+- ``lora`` (Hu et al. 2022): ``peft`` LoRA adapters on ``finetune.lora.target_modules`` (default: the
+  architecture's query and value projections, :class:`probe.models.adapter.ModelAdapter`); the
   head trains too (peft ``modules_to_save``). The base weights stay bit-identical.
 - ``bitfit`` (Ben Zaken et al. 2022): only the bias terms of the encoder, plus the head.
 
@@ -131,9 +132,12 @@ def prepare_model(model, cfg: FinetuneConfig):
             if n != getattr(model, "base_model_prefix", None) and any(True for _ in m.parameters())]
     if getattr(model.base_model, "pooler", None) is not None:
         head.append("pooler")
+    from probe.models.adapter import ModelAdapter
+
+    targets = list(cfg.lora.target_modules) if cfg.lora.target_modules else ModelAdapter(model).lora_targets
     lora = LoraConfig(
         r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-        target_modules=list(cfg.lora.target_modules), modules_to_save=head,
+        target_modules=targets, modules_to_save=head,
         task_type="TOKEN_CLS" if is_tagger(model) else "SEQ_CLS",
     )
     with warnings.catch_warnings():
@@ -142,9 +146,9 @@ def prepare_model(model, cfg: FinetuneConfig):
             return get_peft_model(model, lora)
         except ValueError as e:
             linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
-                             if type(m).__name__ == "Linear"})
+                             if type(m).__name__ in ("Linear", "Conv1D")})
             first = (str(e).strip().splitlines() or ["error"])[0][:160]
-            raise ProbeError(f"finetune.lora.target_modules: got {list(cfg.lora.target_modules)}: {first}; "
+            raise ProbeError(f"finetune.lora.target_modules: got {targets}: {first}; "
                              f"linear layers of this model: {', '.join(linear)}") from None
 
 
@@ -189,14 +193,15 @@ def _base_checksum(peft_model) -> str:
     return h.hexdigest()[:32]
 
 
-def save_trained(model, directory: str | Path, cfg: FinetuneConfig) -> None:
+def save_trained(model, directory: str | Path, cfg: FinetuneConfig, base: str | None = None) -> None:
     """Write the trained model to ``directory`` (created if missing) as safetensors.
 
     LoRA (a peft model, before :func:`for_analysis`): the adapter and the head with peft's
     ``save_pretrained`` (``adapter_config.json``, ``adapter_model.safetensors``) plus a checksum of
     the base weights. Other strategies: the full model with ``save_pretrained``. Both also write
-    ``strategy.json`` (for a tagger with ``"task_type": "token-classification"``). Model files
-    already in ``directory`` are replaced (sharded checkpoints aside);
+    ``strategy.json``: the strategy, the task type, the head's label names in id order and ``base``,
+    the pretrained model it was fine-tuned from (so that ``model.finetuned`` finds its reference).
+    Model files already in ``directory`` are replaced (sharded checkpoints aside);
     the tokenizer, the training log and any key files are the caller's.
     """
     directory = Path(directory)
@@ -206,6 +211,10 @@ def save_trained(model, directory: str | Path, cfg: FinetuneConfig) -> None:
     info = {"strategy": cfg.strategy}
     if is_tagger(model):
         info["task_type"] = "token-classification"
+    id2label = getattr(model.config, "id2label", None) or {}
+    info["labels"] = [id2label[i] for i in range(len(id2label))]
+    if base is not None:
+        info["base"] = base
     if cfg.strategy == "lora":
         if not is_peft(model):
             raise ProbeError("save_trained: strategy 'lora' saves the adapter of the peft model returned by "

@@ -2,10 +2,9 @@
 
 Taggers label a word at its first piece (Devlin et al. 2019, BERT §5.3), word-level probes read a
 word at its first piece (or the mean of its pieces), attributions sum the pieces' scores per word:
-all of them tokenise whitespace words with ``is_split_into_words=True`` (special tokens included,
-truncated to ``max_length``) and read the fast tokenizer's ``word_ids()``, so they agree on which
-piece belongs to which word. For WordPiece tokenizers this gives exactly the ids of tokenising the
-joined text.
+all of them go through :func:`encode_words`, so they agree on which piece belongs to which word,
+and on every tokenizer family (WordPiece, byte-level BPE, SentencePiece) the ids are those a
+prediction on the joined text sees.
 """
 
 from __future__ import annotations
@@ -28,16 +27,42 @@ class EncodedWords(NamedTuple):
 
 
 def encode_words(tokenizer, inputs: Sequence[Sequence[str]], max_length: int) -> EncodedWords:
-    """Tokenise pre-split word lists (``is_split_into_words=True``, truncated to ``max_length`` tokens,
-    special tokens included). Needs a fast tokenizer (``word_ids``)."""
+    """Tokenise word lists as the model reads text: the words joined by single spaces, tokenised as
+    one string (special tokens included, truncated to ``max_length`` tokens), each token assigned to
+    the word its character offsets overlap. Unlike ``is_split_into_words=True`` this needs no
+    ``add_prefix_space`` for byte-level BPE (GPT-2, RoBERTa) and gives the very ids a prediction on
+    the joined text sees; for WordPiece tokenizers the two agree. Needs a fast tokenizer (offsets)."""
     if not getattr(tokenizer, "is_fast", False):
-        raise ProbeError(f"model.backbone: word-level analyses need a fast tokenizer (word_ids()), got "
+        raise ProbeError(f"model.backbone: word-level analyses need a fast tokenizer (offset mapping), got "
                          f"{type(tokenizer).__name__}")
     if not len(inputs):
         return EncodedWords([], [])
-    enc = tokenizer([list(w) for w in inputs], is_split_into_words=True, truncation=True, max_length=max_length,
-                    add_special_tokens=True)
-    return EncodedWords(list(enc["input_ids"]), [enc.word_ids(i) for i in range(len(inputs))])
+    texts, spans = [], []
+    for words in inputs:
+        starts = np.cumsum([0] + [len(w) + 1 for w in words[:-1]]) if len(words) else np.zeros(0, int)
+        texts.append(" ".join(words))
+        spans.append([(int(a), int(a) + len(w)) for a, w in zip(starts, words)])
+    enc = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True,
+                    return_offsets_mapping=True)
+    word_ids = [_word_of_tokens(offsets, word_spans) for offsets, word_spans in zip(enc["offset_mapping"], spans)]
+    return EncodedWords(list(enc["input_ids"]), word_ids)
+
+
+def _word_of_tokens(offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int | None]:
+    """The word each token's character span overlaps (the first such word); None for special tokens."""
+    out: list[int | None] = []
+    j = 0
+    for s, e in offsets:
+        if e <= s:
+            out.append(None)
+            continue
+        while j < len(spans) and spans[j][1] <= s:  # tokens come in text order: words left behind stay behind
+            j += 1
+        k = j
+        while k < len(spans) and not (s < spans[k][1] and e > spans[k][0]):
+            k += 1
+        out.append(k if k < len(spans) else None)
+    return out
 
 
 def first_subwords(word_ids: Sequence[int | None], n_words: int) -> np.ndarray:

@@ -62,7 +62,7 @@ def words_at(sentences: Sequence[Sequence[str]], word_index: np.ndarray) -> list
 def extract_words(
     model, tokenizer, sentences: list[list[str]], max_length: int, batch_size: int, device,
     pooling: str = "first", with_logits: bool = False, progress: bool = True, desc: str = "extract words",
-    max_tokens: int = 4096,
+    max_tokens: int | None = None,
 ) -> dict[str, np.ndarray | int | float]:
     """Word vectors of the embedding output and every block, for all words of ``sentences``.
 

@@ -32,6 +32,9 @@ class TaskKind(ABC):
     def describe(self, config: Config, data: Any) -> str:
         """One log line about the data."""
 
+    def check_model(self, config: Config) -> None:
+        """Refuse, before any heavy work, a model this kind cannot use (default: any model will do)."""
+
     @abstractmethod
     def corpus(self, data: Any) -> tuple[list[str], list]:
         """The pretraining corpus ``task``: texts outside the test split (before planting) and their labels."""
@@ -79,3 +82,8 @@ class TaskKind(ABC):
         """This kind's part of ``summary.json``: ``features``, ``task_metric``, ``task_accuracy``,
         ``per_seed``, ``nothing_planted`` (the verdict without planted features), ``task`` and any
         other top-level keys."""
+
+
+def final_validation(train_log: dict) -> dict[str, float]:
+    """The validation scores a model ended with: its last epoch's, or a given checkpoint's."""
+    return train_log["epochs"][-1] if train_log.get("epochs") else train_log.get("validation", {})

@@ -15,7 +15,7 @@ import pandas as pd
 from probe.config import Config, stable_hash
 from probe.engine.artifacts import cached_arrays, extract_sharded, speed
 from probe.engine.context import RunContext, log
-from probe.tasks.base import TaskKind
+from probe.tasks.base import TaskKind, final_validation
 
 ACTIVATION_FORMAT = 1  # bump when the pooled-activation layout changes, to invalidate caches
 
@@ -179,7 +179,7 @@ class SequenceClassification(TaskKind):
             acc = float(behaviour[(behaviour.seed.astype(str) == str(s)) & (behaviour.property == "task")].value.iloc[0])
             per_seed.append({"seed": s, "clean_accuracy": acc,
                              "collapsed": bool(acc <= majority_rate + a.reliance_threshold),
-                             "final_validation_accuracy": train_logs[s]["epochs"][-1]["validation_accuracy"]})
+                             "final_validation_accuracy": final_validation(train_logs[s]).get("validation_accuracy")})
         return {
             "features": features, "task_metric": "accuracy", "task_accuracy": metric("task", "clean_accuracy"),
             "per_seed": per_seed, "majority_rate": majority_rate,

@@ -29,9 +29,10 @@ def analyse(config: Config, data, pre_acts: np.ndarray, fine_acts: np.ndarray, p
     from probe.analyses.similarity import cka_by_layer, cka_matrix, cka_matrix_table
 
     a = config.analyses
-    tables: dict[str, pd.DataFrame] = {
-        "training": pd.DataFrame([{k: e[k] for k in ("epoch", "train_loss", "validation_accuracy")}
-                                  for e in train_log["epochs"]])}
+    tables: dict[str, pd.DataFrame] = {}
+    if train_log["epochs"]:  # a given checkpoint has no training curve
+        tables["training"] = pd.DataFrame([{k: e[k] for k in ("epoch", "train_loss", "validation_accuracy")}
+                                           for e in train_log["epochs"]])
     acts = {"pretrained": pre_acts, "finetuned": fine_acts}
     if a.probing:
         tables.update(_probing(config, data, acts, seed, progress))
@@ -177,6 +178,7 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
     from tqdm.auto import tqdm
 
     from probe.analyses.probing import probe_split
+    from probe.models.compute import keep_one_on
     from probe.models.probe_head import fit_probe_head_on_features
 
     a = config.analyses
@@ -187,12 +189,15 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
     models = {"pretrained": head, "finetuned": model}
     partitions = _attribution_partitions(data, a.attribution_examples, seed)
     rows, words = [], []
+    device = next(model.parameters()).device
     jobs = [(m, method, part) for m in models for method in a.attribution_methods for part in partitions]
     for mname, method, part in tqdm(jobs, desc="attribution", disable=not progress, leave=False):
+        keep_one_on(device, models[mname], models.values())  # one model on the accelerator at a time
         frames, heat = _attribute(config, data, models[mname], mname, method, part, tokenizer, seed)
         rows += frames
         if heat is not None:
             words.append(heat)
+    keep_one_on(device, model, models.values())
     out = {"attribution": pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()}
     if words:
         out["attribution_words"] = pd.concat(words, ignore_index=True)
@@ -295,16 +300,27 @@ class SequencePredictor:
         return (lambda: float((self._predict(conflicting) == target).mean())), len(conflicting)
 
 
+def causal_strata(data) -> np.ndarray:
+    """What the causal stage's halves are stratified on: the class and, with planted features, whether
+    the probing text holds each token. The guarantee check compares a fresh probe on the held-out half
+    with the training half's majority class, which is only the best constant prediction when both
+    halves hold the concept at the same rate."""
+    strata = data.test_labels.astype(np.int64)
+    for p in data.planted:
+        strata = strata * 2 + p.probe_has_token.astype(np.int64)
+    return strata
+
+
 def causal_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
     """Erasure and ablation tables of one fine-tuned classifier (:mod:`probe.causal.experiment`), timed as
-    two stages. Erasers are fitted on the probing split's first half; every intervention is judged on
-    the other half's counterfactual pairs."""
+    two stages. The probing texts are halved (stratified by :func:`causal_strata`): erasers are fitted on
+    the first half; every intervention is judged on the other half's counterfactual pairs."""
     from probe.analyses.probing import probe_split
     from probe.causal.experiment import ablation_table, erasure_table
 
     config, data = ctx.config, ctx.data
     c, a, ml = config.causal, config.analyses, config.task.max_length
-    fit_idx, held_idx = probe_split(data.test_labels, seed)
+    fit_idx, held_idx = probe_split(causal_strata(data), seed)
     model.to(ctx.device).eval()
     predict = SequencePredictor(model, ctx.tokenizer, data, held_idx, ml, a.batch_size, ctx.device)
     out: dict[str, pd.DataFrame] = {}
@@ -319,7 +335,7 @@ def causal_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
     if c.layer_swap or (c.head_ablation and data.planted):
         with ctx.timer.stage("ablation"):
             t0 = time.perf_counter()
-            pretrained = ctx.pretrained_encoder(seed).to(ctx.device).eval()  # fine-tuning's starting point
+            pretrained = ctx.pretrained_encoder(seed).eval()  # fine-tuning's starting point; stays on the CPU
             out["ablation"] = ablation_table(model, pretrained, predict, c, a.bootstrap_samples, seed, ctx.progress)
             log(f"causal: layer swaps and head ablation in {time.perf_counter() - t0:.0f} s")
     return out

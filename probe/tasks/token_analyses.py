@@ -337,7 +337,7 @@ def causal_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
     if c.layer_swap or c.head_ablation:
         with ctx.timer.stage("ablation"):
             t0 = time.perf_counter()
-            pretrained = ctx.pretrained_encoder(seed).to(ctx.device).eval()
+            pretrained = ctx.pretrained_encoder(seed).eval()  # stays on the CPU: swaps copy its weights
             out["ablation"] = ablation_table(model, pretrained, predict, c, a.bootstrap_samples, seed, ctx.progress)
             log(f"causal: layer swaps and head ablation in {time.perf_counter() - t0:.0f} s")
     return out

@@ -16,7 +16,8 @@ import pandas as pd
 from probe.config import Config, stable_hash
 from probe.engine.artifacts import cached_arrays, extract_sharded, speed
 from probe.engine.context import RunContext, log
-from probe.tasks.base import TaskKind
+from probe.errors import ProbeError
+from probe.tasks.base import TaskKind, final_validation
 
 WORD_FORMAT = 1  # bump when the word-activation layout changes, to invalidate caches
 
@@ -34,6 +35,18 @@ class TokenClassification(TaskKind):
         from probe.data.token_task import build_token_task_data
 
         return build_token_task_data(config)
+
+    def check_model(self, config: Config) -> None:
+        """Taggers need a bidirectional encoder: a causal decoder tags a word without the words after it."""
+        from probe.models.adapter import LAYOUTS
+        from probe.models.backbones import model_type
+
+        for key in ("finetuned", "backbone"):
+            name = getattr(config.model, key)
+            if name is not None and any(lay.causal and model_type(name) in lay.model_types for lay in LAYOUTS):
+                raise ProbeError(f"model.{key}: {name!r} is a causal decoder; token classification with a decoder is not "
+                                 "supported (a word's tag would not see the words after it); allowed: an encoder "
+                                 "(minilm, tiny-bert, BERT, RoBERTa, DistilBERT, ELECTRA)")
 
     def describe(self, config: Config, data) -> str:
         return (f"data: {config.task.dataset}, {len(data.entity_types)} entity types, sentences train "
@@ -175,7 +188,7 @@ class TokenClassification(TaskKind):
                          "n_validation": len(data.val), "n_test": len(data.test),
                          "entity_f1_per_type": {r.property: float(r.value) for r in ents[ents.metric == "f1"].itertuples()
                                                 if r.property != "entity"},
-                         "final_validation_accuracy": float(np.mean([t["epochs"][-1].get("validation_f1") or 0.0
+                         "final_validation_accuracy": float(np.mean([final_validation(t).get("validation_f1") or 0.0
                                                                      for t in train_logs.values()]))}}
 
 
@@ -187,7 +200,8 @@ def _per_seed(config: Config, entities: pd.DataFrame, train_logs: dict) -> list[
     for seed, t in train_logs.items():
         e = entities
         f1 = float(e[(e.seed.astype(str) == str(seed)) & (e.property == "entity") & (e.metric == "f1")].value.iloc[0])
+        last = final_validation(t)
         out.append({"seed": seed, "clean_accuracy": f1, "collapsed": bool(f1 <= config.analyses.reliance_threshold),
-                    "final_validation_f1": t["epochs"][-1].get("validation_f1"),
-                    "final_validation_accuracy": t["epochs"][-1].get("validation_accuracy")})
+                    "final_validation_f1": last.get("validation_f1"),
+                    "final_validation_accuracy": last.get("validation_accuracy")})
     return out

@@ -1,0 +1,207 @@
+"""Given fine-tuned checkpoints: what a folder or hub name holds, and loading it for the analyses.
+
+A run with ``model.finetuned`` skips fine-tuning and diagnoses that model against its *reference*,
+the pretrained model it descends from (docs/design.md §8). Three kinds of checkpoint:
+
+- ``probe``: a folder probe wrote (``strategy.json``: strategy, task type, label names, base);
+- ``peft``: an adapter folder (``adapter_config.json``), loaded on its base and merged;
+- ``full``: any ``transformers`` classifier or tagger folder or hub name (``config.json``).
+
+Everything that can be refused is refused here from the configs alone, before any weight is read:
+a folder that is not a model, an adapter whose base is missing, a checkpoint of the other task
+type, labels that do not match the dataset's, a reference of another depth, or of another
+architecture when layer swaps are on, and a tokenizer whose vocabulary differs from the reference's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from probe.errors import ProbeError
+
+STRATEGY_FILE = "strategy.json"
+
+
+@dataclass
+class Checkpoint:
+    """What a given checkpoint is, read from its configs only."""
+
+    source: str
+    kind: str  # "probe", "peft" or "full"
+    base: str | None  # the pretrained model it records (adapter base, probe's base, config _name_or_path)
+    task_type: str | None  # "text-classification" / "token-classification" when the checkpoint says
+    labels: list[str] | None  # its outputs' names in id order, when known
+    strategy: str | None = None  # probe checkpoints: the fine-tuning strategy
+
+    @property
+    def folder(self) -> Path | None:
+        path = Path(self.source)
+        return path if path.is_dir() else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ProbeError(f"model.finetuned: {str(path)!r} is not readable JSON ({type(e).__name__})") from None
+
+
+def _task_of(config: dict) -> str | None:
+    arch = " ".join(config.get("architectures") or [])
+    if "ForTokenClassification" in arch:
+        return "token-classification"
+    if "ForSequenceClassification" in arch:
+        return "text-classification"
+    return None
+
+
+def _labels_of(config: dict) -> list[str] | None:
+    id2label = config.get("id2label") or {}
+    if not id2label:
+        return None
+    return [str(id2label.get(str(i), id2label.get(i))) for i in range(len(id2label))]
+
+
+def inspect_checkpoint(source: str, adapter_base: str | None = None) -> Checkpoint:
+    """Read what ``source`` (a local folder or a hub name) holds without loading weights."""
+    path = Path(source)
+    if path.is_dir():
+        if (path / STRATEGY_FILE).is_file() and ((path / "config.json").is_file()
+                                                 or (path / "adapter_config.json").is_file()):
+            info = _read_json(path / STRATEGY_FILE)
+            return Checkpoint(source, "probe", info.get("base"), info.get("task_type", "text-classification"),
+                              info.get("labels") or None, info.get("strategy", "full"))
+        if (path / "adapter_config.json").is_file():
+            adapter = _read_json(path / "adapter_config.json")
+            base = adapter_base or adapter.get("base_model_name_or_path") or None
+            task = {"SEQ_CLS": "text-classification", "TOKEN_CLS": "token-classification"}.get(adapter.get("task_type"))
+            return Checkpoint(source, "peft", base, task, None)
+        if (path / "config.json").is_file():
+            config = _read_json(path / "config.json")
+            return Checkpoint(source, "full", config.get("_name_or_path") or None, _task_of(config), _labels_of(config))
+        raise ProbeError(f"model.finetuned: {source!r} is not a model folder (it has neither config.json nor "
+                         "adapter_config.json); allowed: a transformers classifier folder, a peft adapter folder, "
+                         "or a hub name")
+    if path.exists():
+        raise ProbeError(f"model.finetuned: {source!r} is a file; give the model's folder")
+    return _inspect_hub(source, adapter_base)
+
+
+def _inspect_hub(source: str, adapter_base: str | None) -> Checkpoint:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source).to_dict()
+    except (OSError, ValueError) as e:
+        try:  # a peft adapter on the hub
+            from peft import PeftConfig
+
+            adapter = PeftConfig.from_pretrained(source)
+        except Exception:  # noqa: BLE001 - every failure here means "not found" to the user
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise ProbeError(f"model.finetuned: cannot find {source!r} ({first}); allowed: a local model folder, a "
+                             "peft adapter folder, or a hub name (needs a network)") from None
+        return Checkpoint(source, "peft", adapter_base or adapter.base_model_name_or_path, None, None)
+    return Checkpoint(source, "full", config.get("_name_or_path") or None, _task_of(config), _labels_of(config))
+
+
+def resolve_reference(ckpt: Checkpoint, backbone: str | None) -> str:
+    """The pretrained reference: ``model.backbone`` when given, else the base the checkpoint records."""
+    if backbone is not None:
+        return backbone
+    if ckpt.base and ckpt.base != ckpt.source:
+        return ckpt.base
+    raise ProbeError(f"model.backbone: {ckpt.source!r} does not record the pretrained model it was fine-tuned from; "
+                     "give it as model.backbone (or --reference), e.g. the hub name or folder of the base model")
+
+
+def label_order(ckpt_labels: list[str] | None, dataset_labels: list[str], source: str) -> list[int] | None:
+    """For each dataset label (in the dataset's order), the checkpoint output that predicts it; None when
+    the checkpoint's outputs are already in the dataset's order. A mismatch is a one-line error."""
+    if ckpt_labels is None or list(ckpt_labels) == list(dataset_labels):
+        return None
+    if sorted(ckpt_labels) != sorted(dataset_labels):
+        raise ProbeError(f"model.labels: the checkpoint {source!r} predicts {list(ckpt_labels)} but the dataset's "
+                         f"labels are {list(dataset_labels)}; give model.labels (the checkpoint's output names in id "
+                         "order, using the dataset's names) or choose the dataset and label column it was trained on")
+    index = {name: i for i, name in enumerate(ckpt_labels)}
+    return [index[name] for name in dataset_labels]
+
+
+def load_checkpoint(ckpt: Checkpoint, auto_class, reference: str, labels: list[str], seed: int, dtype=None,
+                    device_map: str | None = None):
+    """The given model as a plain classifier or tagger in eval mode, its outputs in the order of
+    ``labels`` (the dataset's; the head's rows are permuted to match) and ``id2label`` set to them."""
+    import torch
+
+    from probe.models.backbones import quiet_transformers
+    from probe.models.strategies import for_analysis
+
+    quiet_transformers()
+    n = len(labels)
+    kwargs: dict[str, Any] = {"dtype": dtype or torch.float32, "device_map": device_map}
+    try:
+        if ckpt.kind == "probe":
+            from probe.config import FinetuneConfig
+            from probe.models.strategies import load_trained
+
+            order = ckpt.labels or labels
+            model = load_trained(ckpt.source, reference, list(order), FinetuneConfig(strategy=ckpt.strategy),
+                                 seed=seed, task_type=ckpt.task_type or "text-classification")
+        elif ckpt.kind == "peft":
+            model = _load_adapter(ckpt, auto_class, n, kwargs)
+        else:
+            model = auto_class.from_pretrained(ckpt.source, **kwargs)
+    except (OSError, ValueError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ProbeError(f"model.finetuned: cannot load {ckpt.source!r} as a {auto_class.__name__[12:]} ({first})") \
+            from None
+    if model.config.num_labels != n:
+        raise ProbeError(f"model.finetuned: the classification head of {ckpt.source!r} has {model.config.num_labels} "
+                         f"outputs but the dataset has {n} labels ({', '.join(labels)}); choose the dataset (and "
+                         "label column) it was trained on")
+    return for_analysis(align_head(model, ckpt.labels, labels, ckpt.source))
+
+
+def _load_adapter(ckpt: Checkpoint, auto_class, n: int, kwargs: dict):
+    import warnings
+
+    from peft import PeftModel
+
+    if not ckpt.base:
+        raise ProbeError(f"model.adapter_base: the adapter {ckpt.source!r} names no base model; give model.adapter_base")
+    base = auto_class.from_pretrained(ckpt.base, num_labels=n, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = PeftModel.from_pretrained(base, ckpt.source)
+        return model.merge_and_unload()
+
+
+def align_head(model, ckpt_labels: list[str] | None, labels: list[str], source: str):
+    """``model`` with its head's outputs reordered to ``labels`` and ``id2label`` / ``label2id`` set."""
+    import torch
+
+    from probe.models.adapter import ModelAdapter
+
+    order = label_order(ckpt_labels, labels, source)
+    if order is not None:
+        head = ModelAdapter(model).head_output()
+        with torch.no_grad():
+            head.weight.copy_(head.weight[order].clone())
+            if head.bias is not None:
+                head.bias.copy_(head.bias[order].clone())
+    model.config.id2label = dict(enumerate(labels))
+    model.config.label2id = {c: i for i, c in enumerate(labels)}
+    return model
+
+
+def tokenizer_source(ckpt: Checkpoint, reference: str) -> str:
+    """Where the tokenizer comes from: the checkpoint's folder when it has tokenizer files, else the reference."""
+    folder = ckpt.folder
+    if folder is not None and any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json",
+                                                                    "vocab.txt")):
+        return str(folder)
+    return ckpt.source if folder is None and ckpt.kind == "full" else reference
