@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="compare finished runs (e.g. fine-tuning strategies): table + Pareto plot")
     cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run directories, one per variant")
     cmp.add_argument("--out", metavar="DIR",
-                     help="where to write comparison.html and comparison.csv (default: <common parent>/comparison)")
+                     help="where to write comparison.html and comparison.csv (default: <common parent>/comparison, "
+                          "or ./comparison when the runs share no parent below /)")
     cmp.add_argument("--names", metavar="A,B,...", help="comma-separated variant names, one per RUN_DIR")
 
     sub.add_parser("datasets", help="list the built-in datasets")

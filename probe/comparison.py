@@ -360,6 +360,10 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def default_out_dir(paths: Sequence[str | Path]) -> Path:
-    """``<common parent of the run directories>/comparison``."""
+    """``<common parent of the run directories>/comparison``, or ``./comparison`` (in the current
+    directory) when the runs share no parent below the filesystem root."""
     parents = [str(Path(p).resolve().parent) for p in paths]
-    return Path(os.path.commonpath(parents)) / "comparison"
+    common = Path(os.path.commonpath(parents))
+    if common == Path(common.anchor):
+        return Path.cwd() / "comparison"
+    return common / "comparison"
