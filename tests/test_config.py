@@ -83,3 +83,12 @@ def test_every_example_config_is_valid(path):
     config = load_config(path)
     if config.compare:
         assert len(variant_configs(config)) == len(config.compare)
+
+
+def test_config_file_that_is_not_utf8_is_refused(tmp_path):
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ProbeError, match=r"config file .*latin1.yaml' is not UTF-8 text \(byte 9: b'\\xe9'\); "
+                                         r"allowed: a YAML file saved as UTF-8"):
+        load_config(latin)
+
