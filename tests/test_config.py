@@ -92,3 +92,9 @@ def test_config_file_that_is_not_utf8_is_refused(tmp_path):
                                          r"allowed: a YAML file saved as UTF-8"):
         load_config(latin)
 
+
+def test_max_dropped_share_is_a_config_key():
+    assert load_config(None).task.max_dropped_share == 0.1
+    assert load_config(None, ["task.max_dropped_share=0.5"]).task.max_dropped_share == 0.5
+    with pytest.raises(ProbeError, match=r"task.max_dropped_share: got 1.5"):
+        load_config(None, {"task.max_dropped_share": 1.5})

@@ -58,3 +58,22 @@ def test_figures_draw_dollar_signs_in_names_literally():
                                  for r in rows(name, ["clean_accuracy"], intervention=i) if r["model"] == "finetuned"])
         assert figures.ablation_figure(ablation, name).startswith("data:image/png;base64,")
 
+
+def test_report_shows_data_warnings_escaped_and_no_number_without_examples(tmp_path, tiny_run):
+    import json
+    import shutil
+
+    from probe.report.render import _ci_filter, render_report
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["warnings"] = ["class '<b>solo</b>' has a single example"]
+    (run / "summary.json").write_text(json.dumps(summary))
+    html = render_report(run).read_text()
+    assert "Data warnings" in html and "class &#39;&lt;b&gt;solo&lt;/b&gt;&#39; has a single example" in html
+    assert "Data warnings" not in (tiny_run.path / "index.html").read_text()
+    nan = float("nan")
+    assert _ci_filter({"value": nan, "ci_low": nan, "ci_high": nan}) == "n/a"
+    assert _ci_filter({"value": 0.5, "ci_low": nan, "ci_high": nan}) == "0.50"
+    assert _ci_filter({"value": 0.5, "ci_low": 0.25, "ci_high": 0.75}) == "0.50 [0.25, 0.75]"

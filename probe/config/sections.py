@@ -40,6 +40,9 @@ class TaskConfig(Section):
     train_size: Union[int, float] = 800
     validation_size: Union[int, float] = 200
     test_size: Union[int, float] = 400
+    max_dropped_share: float = Field(
+        0.1, ge=0.0, le=1.0, description="most of the dataset's rows (sentences) that may be dropped for a "
+        "missing or empty text (or word list) before the data are refused")
 
     @field_validator("type")
     @classmethod

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from probe.config import Config, dump_config
+from probe.data.planted import check_planted_tokens
 from probe.engine.context import RunContext, Timer, log
 from probe.engine.stages import finetune_stage, pretrain_stage
 from probe.errors import ProbeError
@@ -43,8 +44,11 @@ def execute(config: Config, progress: bool = True, shared_dir: Path | None = Non
     with timer.stage("data"):
         data = kind.load_data(config)
         tokenizer = load_tokenizer(config.model.backbone)
+        check_planted_tokens(config, tokenizer)
         device = run_device(config)
     log(kind.describe(config, data))
+    for note in getattr(data, "notes", []):
+        log(f"warning: {note}")
     ctx = RunContext(config=config, kind=kind, data=data, tokenizer=tokenizer, device=device,
                      run_dir=config.run_dir, timer=timer, progress=progress and current().is_main,
                      shared_dir=shared_dir)
@@ -205,6 +209,7 @@ def _summary(ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict)
                      "trainable_parameters": _first_int(train_logs, "trainable_parameters"),
                      "total_parameters": _first_int(train_logs, "total_parameters"),
                      "seconds": float(sum(t.get("seconds", 0.0) for t in train_logs.values()))},
+        "warnings": list(getattr(ctx.data, "notes", [])),
         "reused_stages": ctx.reused, "device": str(ctx.device), "seed": config.seed, "versions": _versions(),
     }
     if ctx.pretraining is not None:

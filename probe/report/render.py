@@ -26,9 +26,20 @@ def _env():
     env = Environment(loader=PackageLoader("probe.report", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.filters["num"] = lambda v, d=2: "n/a" if v is None or v != v else f"{v:.{d}f}"
-    env.filters["ci"] = lambda m: ("n/a" if not m else
-                                   f"{m['value']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}]")
+    env.filters["ci"] = _ci_filter
     return env
+
+
+def _ci_filter(m: dict | None) -> str:
+    """``value [ci_low, ci_high]``; ``n/a`` for a metric without a value (a mean over no examples)."""
+    def known(v: Any) -> bool:
+        return isinstance(v, (int, float)) and v == v
+
+    if not m or not known(m.get("value")):
+        return "n/a"
+    if not (known(m.get("ci_low")) and known(m.get("ci_high"))):
+        return f"{m['value']:.2f}"
+    return f"{m['value']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}]"
 
 
 def _read_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
