@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set finetune.epochs=1 (repeatable)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    r.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty folder that is not a probe run folder (same as --set overwrite=true)")
 
     rep = sub.add_parser("report", help="re-render RUN_DIR/index.html from its stored tables")
     rep.add_argument("run_dir")
@@ -53,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_run(args: argparse.Namespace) -> int:
     from probe.config import dump_config, load_config
 
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides + (["overwrite=true"] if args.overwrite else []))
     if args.print_config:
         print(dump_config(config), end="")
         return 0
@@ -154,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     except ProbeError as e:
         print(f"probe: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("probe: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", 2)  # 130 for Ctrl-C, 143 for SIGTERM
 
 
 if __name__ == "__main__":

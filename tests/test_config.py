@@ -93,8 +93,8 @@ def test_config_file_that_is_not_utf8_is_refused(tmp_path):
         load_config(latin)
 
 
-def test_max_dropped_share_is_a_config_key():
-    assert load_config(None).task.max_dropped_share == 0.1
-    assert load_config(None, ["task.max_dropped_share=0.5"]).task.max_dropped_share == 0.5
+def test_overwrite_and_max_dropped_share_are_config_keys():
+    assert load_config(None).overwrite is False and load_config(None).task.max_dropped_share == 0.1
+    assert load_config(None, ["overwrite=true", "task.max_dropped_share=0.5"]).overwrite is True
     with pytest.raises(ProbeError, match=r"task.max_dropped_share: got 1.5"):
         load_config(None, {"task.max_dropped_share": 1.5})

@@ -224,6 +224,8 @@ class Config(Section):
         "the mean across seeds with its interval")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     output_dir: str = "reports"
+    overwrite: bool = Field(False, description="write into a non-empty folder that is not a probe run folder "
+                            "(probe's files in it are replaced)")
     task: TaskConfig = TaskConfig()
     spurious: list[SpuriousFeature] = Field(default_factory=list)
     model: ModelConfig = ModelConfig()
@@ -290,9 +292,10 @@ class Config(Section):
         return self.model_dump(mode="json")
 
     def hash(self) -> str:
-        """Hash of the resolved config; ``output_dir`` does not change results and is left out."""
+        """Hash of the resolved config; ``output_dir`` and ``overwrite`` do not change results and are left out."""
         d = self.to_dict()
         d.pop("output_dir", None)
+        d.pop("overwrite", None)
         return stable_hash(d)
 
 
