@@ -155,8 +155,8 @@ def dropped_rows(dataset: str, n_rows: int, reasons: dict[str, int], max_share: 
     why = ", ".join(f"{k} {v}" for k, v in reasons.items() if v)
     share = dropped / max(n_rows, 1)
     if share > max_share:
-        raise ProbeError(f"task.dataset: {dropped} of the {n_rows} {unit} of {dataset!r} ({share:.0%}) would be dropped "
-                         f"({why}), more than task.max_dropped_share {max_share:g}; fix the data or raise "
+        raise ProbeError(f"task.dataset: {dropped} of the {n_rows} {unit} of {dataset!r} ({share:.0%}) would be "
+                         f"dropped ({why}), more than task.max_dropped_share {max_share:g}; fix the data or raise "
                          "task.max_dropped_share")
     if notes is not None:
         notes.append(f"{dropped} of the {n_rows} {unit} of {dataset!r} dropped ({why})")
