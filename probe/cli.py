@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set finetune.epochs=1 (repeatable)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    r.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty folder that is not a probe run folder (same as --set overwrite=true)")
 
     d = sub.add_parser("diagnose", help="diagnose a model fine-tuned elsewhere (a folder, hub name or LoRA adapter)")
     d.add_argument("model", metavar="MODEL", help="the fine-tuned classifier or tagger: a folder, a hub name or a peft "
@@ -58,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="compare finished runs (e.g. fine-tuning strategies): table + Pareto plot")
     cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run directories, one per variant")
     cmp.add_argument("--out", metavar="DIR",
-                     help="where to write comparison.html and comparison.csv (default: <common parent>/comparison)")
+                     help="where to write comparison.html and comparison.csv (default: <common parent>/comparison, "
+                          "or ./comparison when the runs share no parent below /)")
     cmp.add_argument("--names", metavar="A,B,...", help="comma-separated variant names, one per RUN_DIR")
 
     sub.add_parser("datasets", help="list the built-in datasets")
@@ -70,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_run(args: argparse.Namespace) -> int:
     from probe.config import dump_config, load_config
 
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides + (["overwrite=true"] if args.overwrite else []))
     if args.print_config:
         print(dump_config(config), end="")
         return 0
@@ -201,9 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     except ProbeError as e:
         print(f"probe: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("probe: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", 2)  # 130 for Ctrl-C, 143 for SIGTERM
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import pandas as pd
 
 from probe.analyses.aggregate import pooled_rows
 from probe.errors import ProbeError
+from probe.rundir import not_complete, read_summary, run_state
 
 #: Behaviour metrics of the first planted feature, in column order; ``clean_accuracy`` is the task's.
 BEHAVIOUR_METRICS = ("clean_accuracy", "conflicting_accuracy", "s_only_error", "flip_rate", "reliance_gap")
@@ -104,18 +105,9 @@ def _read_summary(path: Path) -> dict:
         raise ProbeError(f"{str(path)!r} does not exist")
     if not path.is_dir():
         raise ProbeError(f"{str(path)!r} is not a directory; give a run directory")
-    summary_path = path / "summary.json"
-    if not summary_path.is_file():
-        raise ProbeError(f"{str(path)!r} is not a probe run directory: it has no summary.json")
-    try:
-        summary = json.loads(summary_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ProbeError(f"{str(summary_path)!r} is not valid JSON; the run may have been interrupted") from None
-    if not isinstance(summary, dict):
-        raise ProbeError(f"{str(summary_path)!r} does not hold a JSON object")
-    if summary.get("status") != "complete":
-        raise ProbeError(f"run {str(path)!r} is not complete (status {summary.get('status', 'missing')!r}); "
-                         "finish it with probe run before comparing")
+    summary = read_summary(path)
+    if run_state(summary) != "complete":
+        raise ProbeError(f"{not_complete(path, summary)}; finish it with probe run before comparing")
     if not (path / "tables" / "behaviour.csv").is_file():
         raise ProbeError(f"run {str(path)!r} has no tables/behaviour.csv; it cannot be compared")
     return summary
@@ -129,7 +121,7 @@ def _read_table(path: Path, name: str) -> pd.DataFrame | None:
         return pd.read_csv(f)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as e:
         raise ProbeError(f"{str(f)!r} is not a readable CSV table ({type(e).__name__})") from None
 
 
@@ -360,6 +352,10 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def default_out_dir(paths: Sequence[str | Path]) -> Path:
-    """``<common parent of the run directories>/comparison``."""
+    """``<common parent of the run directories>/comparison``, or ``./comparison`` (in the current
+    directory) when the runs share no parent below the filesystem root."""
     parents = [str(Path(p).resolve().parent) for p in paths]
-    return Path(os.path.commonpath(parents)) / "comparison"
+    common = Path(os.path.commonpath(parents))
+    if common == Path(common.anchor):
+        return Path.cwd() / "comparison"
+    return common / "comparison"

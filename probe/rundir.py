@@ -1,11 +1,14 @@
-"""The run directory contract (docs/design.md §3): atomic writes, and :class:`Run` for reading one back."""
+"""The run directory contract (docs/design.md §3): atomic writes, what a run folder is (and whether the
+process that writes it is still alive), and :class:`Run` for reading one back."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -64,26 +67,158 @@ def write_table(run_dir: Path, name: str, df: pd.DataFrame) -> None:
     atomic_write_text(run_dir / "tables" / f"{name}.csv", df.to_csv(index=False, float_format="%.10g"))
 
 
+def read_table(path: Path) -> pd.DataFrame:
+    """A stored CSV table; a one-line :class:`ProbeError` naming the file when it cannot be read."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ProbeError(f"{str(path)!r} is empty, not a CSV table; run the run again with probe run") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as e:
+        why = getattr(e, "strerror", None) or type(e).__name__
+        raise ProbeError(f"{str(path)!r} is not a readable CSV table ({why}); run the run again with probe run") from None
+
+
+# --- who is writing a run folder -----------------------------------------------------------------
+
+def running_marker() -> dict[str, Any]:
+    """What a ``running`` summary records about the process writing the folder: its id, host and start
+    time, so that a reader can tell a live run from one whose process was killed."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": round(time.time(), 3)}
+
+
+def _alive(pid: int, started: Any) -> bool:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if isinstance(started, (int, float)) and proc.create_time() > started + 1:
+            return False  # the id was reused by a process started after the run
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def run_state(summary: dict[str, Any]) -> str:
+    """The status to believe: ``summary["status"]``, except that a ``running`` run whose process is gone
+    from this host (killed with SIGKILL, or the machine restarted) is ``interrupted``. A run recorded on
+    another host, or by a version that did not record its process, stays ``running``: it cannot be checked."""
+    status = str(summary.get("status", "unknown"))
+    pid = summary.get("pid")
+    if status != "running" or not isinstance(pid, int) or summary.get("host") != socket.gethostname():
+        return status
+    return "running" if _alive(pid, summary.get("started")) else "interrupted"
+
+
+def not_complete(path: Path, summary: dict[str, Any]) -> str:
+    """``run 'path' is not complete (status 'x')`` and what a reader can do about it, for one-line errors."""
+    state = run_state(summary)
+    who = f"process {summary.get('pid')} on host {summary.get('host')!r}"
+    error = " ".join(str(summary.get("error") or "").split())  # one line, however long the message
+    error = error if len(error) <= 300 else error[:297] + "..."
+    detail = {"running": f"it is still running ({who})" if "pid" in summary else "it may still be running",
+              "interrupted": f"{error or f'its {who} is gone'}; run the same command again to resume",
+              "failed": f"{error or 'no error recorded'}; fix it and run the same command again"}
+    tail = f"; {detail[state]}" if state in detail else ""
+    return f"run {str(path)!r} is not complete (status {state!r}){tail}"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+
+
+def _is_probe_folder(path: Path) -> bool:
+    """A run folder (``summary.json`` with a status, or a damaged one beside ``config.yaml``) or a
+    sweep folder (``config.yaml`` with a ``compare`` section)."""
+    summary, config = path / "summary.json", path / "config.yaml"
+    if summary.is_file():
+        data = _read_json(summary)
+        return (isinstance(data, dict) and "status" in data) or config.is_file()
+    if config.is_file():
+        import yaml
+
+        try:
+            data = yaml.safe_load(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError):
+            return False
+        return isinstance(data, dict) and isinstance(data.get("compare"), list)
+    return False
+
+
+def _symlinks(path: Path, depth: int = 3) -> list[str]:
+    """Symbolic links inside ``path`` (not following them), at most ``depth`` levels down."""
+    out = []
+    for root, dirs, files in os.walk(path):
+        level = len(Path(root).relative_to(path).parts)
+        out += [str(Path(root, n).relative_to(path)) for n in sorted(dirs + files) if Path(root, n).is_symlink()]
+        if level + 1 >= depth:
+            dirs[:] = []
+    return out
+
+
+def check_run_folder(path: Path, overwrite: bool = False) -> tuple[str | None, str | None]:
+    """``(problem, note)`` for writing a run (or sweep) into ``path``. ``problem`` (a one-line refusal)
+    when ``path`` is a non-empty folder that is not a probe run folder (unless ``overwrite``), holds a
+    symbolic link (probe replaces what it writes, and would write through it), or is in use by a live
+    run on this host; ``note`` when it resumes a run that was interrupted."""
+    if not path.is_dir():
+        return None, None
+    links = _symlinks(path)
+    if links:
+        return (f"run folder {str(path)!r}: {links[0]} is a symbolic link; probe writes only real files and "
+                "folders in a run folder; replace it with a folder or remove it"), None
+    if not _is_probe_folder(path):
+        if overwrite or not any(path.iterdir()):
+            return None, None
+        return (f"output folder {str(path)!r} is not empty and is not a probe run folder (it has no probe "
+                "summary.json); allowed: a new or empty folder, a probe run folder, or --overwrite (overwrite: "
+                "true) to write into it anyway"), None
+    summary = _read_json(path / "summary.json")
+    if not isinstance(summary, dict):
+        return None, None
+    state = run_state(summary)
+    if state == "running" and "pid" in summary and summary.get("host") == socket.gethostname():
+        return (f"run folder {str(path)!r} is in use by a run that is still going (process {summary['pid']} "
+                f"on this host); wait for it to finish or stop it"), None
+    if state == "running" and "pid" in summary:
+        return None, (f"{path} was marked running by process {summary['pid']} on host {summary.get('host')!r}, "
+                      "which cannot be checked from here; taking it over")
+    if state == "interrupted":
+        return None, f"resuming the interrupted run in {path}"
+    return None, None
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """``path/summary.json`` as a dict; one-line errors for a missing, damaged or non-object file."""
+    summary = path / "summary.json"
+    if not summary.is_file():
+        raise ProbeError(f"{str(path)!r} is not a probe run directory: it has no summary.json")
+    data = _read_json(summary)
+    if not isinstance(data, dict):
+        raise ProbeError(f"{str(summary)!r} is not valid JSON holding an object (truncated or damaged?); "
+                         "run the run again with probe run")
+    return data
+
+
 class Run:
     """A finished (or failed) run directory, for notebooks and ``probe compare``.
 
-    ``run.summary`` is ``summary.json`` as a dict; ``run.table("probing")`` reads
+    ``run.summary`` is ``summary.json`` as a dict; ``run.status`` the status to believe (``interrupted``
+    for a ``running`` run whose process is gone); ``run.table("probing")`` reads
     ``tables/probing.csv`` as a DataFrame; ``run.tables`` lists the names.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        summary = self.path / "summary.json"
-        if not summary.is_file():
-            raise ProbeError(f"{str(self.path)!r} is not a probe run directory: it has no summary.json")
-        try:
-            self.summary: dict[str, Any] = json.loads(summary.read_text())
-        except json.JSONDecodeError:
-            raise ProbeError(f"{summary}: not valid JSON; the run may have been interrupted") from None
+        self.summary: dict[str, Any] = read_summary(self.path)
 
     @property
     def status(self) -> str:
-        return self.summary.get("status", "unknown")
+        return run_state(self.summary)
 
     @property
     def complete(self) -> bool:
@@ -97,7 +232,7 @@ class Run:
         path = self.path / "tables" / f"{name}.csv"
         if not path.is_file():
             raise ProbeError(f"run {str(self.path)!r} has no table {name!r}; it has: {', '.join(self.tables) or 'none'}")
-        return pd.read_csv(path)
+        return read_table(path)
 
     @property
     def report_path(self) -> Path:

@@ -24,6 +24,7 @@ def files(tmp_path):
     good.assign(label="a").to_csv(tmp_path / "oneclass.csv", index=False)
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "typo.yaml").write_text("task:\n  datset: bbc-news\n")
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\u00e9\n".encode("latin-1"))
     return tmp_path
 
 
@@ -37,6 +38,10 @@ CASES = [
     (["--set", "spurious.0.target_class=sport"], "'sport' is not a class of 'bbc-news'"),
     (["--set", "task.test_size=99999"], "larger than the dataset"),
     (["--set", "model.backbone=/no/such/model"], "model.backbone: cannot load '/no/such/model'"),
+    (["latin1.yaml"], "is not UTF-8 text"),
+    (["--set", 'spurious.0.token="[MASK]"'], "spurious.0.token: got '[MASK]': the tokenizer turns it into its "
+                                              "special token '[MASK]'"),
+    (["--set", "spurious.0.token=\u200b"], "spurious.0.token: got '\\u200b': the tokenizer turns it into no tokens"),
 ]
 
 

@@ -324,3 +324,11 @@ def test_paired_differences_known_answer(tmp_path):
     html = out.read_text()
     assert "Paired differences" in html and "<strong>-0.400" in html
     assert (tmp_path / "cmp" / "comparison_differences.csv").is_file()
+
+
+def test_default_out_dir_is_the_current_directory_when_runs_share_no_parent(tmp_path, monkeypatch):
+    from probe.comparison import default_out_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert default_out_dir(["/opt/runs/a", "/srv/other/b"]) == tmp_path / "comparison"
+    assert default_out_dir([tmp_path / "runs" / "a", tmp_path / "runs" / "b"]) == tmp_path / "runs" / "comparison"

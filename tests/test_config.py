@@ -83,3 +83,18 @@ def test_every_example_config_is_valid(path):
     config = load_config(path)
     if config.compare:
         assert len(variant_configs(config)) == len(config.compare)
+
+
+def test_config_file_that_is_not_utf8_is_refused(tmp_path):
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ProbeError, match=r"config file .*latin1.yaml' is not UTF-8 text \(byte 9: b'\\xe9'\); "
+                                         r"allowed: a YAML file saved as UTF-8"):
+        load_config(latin)
+
+
+def test_overwrite_and_max_dropped_share_are_config_keys():
+    assert load_config(None).overwrite is False and load_config(None).task.max_dropped_share == 0.1
+    assert load_config(None, ["overwrite=true", "task.max_dropped_share=0.5"]).overwrite is True
+    with pytest.raises(ProbeError, match=r"task.max_dropped_share: got 1.5"):
+        load_config(None, {"task.max_dropped_share": 1.5})

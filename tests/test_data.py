@@ -182,3 +182,40 @@ def test_bad_local_data_is_refused(tmp_path, frame):
 def test_hf_prefix_goes_through_datasets_offline():
     with pytest.raises(ProbeError, match="cannot load 'hf:surely/not-a-dataset'"):
         load_table("hf:surely/not-a-dataset")
+
+
+# --- silent data problems (issue #18) --------------------------------------------------------------
+
+def _rows_csv(path, n_good=40, n_empty=0, n_missing=0, extra=()):
+    rows = [{"text": f"story {i} about {'ab'[i % 2]} things", "label": "ab"[i % 2]} for i in range(n_good)]
+    rows += [{"text": "   ", "label": "a"}] * n_empty + [{"text": None, "label": "b"}] * n_missing + list(extra)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return str(path)
+
+
+def test_dropped_rows_are_counted_and_too_many_refused(tmp_path):
+    notes = []
+    path = _rows_csv(tmp_path / "some.csv", n_empty=2, n_missing=1)
+    texts, _, _ = load_text_classification(path, "text", "label", notes=notes)
+    assert len(texts) == 40
+    assert notes == [f"3 of the 43 rows of {path!r} dropped (missing text 1, empty text 2)"]
+    path = _rows_csv(tmp_path / "many.csv", n_empty=10, n_missing=5)
+    with pytest.raises(ProbeError, match=r"^task.dataset: 15 of the 55 rows .* \(27%\) would be dropped \(missing "
+                                         r"text 5, empty text 10\), more than task.max_dropped_share 0.1"):
+        load_text_classification(path, "text", "label")
+    assert len(load_text_classification(path, "text", "label", max_dropped_share=0.3)[0]) == 40
+    cfg = load_config(None, {"task.dataset": path, "task.max_dropped_share": 0.3, "task.train_size": 20,
+                             "task.validation_size": 6, "task.test_size": 10, "spurious.0.target_class": "a"})
+    assert build_task_data(cfg).notes == [f"15 of the 55 rows of {path!r} dropped (missing text 5, empty text 10)"]
+
+
+def test_target_class_without_test_examples_is_refused_and_a_single_example_class_noted(tmp_path):
+    path = _rows_csv(tmp_path / "solo.csv", extra=[{"text": "the lonely story", "label": "solo"}])
+    base = {"task.dataset": path, "task.train_size": 20, "task.validation_size": 6, "task.test_size": 10}
+    with pytest.raises(ProbeError, match=r"^spurious.0.target_class: 'solo' has 1 example in .* the test split has "
+                                         r"no test example of it, so the aligned or conflicting accuracy would be "
+                                         r"measured on zero examples"):
+        build_task_data(load_config(None, {**base, "spurious.0.target_class": "solo"}))
+    data = build_task_data(load_config(None, {**base, "spurious.0.target_class": "a"}))
+    assert data.notes == [f"class 'solo' has a single example in {path!r} (in no split): no metric can measure it"]
+    assert (data.test_labels == data.classes.index("a")).any()

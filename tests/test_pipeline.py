@@ -2,6 +2,10 @@
 
 import json
 import shutil
+import socket
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
@@ -99,11 +103,16 @@ def test_interrupted_run_resumes_and_reproduces(tmp_path):
     first = _run(tmp_path)
     tables = _tables(first)
     assert first.summary["reused_stages"] == []
-    # as if killed after fine-tuning: only the checkpoint survives
+    # as if killed (SIGKILL) after fine-tuning: only the checkpoint and the "running" summary survive
     for name in ("cache", "tables"):
         shutil.rmtree(first.path / name)
-    for name in ("summary.json", "index.html", "timings.json"):
+    for name in ("index.html", "timings.json"):
         (first.path / name).unlink()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (first.path / "summary.json").write_text(json.dumps({"status": "running", "pid": gone.pid,
+                                                         "host": socket.gethostname(), "started": time.time()}))
+    assert probe.load_run(first.path).status == "interrupted"
     second = _run(tmp_path)
     assert second.summary["reused_stages"] == ["finetune"]
     assert _tables(second) == tables

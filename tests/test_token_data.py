@@ -74,8 +74,13 @@ def test_jsonl_and_conll_sources_and_their_errors(tmp_path):
             {"tokens": [], "ner_tags": []}]
     f = tmp_path / "d.jsonl"
     f.write_text("\n".join(json.dumps(r) for r in rows))
-    sents = load_tagged_sentences(_task(f))
+    notes = []
+    sents = load_tagged_sentences(_task(f, **{"task.max_dropped_share": 0.5}), notes)
     assert len(sents) == 1 and sents[0].tags == ["B-PER", "O", "B-LOC"]  # IOB1 converted, empty row dropped
+    assert notes == [f"1 of the 2 sentences of {str(f)!r} dropped (no words 1)"]  # and said so
+    with pytest.raises(ProbeError, match=r"^task.dataset: 1 of the 2 sentences .* \(50%\) would be dropped .*"
+                                         r"more than task.max_dropped_share 0.1"):
+        load_tagged_sentences(_task(f))  # half the sentences empty: refused by default
     f.write_text(json.dumps({"tokens": ["a", "b"], "ner_tags": [0, 1]}))
     with pytest.raises(ProbeError, match=r"^task.tag_column: .*class ids .*no tag names"):
         load_tagged_sentences(_task(f))
@@ -254,3 +259,14 @@ def test_tagger_augmentation_keeps_entities_and_plants_other_types_only():
     assert not any(s.words[s.words.index("Bob") - 1] == "zebra" for s in planted)
     assert all(t == "O" for s in planted for w, t in zip(s.words, s.tags) if w == "zebra")
     assert sents[0].words == ["a", "Bob", "b", "Paris", "c", "d"]  # inputs untouched
+
+
+def test_marker_type_without_test_spans_is_refused(tmp_path):
+    path = _synthetic(tmp_path / "d.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows.append({"tokens": ["Zed", "rules"], "ner_tags": ["B-rare", "O"]})  # one span of a rare type
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = _config(path, **{"spurious.0.target_class": "rare", "task.test_size": 0.1})  # seed 0: not in the test split
+    with pytest.raises(ProbeError, match=r"^spurious.0.target_class: the test split of .* has no entity of type "
+                                         r"'rare', so the aligned accuracy would be measured on zero spans"):
+        build_token_task_data(cfg)

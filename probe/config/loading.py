@@ -31,7 +31,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ProbeError(f"config path {str(path)!r} is a folder; give a YAML file")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ProbeError(f"config file {str(path)!r} is not UTF-8 text (byte {e.start}: "
+                         f"{e.object[e.start:e.start + 1]!r}); allowed: a YAML file saved as UTF-8") from None
+    except OSError as e:
+        raise ProbeError(f"config file {str(path)!r} cannot be read ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -40,6 +40,9 @@ class TaskConfig(Section):
     train_size: Union[int, float] = 800
     validation_size: Union[int, float] = 200
     test_size: Union[int, float] = 400
+    max_dropped_share: float = Field(
+        0.1, ge=0.0, le=1.0, description="most of the dataset's rows (sentences) that may be dropped for a "
+        "missing or empty text (or word list) before the data are refused")
 
     @field_validator("type")
     @classmethod
@@ -247,6 +250,8 @@ class Config(Section):
         "the mean across seeds with its interval")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     output_dir: str = "reports"
+    overwrite: bool = Field(False, description="write into a non-empty folder that is not a probe run folder "
+                            "(probe's files in it are replaced)")
     task: TaskConfig = TaskConfig()
     spurious: list[SpuriousFeature] = Field(default_factory=list)
     model: ModelConfig = ModelConfig()
@@ -335,9 +340,10 @@ class Config(Section):
         return self.model_dump(mode="json")
 
     def hash(self) -> str:
-        """Hash of the resolved config; ``output_dir`` does not change results and is left out."""
+        """Hash of the resolved config; ``output_dir`` and ``overwrite`` do not change results and are left out."""
         d = self.to_dict()
         d.pop("output_dir", None)
+        d.pop("overwrite", None)
         return stable_hash(d)
 
 

@@ -145,13 +145,33 @@ def load_table(dataset: str) -> pd.DataFrame:
     )
 
 
+def dropped_rows(dataset: str, n_rows: int, reasons: dict[str, int], max_share: float, unit: str = "rows",
+                 notes: list[str] | None = None) -> None:
+    """Account for rows dropped while loading: a note (appended to ``notes``) that says how many and why,
+    or a one-line refusal when more than ``max_share`` (``task.max_dropped_share``) of them went."""
+    dropped = sum(reasons.values())
+    if not dropped:
+        return
+    why = ", ".join(f"{k} {v}" for k, v in reasons.items() if v)
+    share = dropped / max(n_rows, 1)
+    if share > max_share:
+        raise ProbeError(f"task.dataset: {dropped} of the {n_rows} {unit} of {dataset!r} ({share:.0%}) would be "
+                         f"dropped ({why}), more than task.max_dropped_share {max_share:g}; fix the data or raise "
+                         "task.max_dropped_share")
+    if notes is not None:
+        notes.append(f"{dropped} of the {n_rows} {unit} of {dataset!r} dropped ({why})")
+
+
 def load_text_classification(
-    dataset: str, text_column: str, label_column: str
+    dataset: str, text_column: str, label_column: str, *, max_dropped_share: float = 0.1,
+    notes: list[str] | None = None,
 ) -> tuple[list[str], np.ndarray, list[str]]:
     """Texts (whitespace normalised), integer labels and sorted class names, after checks.
 
-    Refuses: token-classification built-ins, missing columns, non-text text columns,
-    a label column with fewer than two classes, and tables with no usable rows.
+    Rows with a missing text or label or an empty text are dropped; how many is appended to ``notes``,
+    and more than ``max_dropped_share`` of the rows is refused. Also refuses: token-classification
+    built-ins, missing columns, non-text text columns, a label column with fewer than two classes, and
+    tables with no usable rows.
     """
     builtin = BUILTIN_DATASETS.get(dataset)
     if builtin is not None and builtin.task_type != "text-classification":
@@ -167,6 +187,9 @@ def load_text_classification(
             raise ProbeError(
                 f"{field}: column {col!r} is not in {dataset!r}; its columns are: {', '.join(map(str, df.columns))}"
             )
+    n_rows = len(df)
+    reasons = {"missing text": int(df[text_column].isna().sum()),
+               "missing label": int((df[label_column].isna() & df[text_column].notna()).sum())}
     df = df[[text_column, label_column]].dropna()
     if len(df) == 0:
         raise ProbeError(f"task.dataset: {dataset!r} has no rows with both {text_column!r} and {label_column!r} set")
@@ -181,6 +204,8 @@ def load_text_classification(
     keep = [i for i, t in enumerate(texts) if t]
     if not keep:
         raise ProbeError(f"task.text_column: column {text_column!r} holds only empty strings")
+    reasons["empty text"] = len(texts) - len(keep)
+    dropped_rows(dataset, n_rows, reasons, max_dropped_share, notes=notes)
     texts = [texts[i] for i in keep]
     raw_labels = [str(v) for v in df[label_column].to_numpy()[keep]]
     classes = sorted(set(raw_labels))

@@ -205,7 +205,7 @@ def _raw_rows(task: TaskConfig) -> tuple[list[tuple[Any, Any, list[str] | None]]
     return [(s.tokens, s.tags, None) for s in sentences], "task.conll_columns"
 
 
-def load_tagged_sentences(task: TaskConfig) -> list[Sentence]:
+def load_tagged_sentences(task: TaskConfig, notes: list[str] | None = None) -> list[Sentence]:
     """The tagged sentences named by ``task.dataset``, checked and in BIO.
 
     Sources: ``wnut16`` (built-in), a CoNLL file (any file that is not .json/.jsonl/.csv, read
@@ -213,8 +213,11 @@ def load_tagged_sentences(task: TaskConfig) -> list[Sentence]:
     saved ``datasets`` folder or ``hf:<name>[:<config>]`` with ``task.token_column`` (a list of
     words per row) and ``task.tag_column`` (a list of tag names, or of class ids named by a
     ``datasets`` ClassLabel feature). IOB1 tags are converted to BIO (:func:`to_bio`); other
-    schemes are refused. Sentences without words are dropped. Errors are one line.
+    schemes are refused. Sentences without words are dropped: how many is appended to ``notes``, and
+    more than ``task.max_dropped_share`` of them is refused. Errors are one line.
     """
+    from probe.data.sources import dropped_rows
+
     rows, tag_field = _raw_rows(task)
     sentences = []
     for row, (raw_words, raw_tags, names) in enumerate(rows):
@@ -235,6 +238,8 @@ def load_tagged_sentences(task: TaskConfig) -> list[Sentence]:
         sentences.append(Sentence(words, bio))
     if not sentences:
         raise ProbeError(f"task.dataset: {task.dataset!r} has no sentences with words")
+    dropped_rows(task.dataset, len(rows), {"no words": len(rows) - len(sentences)}, task.max_dropped_share,
+                 unit="sentences", notes=notes)
     if not any(t != "O" for s in sentences for t in s.tags):
         raise ProbeError(f"{tag_field}: every tag in {task.dataset!r} is O; token classification needs at least one "
                          "entity type")

@@ -46,6 +46,7 @@ class TaskData:
     n_total: int = 0
     corpus_texts: list[str] = field(default_factory=list)
     corpus_labels: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def fingerprint(self) -> str:
         """Hash of everything the fine-tuning stage sees."""
@@ -87,6 +88,29 @@ def stratified_splits(
     return out[0], out[1], out[2]
 
 
+def _check_split_classes(config: Config, classes: list[str], labels: np.ndarray,
+                         splits: tuple[np.ndarray, np.ndarray, np.ndarray], notes: list[str]) -> None:
+    """Refuse a planted feature whose target class has no test example, or whose test split has nothing
+    outside it (its aligned or conflicting metrics would be means over zero examples); note a class
+    with a single example (it can be in one split at most, so no metric measures it)."""
+    counts = np.bincount(labels, minlength=len(classes))
+    test_counts = np.bincount(labels[splits[2]], minlength=len(classes))
+    for k, feature in enumerate(config.spurious):
+        target = classes.index(feature.target_class)
+        if test_counts[target] == 0 or test_counts.sum() == test_counts[target]:
+            which = "no test example of it" if test_counts[target] == 0 else "no test example of another class"
+            raise ProbeError(
+                f"spurious.{k}.target_class: {feature.target_class!r} has {counts[target]} example"
+                f"{'s' if counts[target] != 1 else ''} in {config.task.dataset!r} and the test split has {which}, "
+                "so the aligned or conflicting accuracy would be measured on zero examples; allowed: a class with "
+                "test examples (or a larger task.test_size)")
+    for i, (c, count) in enumerate(zip(classes, counts)):
+        if count == 1:
+            where = [name for name, idx in zip(("train", "validation", "test"), splits) if (labels[idx] == i).any()]
+            notes.append(f"class {c!r} has a single example in {config.task.dataset!r} (in "
+                         f"{where[0] + ' only' if where else 'no split'}): no metric can measure it")
+
+
 def build_task_data(config: Config) -> TaskData:
     """Load, check and split the dataset, plant the spurious tokens and build test partitions.
 
@@ -94,7 +118,9 @@ def build_task_data(config: Config) -> TaskData:
     cannot be run on (sizes larger than the data, unknown target class, ...).
     """
     t = config.task
-    texts, labels, classes = load_text_classification(t.dataset, t.text_column, t.label_column)
+    notes: list[str] = []
+    texts, labels, classes = load_text_classification(t.dataset, t.text_column, t.label_column,
+                                                      max_dropped_share=t.max_dropped_share, notes=notes)
     n = len(texts)
     sizes = tuple(resolve_size(v, n) for v in (t.train_size, t.validation_size, t.test_size))
     names = ("task.train_size", "task.validation_size", "task.test_size")
@@ -119,12 +145,13 @@ def build_task_data(config: Config) -> TaskData:
             )
 
     tr, va, te = stratified_splits(labels, sizes, config.seed)
+    _check_split_classes(config, classes, labels, (tr, va, te), notes)
     data = TaskData(
         classes=classes,
         train_texts=[texts[i] for i in tr], train_labels=labels[tr],
         val_texts=[texts[i] for i in va], val_labels=labels[va],
         test_texts=[texts[i] for i in te], test_labels=labels[te],
-        n_total=n,
+        n_total=n, notes=notes,
     )
     held_out = np.zeros(n, bool)
     held_out[te] = True  # the pretraining corpus "task": every text outside the test split, before any planting

@@ -183,6 +183,7 @@ class TokenTaskData:
     planted: list[PlantedSpans] = field(default_factory=list)
     n_total: int = 0
     corpus_texts: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def fingerprint(self) -> str:
         """Hash of everything the fine-tuning stage sees."""
@@ -215,6 +216,17 @@ def _split_sizes(task: TaskConfig, n: int) -> tuple[int, int, int]:
     return sizes  # type: ignore[return-value]
 
 
+def _check_pairs(k: int, feature: PlantedFeature, pairs: list[SpanPair], dataset: str) -> None:
+    """Refuse a marker whose test split has no entity of its type, or none of another type: its aligned or
+    conflicting metrics would be means over zero spans."""
+    for kind, what in (("aligned", f"no entity of type {feature.target_class!r}"),
+                       ("conflicting", "no entity of another type")):
+        if not any(p.kind == kind for p in pairs):
+            raise ProbeError(f"spurious.{k}.target_class: the test split of {dataset!r} has {what}, so the {kind} "
+                             "accuracy would be measured on zero spans; allowed: an entity type with test spans "
+                             "(or a larger task.test_size)")
+
+
 def build_token_task_data(config: Config) -> TokenTaskData:
     """Load and check the tagged sentences, split them, plant the markers and build the test pairs.
 
@@ -227,7 +239,8 @@ def build_token_task_data(config: Config) -> TokenTaskData:
     t = config.task
     if t.type != "token-classification":
         raise ProbeError(f"task.type: got {t.type!r}; build_token_task_data needs 'token-classification'")
-    sentences = load_tagged_sentences(t)
+    notes: list[str] = []
+    sentences = load_tagged_sentences(t, notes)
     n = len(sentences)
     sizes = _split_sizes(t, n)
     types = sorted({tag_type(tag) for s in sentences for tag in s.tags} - {None})
@@ -240,7 +253,7 @@ def build_token_task_data(config: Config) -> TokenTaskData:
     train, val, test = ([sentences[i] for i in order[a:b]] for a, b in zip((0, cut[0], cut[1]), cut))
     data = TokenTaskData(tags=["O"] + sorted(f"{p}-{x}" for x in types for p in "BI"), entity_types=types,
                          train=train, val=val, test=test, n_total=n,
-                         corpus_texts=[" ".join(s.words) for s in train + val])
+                         corpus_texts=[" ".join(s.words) for s in train + val], notes=notes)
     for k, feature in enumerate(config.spurious):
         rng = np.random.default_rng([config.seed, 1, k])
         marker, target = feature.token, feature.target_class
@@ -251,6 +264,7 @@ def build_token_task_data(config: Config) -> TokenTaskData:
         lower = marker.lower()
         natural = float(np.mean([lower in (w.lower() for w in s.words) for s in sentences]))
         pairs = span_pairs(data.test, marker, target, np.random.default_rng([config.seed, 2, k]))
+        _check_pairs(k, feature, pairs, t.dataset)
         data.planted.append(PlantedSpans(
             feature, target, pairs,
             train_rate_in_class=float(got[hit].mean()) if hit.any() else 0.0,

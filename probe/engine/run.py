@@ -24,10 +24,12 @@ import numpy as np
 import pandas as pd
 
 from probe.config import Config, dump_config
+from probe.data.planted import check_planted_tokens
 from probe.engine.context import RunContext, Timer, log
+from probe.engine.lifecycle import check_folder, error_text, stop_on_sigterm
 from probe.engine.stages import finetune_stage, pretrain_stage
 from probe.errors import ProbeError
-from probe.rundir import Run, atomic_write_json, atomic_write_text, write_table
+from probe.rundir import Run, atomic_write_json, atomic_write_text, running_marker, write_table
 
 
 def execute(config: Config, progress: bool = True, shared_dir: Path | None = None) -> Run:
@@ -38,6 +40,7 @@ def execute(config: Config, progress: bool = True, shared_dir: Path | None = Non
     from probe.tasks import task_kind
 
     kind = task_kind(config.task.type)
+    check_folder(config.run_dir, config.overwrite)
     timer = Timer()
     t_start = time.perf_counter()
     with timer.stage("data"):
@@ -45,12 +48,15 @@ def execute(config: Config, progress: bool = True, shared_dir: Path | None = Non
         kind.check_model(config)
         data = kind.load_data(config)
         tokenizer = load_tokenizer_for(config, given)
+        check_planted_tokens(config, tokenizer)
         if given is not None:
             from probe.models.checkpoints import label_order
 
             label_order(given.labels, kind.labels(data), given.source)  # a mismatch is refused before any heavy work
         device = run_device(config)
     log(kind.describe(config, data))
+    for note in getattr(data, "notes", []):
+        log(f"warning: {note}")
     ctx = RunContext(config=config, kind=kind, data=data, tokenizer=tokenizer, device=device,
                      run_dir=config.run_dir, timer=timer, progress=progress and current().is_main,
                      shared_dir=shared_dir, given=given)
@@ -70,38 +76,56 @@ def _mark(run_dir: Path, status: str, **extra: Any) -> None:
     atomic_write_json(run_dir / "summary.json", {"status": status, **extra})
 
 
+def _create(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ProbeError(f"output_dir: cannot create the run folder {str(run_dir)!r} ({e.strerror}); "
+                         "allowed: a writable folder path") from None
+
+
+def _start(run_dir: Path, config: Config) -> None:
+    """Mark the run ``running`` with this process's id and host, then drop what a previous run in the
+    folder rendered or tabulated: a report shows only what this run computes."""
+    import shutil
+
+    _mark(run_dir, "running", config_hash=config.hash(), **running_marker())
+    (run_dir / "index.html").unlink(missing_ok=True)
+    (run_dir / "timings.json").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tables", ignore_errors=True)
+
+
 def run_lifecycle(config: Config, timer: Timer, t_start: float, stages: Callable[[Path], dict | None]) -> Run:
     """Run ``stages(run_dir)`` inside the run folder's life cycle: ``summary.json`` says ``running``
-    first, ``failed`` (with the error) if anything raises, and ``complete`` only after the stages'
-    summary, ``timings.json`` and the report are written. ``stages`` returns the summary, or None
-    on a helper process of a data-parallel run (only the main process writes)."""
+    first (with the process id and host), ``interrupted`` on Ctrl-C or SIGTERM, ``failed`` (with the
+    error) if anything else raises, and ``complete`` only after the stages' summary, ``timings.json``
+    and the report are written. ``stages`` returns the summary, or None on a helper process of a
+    data-parallel run (only the main process writes)."""
     from probe.distributed import current
 
     dist = current()
     run_dir = config.run_dir
-    if dist.is_main:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ProbeError(f"output_dir: cannot create the run folder {str(run_dir)!r} ({e.strerror}); "
-                             "allowed: a writable folder path") from None
-        (run_dir / "index.html").unlink(missing_ok=True)
-        _mark(run_dir, "running", config_hash=config.hash())
-    dist.barrier()
-    try:
-        summary = stages(run_dir)
-    except BaseException as e:  # mark failed and re-raise: nothing may look complete
+    with stop_on_sigterm():
         if dist.is_main:
-            _mark(run_dir, "failed", config_hash=config.hash(), error=f"{type(e).__name__}: {e}".splitlines()[0])
-        raise
-    if summary is None:  # a helper process of a data-parallel run: the main process writes
-        dist.barrier()
-        return Run(run_dir)
-    timer.seconds["total"] = round(time.perf_counter() - t_start, 3)
-    atomic_write_json(run_dir / "timings.json", timer.seconds)
-    summary["timings"] = timer.seconds
-    summary["status"] = "complete"
-    atomic_write_json(run_dir / "summary.json", summary)
+            _create(run_dir)
+        try:
+            if dist.is_main:
+                _start(run_dir, config)
+            dist.barrier()
+            summary = stages(run_dir)
+        except BaseException as e:  # mark failed (or interrupted) and re-raise: nothing may look complete
+            if dist.is_main:
+                status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+                _mark(run_dir, status, config_hash=config.hash(), error=error_text(e))
+            raise
+        if summary is None:  # a helper process of a data-parallel run: the main process writes
+            dist.barrier()
+            return Run(run_dir)
+        timer.seconds["total"] = round(time.perf_counter() - t_start, 3)
+        atomic_write_json(run_dir / "timings.json", timer.seconds)
+        summary["timings"] = timer.seconds
+        summary["status"] = "complete"
+        atomic_write_json(run_dir / "summary.json", summary)
     log(f"done in {timer.seconds['total']:.0f} s: {run_dir / 'index.html'}")
     dist.barrier()
     return Run(run_dir)
@@ -226,6 +250,7 @@ def _summary(ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict)
                      "trainable_parameters": _first_int(train_logs, "trainable_parameters"),
                      "total_parameters": _first_int(train_logs, "total_parameters"),
                      "seconds": float(sum(t.get("seconds", 0.0) for t in train_logs.values()))},
+        "warnings": list(getattr(ctx.data, "notes", [])),
         "reused_stages": ctx.reused, "device": str(ctx.device), "seed": config.seed, "versions": _versions(),
     }
     if ctx.pretraining is not None:

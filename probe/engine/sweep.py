@@ -31,10 +31,12 @@ def execute_sweep(config: Config, progress: bool = True) -> Sweep:
     from probe.report.comparison_page import write_comparison
     from probe.config import variant_configs
     from probe.distributed import current
+    from probe.engine.lifecycle import check_folder
     from probe.engine.run import execute
 
     variants = variant_configs(config)
     sweep_dir = config.run_dir
+    check_folder(sweep_dir, config.overwrite)
     main = current().is_main
     if main:
         sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,8 @@ def _plt():
     import matplotlib.pyplot as plt
 
     plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
-                         "svg.hashsalt": "probe", "figure.dpi": 110})
+                         "svg.hashsalt": "probe", "figure.dpi": 110, "text.parse_math": False,
+                         "text.usetex": False})
     return plt
 
 

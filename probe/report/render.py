@@ -6,7 +6,6 @@ dataset (``<script>`` and friends) renders as inert text.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pandas as pd
 from probe.analyses.aggregate import pooled_rows
 from probe.errors import ProbeError
 from probe.report import figures
-from probe.rundir import atomic_write_text
+from probe.rundir import atomic_write_text, not_complete, read_summary, read_table, run_state
 
 STATUS_LABEL = {"relies": "Relies on the cue", "none": "No reliance found", "inconclusive": "Inconclusive"}
 
@@ -26,13 +25,24 @@ def _env():
     env = Environment(loader=PackageLoader("probe.report", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.filters["num"] = lambda v, d=2: "n/a" if v is None or v != v else f"{v:.{d}f}"
-    env.filters["ci"] = lambda m: ("n/a" if not m else
-                                   f"{m['value']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}]")
+    env.filters["ci"] = _ci_filter
     return env
 
 
+def _ci_filter(m: dict | None) -> str:
+    """``value [ci_low, ci_high]``; ``n/a`` for a metric without a value (a mean over no examples)."""
+    def known(v: Any) -> bool:
+        return isinstance(v, (int, float)) and v == v
+
+    if not m or not known(m.get("value")):
+        return "n/a"
+    if not (known(m.get("ci_low")) and known(m.get("ci_high"))):
+        return f"{m['value']:.2f}"
+    return f"{m['value']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}]"
+
+
 def _read_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
-    return {p.stem: pd.read_csv(p) for p in sorted((run_dir / "tables").glob("*.csv"))}
+    return {p.stem: read_table(p) for p in sorted((run_dir / "tables").glob("*.csv"))}
 
 
 def _table_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -95,19 +105,16 @@ def _heatmaps(words: pd.DataFrame) -> list[dict]:
 def render_report(run_dir: str | Path, summary_override: dict | None = None) -> Path:
     """Write ``index.html`` for ``run_dir`` from its stored files; returns its path."""
     run_dir = Path(run_dir)
-    summary_path = run_dir / "summary.json"
     if summary_override is None:
-        if not summary_path.is_file():
-            raise ProbeError(f"{str(run_dir)!r} is not a probe run directory: it has no summary.json")
-        summary = json.loads(summary_path.read_text())
-        if summary.get("status") != "complete":
-            raise ProbeError(f"run {str(run_dir)!r} is not complete (status {summary.get('status')!r}); "
-                             "run it again with probe run")
+        summary = read_summary(run_dir)
+        if run_state(summary) != "complete":
+            raise ProbeError(not_complete(run_dir, summary))
     else:
         summary = summary_override
     raw = _read_tables(run_dir)
     tables = {name: _pooled(df) for name, df in raw.items()}
-    config_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
+    config_path = run_dir / "config.yaml"
+    config_text = config_path.read_text(encoding="utf-8", errors="replace") if config_path.is_file() else ""
     page: dict[str, Any] = {"figs": {}, "sections": {}, "behaviour_figs": {}, "causal_figs": {}, "heatmaps": []}
     _representation_sections(tables, page)
     _attribution_sections(tables, raw, page)
