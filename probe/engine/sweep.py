@@ -33,7 +33,11 @@ def execute_sweep(config: Config, progress: bool = True) -> Sweep:
     from probe.distributed import current
     from probe.engine.run import execute
 
+    from probe.models.augmenters import check_sources
+
     variants = variant_configs(config)
+    for v in variants:  # a missing masked LM or translation model is refused before the first variant runs
+        check_sources(v)
     sweep_dir = config.run_dir
     main = current().is_main
     if main:
