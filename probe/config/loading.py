@@ -9,7 +9,8 @@ from __future__ import annotations
 import copy
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from types import UnionType
+from typing import Any, Mapping, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -130,6 +131,8 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
         if field is None:
             return None
         ann = field.annotation
+        if get_origin(ann) in (Union, UnionType):  # Optional[Section]: the section
+            ann = next((a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)), ann)
         if part == "spurious":
             model = PlantedFeature
         elif isinstance(ann, type) and issubclass(ann, BaseModel):

@@ -308,6 +308,9 @@ class Config(Section):
         if self.finetune.augmentation.counterfactual_rate > 0 and not self.spurious:
             raise ValueError("finetune.augmentation.counterfactual_rate > 0 plants the spurious tokens into other "
                              "classes, but no spurious features are configured; add a spurious section or set it to 0")
+        refusal = self.finetune.augmentation.refusal(self.task.type)
+        if refusal:
+            raise ValueError(refusal)
         self._check_models()
         return self
 

@@ -123,13 +123,81 @@ class AdversarialSection(Section):
     alpha: float = Field(0.3, gt=0.0, le=1000.0)
 
 
+class SynonymReplacement(Section):
+    """EDA's synonym replacement (Wei & Zou 2019) with a thesaurus taken from the backbone's own input
+    embeddings (no download): a share ``rate`` of the words is replaced by one of each word's
+    ``neighbours`` nearest whole-word vocabulary entries (cosine); EDA's random ``insertion`` (of a
+    neighbour of a random word) and random ``swap`` of two words, as that many operations per word."""
+
+    rate: float = Field(0.1, ge=0.0, lt=1.0, description="share of the words replaced by a neighbour")
+    insertion: float = Field(0.0, ge=0.0, lt=1.0, description="neighbours inserted, per word of the text")
+    swap: float = Field(0.0, ge=0.0, lt=1.0, description="swaps of two words, per word of the text")
+    neighbours: int = Field(5, ge=1, le=100, description="nearest whole-word entries a replacement is drawn from")
+    seed: int = Field(0, ge=0)
+
+
+class ContextualReplacement(Section):
+    """Contextual augmentation (Kobayashi 2018): a share ``rate`` of the words the classifier reads is
+    masked and each is replaced by a word drawn from the masked language model's ``top_k`` predictions."""
+
+    rate: float = Field(0.15, gt=0.0, lt=1.0, description="share of the words masked and refilled")
+    mlm: str = Field("auto", description="'auto': the pretraining stage's checkpoint (pretrain.enabled), else "
+                     "model.backbone if it has an MLM head; or an MLM folder or hub name")
+    top_k: int = Field(5, ge=1, le=1000, description="predictions a replacement is drawn from (by probability)")
+    seed: int = Field(0, ge=0)
+
+    @field_validator("mlm")
+    @classmethod
+    def _named(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must be 'auto', an MLM folder or a hub name")
+        return v
+
+
+class BackTranslation(Section):
+    """Back-translation (Sennrich et al. 2016; as augmentation for classification, Xie et al. 2020): a
+    fraction ``rate`` of the training texts is replaced by its round trip through ``forward`` and
+    ``backward`` translation models (hub names or folders); each text is translated once and cached."""
+
+    rate: float = Field(0.5, gt=0.0, le=1.0, description="fraction of the training texts replaced")
+    forward: str = "Helsinki-NLP/opus-mt-en-de"
+    backward: str = "Helsinki-NLP/opus-mt-de-en"
+    num_beams: int = Field(1, ge=1, le=16)
+    max_length: int = Field(256, ge=8, le=4096, description="tokens of a text translated (the rest is dropped)")
+    batch_size: int = Field(16, ge=1, le=1024)
+    seed: int = Field(0, ge=0)
+
+
 class AugmentationSection(Section):
-    """Training-data augmentation, drawn afresh every epoch (see ``probe.data.augment``)."""
+    """Training-data augmentation, drawn afresh every epoch, applied to the training split only, labels
+    unchanged (see ``probe.data.augment`` and ``probe.models.augmenters``)."""
 
     word_deletion: float = Field(0.0, ge=0.0, lt=1.0, description="per-word deletion probability")
     counterfactual_rate: float = Field(
         0.0, ge=0.0, le=1.0, description="fraction of other-class training examples that get each planted "
         "token inserted, labels unchanged (Kaushik et al. 2020)")
+    synonym_replacement: Optional[SynonymReplacement] = None
+    contextual_replacement: Optional[ContextualReplacement] = None
+    back_translation: Optional[BackTranslation] = None
+
+    @property
+    def uses_models(self) -> bool:
+        """Whether an augmentation needs a model or a thesaurus (``probe.models.augmenters.Augmenter``)."""
+        return any(x is not None for x in (self.synonym_replacement, self.contextual_replacement,
+                                          self.back_translation))
+
+    @property
+    def active(self) -> bool:
+        """Whether any augmentation is on (the fine-tuning loop then redraws the training data every epoch)."""
+        return self.word_deletion > 0 or self.counterfactual_rate > 0 or self.uses_models
+
+    def refusal(self, task_type: str) -> Optional[str]:
+        """Why this augmentation cannot run for ``task_type``, or None."""
+        if self.back_translation is not None and task_type == "token-classification":
+            return ("finetune.augmentation.back_translation: a translation does not keep the words of a tagged "
+                    "sentence aligned with their tags; allowed for token-classification: synonym_replacement, "
+                    "contextual_replacement, word_deletion, counterfactual_rate")
+        return None
 
 
 class FinetuneConfig(Section):

@@ -132,7 +132,11 @@ def run_lifecycle(config: Config, timer: Timer, t_start: float, stages: Callable
 
 
 def _begin(ctx: RunContext) -> None:
-    """Seed, write ``config.yaml`` (main process) and run the optional pretraining stage."""
+    """Seed, write ``config.yaml`` (main process), check the augmentation's models and run the optional
+    pretraining stage."""
+    from probe.models.augmenters import check_sources
+
+    check_sources(ctx.config)
     seed = ctx.config.seed
     random.seed(seed)
     np.random.seed(seed)

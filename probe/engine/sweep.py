@@ -34,7 +34,11 @@ def execute_sweep(config: Config, progress: bool = True) -> Sweep:
     from probe.engine.lifecycle import check_folder
     from probe.engine.run import execute
 
+    from probe.models.augmenters import check_sources
+
     variants = variant_configs(config)
+    for v in variants:  # a missing masked LM or translation model is refused before the first variant runs
+        check_sources(v)
     sweep_dir = config.run_dir
     check_folder(sweep_dir, config.overwrite)
     main = current().is_main

@@ -80,11 +80,20 @@ def _check_inputs(cfg: FinetuneConfig, model, planted, n_val: int) -> None:
         raise ProbeError("finetune.early_stopping_patience: needs a validation split (task.validation_size >= 1)")
 
 
+def needs_augmenter(cfg: FinetuneConfig, augmenter):
+    """``augmenter``, checked to be there when the augmentation needs models (synonym, contextual, back-translation)."""
+    if cfg.augmentation.uses_models and augmenter is None:
+        raise ProbeError("finetune.augmentation: synonym_replacement, contextual_replacement and back_translation need "
+                         "an augmenter; pass augmenter=probe.models.augmenters.build_augmenter(...) (probe run does)")
+    return augmenter
+
+
 class Objective(Protocol):
     """What the fine-tuning loop needs to know about a task (sequence classification, tagging).
 
     ``encode(rng)`` (re)tokenises the training examples, augmented with ``rng`` when it is given
-    (the loop passes one per epoch when augmentation is on, None before the first epoch);
+    (the loop passes one per epoch when augmentation is on, None before the first epoch; an objective
+    may set ``augmented``, how many training examples each augmentation changed, for the epoch's record);
     ``batch(idx, device)`` returns the padded model inputs and the targets of training examples
     ``idx``; ``count(idx)`` the number of loss terms they hold (examples, or labelled tokens), which
     scales the summed loss under data parallelism; ``loss(logits, y, reduction)`` the
@@ -234,8 +243,7 @@ def _run_epoch(loop: _Loop, phase: str, forward, params, optimizer, scheduler, a
     model.train()
     if phase == "lp" and not is_peft(model):
         model.base_model.eval()  # frozen features: no dropout inside the encoder
-    aug = cfg.augmentation
-    if aug.word_deletion > 0 or aug.counterfactual_rate > 0:
+    if cfg.augmentation.active:
         objective.encode(np.random.default_rng([loop.seed, loop.epoch]))
     order = torch.randperm(objective.n_train, generator=loop.generator).numpy()
     name = "linear probe" if phase == "lp" else "fine-tune"
@@ -262,8 +270,10 @@ def _run_epoch(loop: _Loop, phase: str, forward, params, optimizer, scheduler, a
     train_loss = float(np.mean(losses))
     if dist.enabled:  # each process's loss is its shard's share x world: the global mean is their average
         train_loss = dist.sum(train_loss) / dist.world
+    augmented = dict(getattr(objective, "augmented", {}))
     record = {"epoch": loop.epoch, "train_loss": train_loss, **scores,
-              "seconds": seconds, "tokens_per_second": tokens / seconds if seconds else 0.0}
+              "seconds": seconds, "tokens_per_second": tokens / seconds if seconds else 0.0,
+              **{f"augmented_{k}": v for k, v in augmented.items()}}
     peak = peak_flops(loop.device)
     if peak and seconds:  # model FLOPs utilisation of this epoch (all processes together)
         record["mfu"] = 6 * loop.log.trainable_parameters * tokens / seconds / (peak * dist.world)
@@ -276,7 +286,9 @@ def _run_epoch(loop: _Loop, phase: str, forward, params, optimizer, scheduler, a
     loop.log.epochs.append(record)
     if dist.is_main:
         tqdm.write(f"[probe] epoch {loop.epoch}{f' ({name})' if 'phase' in record else ''}: train loss "
-                   f"{train_loss:.3f}, {objective.describe(scores)}, {tokens / seconds:.0f} tokens/s", file=sys.stderr)
+                   f"{train_loss:.3f}, {objective.describe(scores)}, {tokens / seconds:.0f} tokens/s"
+                   + (f"; changed by augmentation (of {objective.n_train}): "
+                      + ", ".join(f"{k} {v}" for k, v in augmented.items()) if augmented else ""), file=sys.stderr)
     loop.emit("epoch_end", {"epoch": loop.epoch, **scores, "model": model})
     return scores[objective.monitor]
 

@@ -19,7 +19,7 @@ from probe.config import FinetuneConfig
 from probe.errors import ProbeError
 from probe.models.batching import length_sorted_batches, pad_batch
 from probe.models.compute import autocast
-from probe.models.finetune import TrainingLog, finetune_objective
+from probe.models.finetune import TrainingLog, finetune_objective, needs_augmenter
 from probe.models.strategies import is_tagger
 from probe.models.words import IGNORE, align_labels, encode_words, first_subwords
 
@@ -75,18 +75,23 @@ class TaggingObjective:
     Loss: cross-entropy over the labelled (first) subwords, averaged over them (-100 ignored).
     Validation: entity-level micro F1 (``validation_f1``, seqeval default mode), which early
     stopping watches, and word accuracy (``validation_accuracy``); words cut off by truncation
-    count as predicted ``O``. Augmentation: ``word_deletion`` drops ``O`` words with their tags
+    count as predicted ``O``. Augmentation, of the training sentences only: synonym and contextual
+    replacement of ``O`` words (``augmenter``, :class:`probe.models.augmenters.Augmenter`; tags stay
+    aligned); ``word_deletion`` drops ``O`` words with their tags
     (:func:`probe.data.token_task.delete_o_words`); ``counterfactual_rate`` inserts each planted
     marker before that fraction of the other-type spans
-    (:func:`probe.data.token_task.counterfactual_plant_spans`).
+    (:func:`probe.data.token_task.counterfactual_plant_spans`). ``augmented`` holds how many
+    sentences each changed in the last draw.
     """
 
     monitor = "validation_f1"
     monitor_label = "validation F1"
 
     def __init__(self, tokenizer, train: Sequence, val: Sequence, tags: list[str], max_length: int,
-                 cfg: FinetuneConfig, planted: Sequence[tuple[str, str]] | None = None):
+                 cfg: FinetuneConfig, planted: Sequence[tuple[str, str]] | None = None, augmenter=None):
         self.tokenizer, self.max_length, self.aug = tokenizer, max_length, cfg.augmentation
+        self.augmenter = needs_augmenter(cfg, augmenter)
+        self.augmented: dict[str, int] = {}
         self.train, self.val, self.tags, self.planted = list(train), list(val), list(tags), list(planted or [])
         self.index = {t: i for i, t in enumerate(tags)}
         for split, sentences in (("training", self.train), ("validation", self.val)):
@@ -101,13 +106,20 @@ class TaggingObjective:
         self.n_labelled = np.zeros(0, dtype=np.int64)
 
     def encode(self, rng: np.random.Generator | None) -> None:
-        sentences = self.train
+        sentences, counts = self.train, {}
         if rng is not None:
+            from probe.data.augment import count_changed
             from probe.data.token_task import counterfactual_plant_spans, delete_o_words
 
-            sentences = delete_o_words(sentences, self.aug.word_deletion, rng)
+            if self.augmenter is not None:
+                sentences, counts = self.augmenter.sentences(sentences, rng)
+            if self.aug.word_deletion > 0:
+                new = delete_o_words(sentences, self.aug.word_deletion, rng)
+                sentences, counts["word_deletion"] = new, count_changed(sentences, new)
             if self.aug.counterfactual_rate > 0:
-                sentences = counterfactual_plant_spans(sentences, self.planted, self.aug.counterfactual_rate, rng)
+                new = counterfactual_plant_spans(sentences, self.planted, self.aug.counterfactual_rate, rng)
+                sentences, counts["counterfactual"] = new, count_changed(sentences, new)
+        self.augmented = counts
         enc = encode_words(self.tokenizer, [s.words for s in sentences], self.max_length)
         self.ids = enc.input_ids
         self.labels = [align_labels(w, [self.index[t] for t in s.tags]) for w, s in zip(enc.word_ids, sentences)]
@@ -159,7 +171,7 @@ class TaggingObjective:
 def finetune_tagger(
     model, tokenizer, train: Sequence, val: Sequence, tags: list[str], cfg: FinetuneConfig, max_length: int,
     seed: int, device, progress: bool = True, planted: Sequence[tuple[str, str]] | None = None, *,
-    callback: Callable[[str, dict], None] | None = None,
+    callback: Callable[[str, dict], None] | None = None, augmenter=None,
 ) -> TrainingLog:
     """Fine-tune a tagger in place with ``cfg.strategy``; every epoch logs ``validation_f1`` (entity-level
     micro F1) and ``validation_accuracy`` (word accuracy), and early stopping watches the F1.
@@ -168,7 +180,8 @@ def finetune_tagger(
     :func:`probe.models.strategies.prepare_model` returned). ``train`` / ``val``: sentences with
     ``words`` and BIO ``tags`` (:class:`probe.data.token_task.Sentence`). ``planted``:
     ``(marker, target entity type)`` per planted feature, needed by counterfactual augmentation
-    (:meth:`probe.data.token_task.TokenTaskData.planted_markers`). Everything else (strategies,
+    (:meth:`probe.data.token_task.TokenTaskData.planted_markers`); ``augmenter``: what synonym and
+    contextual replacement need (:func:`probe.models.augmenters.build_augmenter`). Everything else (strategies,
     regularisers, adversarial training, data parallelism, ``callback``) is as in
     :func:`probe.models.finetune.finetune`.
     """
@@ -177,5 +190,5 @@ def finetune_tagger(
     if model.config.num_labels != len(tags):
         raise ProbeError(f"finetune_tagger: the model has {model.config.num_labels} labels but {len(tags)} tags were "
                          "given; build it with build_tagger(backbone, tags, seed)")
-    objective = TaggingObjective(tokenizer, train, val, tags, max_length, cfg, planted)
+    objective = TaggingObjective(tokenizer, train, val, tags, max_length, cfg, planted, augmenter)
     return finetune_objective(model, objective, cfg, seed, device, progress, planted=planted, callback=callback)

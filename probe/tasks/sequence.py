@@ -58,11 +58,15 @@ class SequenceClassification(TaskKind):
         return data.classes
 
     def objective(self, ctx: RunContext):
+        from probe.models.augmenters import build_augmenter
         from probe.models.classifier import SequenceObjective
 
         d = ctx.data
+        augmenter = build_augmenter(ctx.config, backbone=ctx.backbone, tokenizer=ctx.tokenizer, device=ctx.device,
+                                    cache_dir=ctx.cache_root)
         return SequenceObjective(ctx.tokenizer, d.train_texts, d.train_labels, d.val_texts, d.val_labels,
-                                 ctx.config.task.max_length, ctx.config.finetune, self.planted_for_training(d))
+                                 ctx.config.task.max_length, ctx.config.finetune, self.planted_for_training(d),
+                                 augmenter)
 
     def planted_for_training(self, data) -> list[tuple[str, int, int]]:
         """``(token, target class index, max_position)`` per planted feature."""

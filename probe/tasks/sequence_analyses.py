@@ -31,7 +31,8 @@ def analyse(config: Config, data, pre_acts: np.ndarray, fine_acts: np.ndarray, p
     a = config.analyses
     tables: dict[str, pd.DataFrame] = {}
     if train_log["epochs"]:  # a given checkpoint has no training curve
-        tables["training"] = pd.DataFrame([{k: e[k] for k in ("epoch", "train_loss", "validation_accuracy")}
+        tables["training"] = pd.DataFrame([{**{k: e[k] for k in ("epoch", "train_loss", "validation_accuracy")},
+                                            **{k: v for k, v in e.items() if k.startswith("augmented_")}}  # texts changed
                                            for e in train_log["epochs"]])
     acts = {"pretrained": pre_acts, "finetuned": fine_acts}
     if a.probing:

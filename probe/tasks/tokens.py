@@ -66,11 +66,14 @@ class TokenClassification(TaskKind):
         return data.tags
 
     def objective(self, ctx: RunContext):
+        from probe.models.augmenters import build_augmenter
         from probe.models.tagger import TaggingObjective
 
         d = ctx.data
+        augmenter = build_augmenter(ctx.config, backbone=ctx.backbone, tokenizer=ctx.tokenizer, device=ctx.device,
+                                    cache_dir=ctx.cache_root)
         return TaggingObjective(ctx.tokenizer, d.train, d.val, d.tags, ctx.config.task.max_length,
-                                ctx.config.finetune, self.planted_for_training(d))
+                                ctx.config.finetune, self.planted_for_training(d), augmenter)
 
     def planted_for_training(self, data) -> list[tuple[str, str]]:
         """``(marker, target entity type)`` per planted feature."""
