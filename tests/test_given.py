@@ -108,7 +108,7 @@ def test_a_lora_adapter_folder_is_diagnosed_on_its_base(tmp_path):
     adapter_dir = tmp_path / "adapter"
     peft_model.save_pretrained(adapter_dir)
     assert json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"] == str(clf_dir)
-    run = _run(tmp_path, "adapter", **{"model.finetuned": str(adapter_dir), "model.backbone": str(ref_dir),
+    run = _run(tmp_path, "adapter-run", **{"model.finetuned": str(adapter_dir), "model.backbone": str(ref_dir),
                                        "causal.enabled": False, "analyses.attribution": False})
     assert run.summary["status"] == "complete" and run.summary["task"]["n_test"] == 60
     merged = peft_model.merge_and_unload().eval()
