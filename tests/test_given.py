@@ -185,6 +185,8 @@ def test_bad_checkpoints_are_refused_in_one_line_before_any_work(tmp_path):
     _tiny_bpe_tokenizer().save_pretrained(other_vocab)
     assert "another vocabulary" in _refused(tmp_path, **{"model.finetuned": str(other_vocab), "model.backbone": str(ref_dir)})
     assert "seeds" in _refused(tmp_path, **{"model.finetuned": str(clf_dir), "seeds": [0, 1]})
+    assert "finetune.augmentation" in _refused(tmp_path, **{"model.finetuned": str(clf_dir),
+                                                            "finetune.augmentation.word_deletion": 0.1})
     assert "causal decoder" in _refused(tmp_path, **{"task.type": "token-classification", "task.dataset": "wnut16",
                                                       "spurious": [], "model.backbone": "tiny-gpt2"})
 

@@ -328,6 +328,9 @@ class Config(Section):
                 raise ValueError("model.finetuned is diagnosed as it is, so there is no pretraining stage; set "
                                  "pretrain.enabled: false (pretrain the reference separately and give it as "
                                  "model.backbone)")
+            if self.finetune.augmentation.active:
+                raise ValueError("finetune.augmentation applies to fine-tuning, and model.finetuned is diagnosed as it "
+                                 "is; remove the augmentation (or model.finetuned)")
             if self.seeds is not None and len(self.seeds) > 1:
                 raise ValueError(f"seeds {self.seeds} repeat fine-tuning, but model.finetuned is one given model; "
                                  "allowed: no seeds (or one)")
