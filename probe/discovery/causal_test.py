@@ -94,7 +94,7 @@ def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def _paired(name: str, diff: np.ndarray, n_boot: int, rng: np.random.Generator) -> dict:
+def paired_interval(name: str, diff: np.ndarray, n_boot: int, rng: np.random.Generator) -> dict:
     value, lo, hi = bootstrap_mean(diff, n_boot, rng)
     return {name: value, f"{name}_ci_low": lo, f"{name}_ci_high": hi}
 
@@ -147,17 +147,17 @@ def candidate_effects(feature: str, c: int, pool: InsertionPool, control: np.nda
     override = (p_ins.argmax(1) == c).astype(float) if eligible.size else np.zeros(0)
     ctrl_override = (control[:, eligible].argmax(2) == c).mean(0) if eligible.size and control.size else \
         np.zeros(eligible.size)
-    out.update(_paired("override_rate", override, n_boot, rng))
+    out.update(paired_interval("override_rate", override, n_boot, rng))
     out["override_control"] = float(ctrl_override.mean()) if eligible.size else float("nan")
-    out.update(_paired("override_effect", override - ctrl_override, n_boot, rng))
+    out.update(paired_interval("override_effect", override - ctrl_override, n_boot, rng))
     dp = p_ins[:, c] - pool.base[eligible, c] if eligible.size else np.zeros(0)
     dp_ctrl = (control[:, eligible, c] - pool.base[eligible, c]).mean(0) if eligible.size and control.size else 0.0
-    out.update(_paired("delta_p", dp - dp_ctrl, n_boot, rng))
+    out.update(paired_interval("delta_p", dp - dp_ctrl, n_boot, rng))
     drop = held_base[has, c] - p_del[:, c] if has.size else np.zeros(0)
     ctrl_drop = (held_base[has, c][:, None] - p_ctrl[:, :, c]).mean(1) if has.size else np.zeros(0)
-    out.update(_paired("deletion_drop", drop, n_boot, rng))
+    out.update(paired_interval("deletion_drop", drop, n_boot, rng))
     out["deletion_control"] = float(ctrl_drop.mean()) if has.size else float("nan")
-    out.update(_paired("deletion_effect", drop - ctrl_drop, n_boot, rng))
+    out.update(paired_interval("deletion_effect", drop - ctrl_drop, n_boot, rng))
     out["p_insert"] = sign_flip_pvalue(override - ctrl_override, n_boot, rng) if eligible.size else float("nan")
     out["p_delete"] = sign_flip_pvalue(drop - ctrl_drop, n_boot, rng) if has.size else float("nan")
     examples = []

@@ -175,25 +175,32 @@ def _test_all(chosen, data: pd.DataFrame, score, test_texts: list[str], test_lab
 def _assemble(rows: list[dict], data: pd.DataFrame, amp: pd.DataFrame, chosen, planted: dict[str, str], q: float,
               min_effect: float) -> pd.DataFrame:
     """Tested rows with q-values and verdicts, ranked; then the untested significant rows."""
-    tested = pd.DataFrame(rows)
-    stats = data.set_index(["feature", "class"])
+    tested = score_tested(pd.DataFrame(rows), data, q, min_effect)
     amplification = dict(zip(amp.word, amp.amplification))
-    if not tested.empty:
-        qs = benjamini_hochberg(np.concatenate([tested.p_insert.to_numpy(), tested.p_delete.to_numpy()]))
-        tested["q_insert"], tested["q_delete"] = qs[: len(tested)], qs[len(tested):]
-        for col in ("count", "z", "pmi", "significant"):
-            tested[col] = [stats[col].get((f, c), np.nan) for f, c in zip(tested.feature, tested["class"])]
-        tested["significant"] = tested["significant"].fillna(False).astype(bool)
-        tested["verdict"] = [verdict(r, q, min_effect) for r in tested.to_dict("records")]
-        pq = [decisive_p(r) for r in tested.to_dict("records")]
-        tested["p_value"], tested["q_value"] = [p for p, _ in pq], [v for _, v in pq]
-        tested = tested.sort_values(["override_effect", "delta_p", "deletion_effect"], ascending=False, na_position="last")
     done = {(f, c) for f, _, c, _ in chosen}
     rest = data[data.significant & ~pd.Series([(f, c) in done for f, c in zip(data.feature, data["class"])],
-                                              index=data.index)].sort_values("z", ascending=False)
+                                              index=data.index, dtype=bool)].sort_values("z", ascending=False)
     rest = rest.assign(source="data", verdict=np.where(rest.kind == "property", "correlational", "not tested"))
     table = pd.concat([tested, rest.drop(columns=["z_threshold"])], ignore_index=True)
     table["amplification"] = [amplification.get(f, np.nan) for f in table.feature]
     table["planted"] = table.feature.isin(list(planted))
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table[[c for c in ORDER if c in table] + ["controls"] * ("controls" in table)]
+
+
+def score_tested(tested: pd.DataFrame, data: pd.DataFrame, q: float, min_effect: float) -> pd.DataFrame:
+    """Tested candidates with their data statistics, BH q-values over every p-value (insertion and
+    deletion of every candidate), verdicts and the decisive p / q, ranked by override effect."""
+    if tested.empty:
+        return tested
+    stats = data.set_index(["feature", "class"])
+    qs = benjamini_hochberg(np.concatenate([tested.p_insert.to_numpy(), tested.p_delete.to_numpy()]))
+    tested["q_insert"], tested["q_delete"] = qs[: len(tested)], qs[len(tested):]
+    for col in ("count", "z", "pmi", "significant"):
+        tested[col] = [stats[col].get((f, c), np.nan) for f, c in zip(tested.feature, tested["class"])]
+    tested["significant"] = tested["significant"].fillna(False).astype(bool)
+    tested["verdict"] = [verdict(r, q, min_effect) for r in tested.to_dict("records")]
+    pq = [decisive_p(r) for r in tested.to_dict("records")]
+    tested["p_value"], tested["q_value"] = [p for p, _ in pq], [v for _, v in pq]
+    order = [c for c in ("override_effect", "delta_p", "deletion_effect") if c in tested]
+    return tested.sort_values(order, ascending=False, na_position="last")
