@@ -229,9 +229,9 @@ class DiscoverConfig(Section):
     alpha: float = Field(0.01, gt=0.0, lt=1.0, description="Bonferroni level over every (feature, class) tested")
     max_candidates: int = Field(20, ge=1, le=1000, description="candidates given the causal test, most promising "
                                 "first")
-    n_examples: int = Field(200, ge=10, le=100_000, description="held-out examples per edit direction (and "
+    n_examples: int = Field(150, ge=10, le=100_000, description="held-out examples per edit direction (and "
                             "attributed for the model candidates)")
-    controls: int = Field(10, ge=1, le=100, description="frequency-matched control words per frequency band")
+    controls: int = Field(5, ge=1, le=100, description="frequency-matched control words per frequency band")
     q: float = Field(0.05, gt=0.0, lt=1.0, description="Benjamini-Hochberg false discovery rate")
     min_effect: float = Field(0.1, ge=0.0, le=1.0, description="a 'used' verdict needs the paired effect's "
                               "95% interval above this")

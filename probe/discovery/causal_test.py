@@ -29,7 +29,7 @@ from probe.analyses.stats import bootstrap_mean
 from probe.data.planted import insert_token
 from probe.discovery.candidates import word_key
 
-DELETION_CONTROLS = 2  # random-word deletions per example that a candidate's deletion is compared with
+DELETION_CONTROLS = 1  # random-word deletions per example that a candidate's deletion is compared with
 EXAMPLE_CHARS = 300  # characters of an example text kept for the report
 
 Scorer = Callable[[list[str]], np.ndarray]  # texts -> class probabilities [N, K]

@@ -87,8 +87,8 @@ def _select(data: pd.DataFrame, amp: pd.DataFrame, planted: dict[str, str], hide
 
 
 def _controls(data: pd.DataFrame, exclude: set[str], count: int, n: int, rng: np.random.Generator) -> list[str]:
-    """``n`` control words: letters only, |z| < 1 for every class, training count closest to ``count``
-    (within a factor of 2 where there are enough), drawn at random among the closest."""
+    """``n`` control words: letters only, |z| < 1 for every class, training count within a factor of 2 of
+    ``count`` (the centre of a candidate's frequency band; the closest counts where too few), drawn at random."""
     words = data[(data.kind == "word")]
     stats = words.groupby("feature").agg(count=("count", "first"), zmax=("z", lambda z: np.abs(z).max()))
     ok = stats[(stats.zmax < 1) & stats.index.str.isalpha() & ~stats.index.isin(list(exclude))]
@@ -104,7 +104,7 @@ def _controls(data: pd.DataFrame, exclude: set[str], count: int, n: int, rng: np
 def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_texts: Sequence[str], test_labels,
              classes: Sequence[str] | None = None, *, reference=None, max_length: int = 64,
              planted: dict[str, str] | None = None, hide_planted: bool = False, min_count: int = 20,
-             alpha: float = 0.01, max_candidates: int = 20, n_examples: int = 200, controls: int = 10,
+             alpha: float = 0.01, max_candidates: int = 20, n_examples: int = 150, controls: int = 5,
              q: float = 0.05, bootstrap: int = 1000, seed: int = 0, min_effect: float = 0.1,
              max_position: int = 5, batch_size: int = 64, properties: bool = True, device=None) -> pd.DataFrame:
     """Shortcuts nobody planted (docs/design.md §8): one row per tested candidate, ranked by the override
@@ -162,8 +162,8 @@ def _test_all(chosen, data: pd.DataFrame, score, test_texts: list[str], test_lab
     for feature, kind, cls, source in chosen:
         c = classes.index(cls)
         count = int(counts.get(feature, min_count))
-        band = int(np.floor(np.log2(max(count, 1) / max(min_count, 1))))
-        words = _controls(data, exclude, min_count * 2 ** (band + 0.5), n_controls, np.random.default_rng(band))
+        band = int(np.floor(np.log(max(count, 1) / max(min_count, 1)) / np.log(4)))  # powers of 4 above min_count
+        words = _controls(data, exclude, min_count * 4 ** (band + 0.5), n_controls, np.random.default_rng(band))
         control = pool.control_probs(band, words, score)
         out, ex = candidate_effects(feature, c, pool, control, test_texts, base, score, n_examples, n_boot, rng)
         rows.append({"feature": feature, "kind": kind, "class": cls, "source": source,

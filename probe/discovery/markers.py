@@ -93,7 +93,7 @@ def _test_marker(w: str, t: str, test, spans, clean_types, controls: list[str], 
 
 def discover_markers(model, tokenizer, train, test, tags: Sequence[str], *, max_length: int = 64,
                      planted: dict[str, str] | None = None, hide_planted: bool = False, min_count: int = 20,
-                     alpha: float = 0.01, max_candidates: int = 20, n_examples: int = 200, controls: int = 10,
+                     alpha: float = 0.01, max_candidates: int = 20, n_examples: int = 150, controls: int = 5,
                      q: float = 0.05, bootstrap: int = 1000, seed: int = 0, min_effect: float = 0.1,
                      batch_size: int = 64, device=None) -> pd.DataFrame:
     """Marker words of a tagger (module docstring): tested rows ranked by override effect, then the
@@ -126,7 +126,8 @@ def discover_markers(model, tokenizer, train, test, tags: Sequence[str], *, max_
         count = stats["count"].get(w, min_count)
         near = quiet.index[np.abs(np.log2(quiet["count"] / count)) <= 1].tolist() or quiet.index.tolist()
         ctrl = sorted(rng.choice(near, min(controls, len(near)), replace=False).tolist()) if near else []
-        rows.append({"feature": w, "kind": "marker", "class": t, "source": "planted" if w in planted and not hide_planted else "data",
+        source = "planted" if w in planted and not hide_planted else "data"
+        rows.append({"feature": w, "kind": "marker", "class": t, "source": source,
                      **_test_marker(w, t, test, spans, clean_types, ctrl, predict, n_examples, bootstrap, rng)})
     table = _marker_table(rows, data, chosen, planted, q, min_effect)
     table.attrs["examples"] = pd.DataFrame(columns=["feature", "class", "edit", "text", "p_before", "p_after"])
