@@ -207,3 +207,16 @@ def test_run_writes_discovery_and_the_report_section_after_the_verdict_cards(tmp
     assert html.index('id="shortcuts-found"') < html.index("Task quality")
     assert html.index("Does the fine-tuned model rely") < html.index('id="shortcuts-found"')
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+
+
+def test_marker_statistic_by_hand():
+    from probe.discovery.candidates import marker_counts
+
+    # "mr" is followed by a person start 3 times out of 4; 4 of the 10 words with a next word are
+    sentences = [["mr", "smith", "said", "hi"], ["mr", "jones", "and", "mr", "lee"], ["mr", "x", "went", "home"]]
+    starts = [[None, "person", None, None], [None, "person", None, None, "person"], [None, None, None, "person"]]
+    table = marker_counts(sentences, starts, ["person"], min_count=2).set_index("feature")
+    row = table.loc["mr"]
+    assert row["count"] == 4 and row["class_count"] == 3 and row["kind"] == "marker"
+    assert row["p0"] == pytest.approx(4 / 10)  # 10 words have a next word
+    assert row["z"] == pytest.approx((0.75 - 0.4) / np.sqrt(0.4 * 0.6 / 4))
