@@ -212,7 +212,8 @@ def test_run_writes_discovery_and_the_report_section_after_the_verdict_cards(tmp
 def test_marker_statistic_by_hand():
     from probe.discovery.candidates import marker_counts
 
-    # "mr" is followed by a person start 3 times out of 4; 4 of the 10 words with a next word are
+    # "mr" is followed by a person start 3 times out of 4; of the 10 words that have a next word, 4 are
+    # followed by one: z = (0.75 - 0.4) / sqrt(0.4 * 0.6 / 4)
     sentences = [["mr", "smith", "said", "hi"], ["mr", "jones", "and", "mr", "lee"], ["mr", "x", "went", "home"]]
     starts = [[None, "person", None, None], [None, "person", None, None, "person"], [None, None, None, "person"]]
     table = marker_counts(sentences, starts, ["person"], min_count=2).set_index("feature")

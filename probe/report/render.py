@@ -235,7 +235,7 @@ def _discovery_section(tables: dict[str, pd.DataFrame], summary: dict) -> dict |
     rows = []
     for r in df.head(DISCOVERY_ROWS).to_dict("records"):
         r = {**r, "override": interval(r, "override_rate"), "deletion": interval(r, "deletion_drop"),
-             "feature": r["feature"] + (" (planted)" if r.get("planted") in (True, "True") else "")}
+             "feature": str(r["feature"]) + (" (planted)" if r.get("planted") in (True, "True") else "")}
         rows.append(r)
     head, body = _table_rows(pd.DataFrame([{label: r.get(k) for k, label in DISCOVERY_COLUMNS.items()}
                                            for r in rows], columns=list(DISCOVERY_COLUMNS.values())))
