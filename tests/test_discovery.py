@@ -83,6 +83,19 @@ def test_a_word_the_model_never_reads_is_correlated_but_not_used(found):
     assert row["n_delete"] >= 20 and row["deletion_effect_ci_high"] < 0.1
 
 
+def test_summary_records_carry_every_key_with_the_table_numbers(found):
+    from probe.discovery.verdicts import SUMMARY_KEYS, discovered
+
+    records = {r["feature"]: r for r in discovered(found.reset_index())}
+    assert STRONG in records and WEAK in records and TRUNCATED not in records
+    r = records[STRONG]
+    assert set(SUMMARY_KEYS) <= set(r) and r["verdict"] == "used shortcut" and r["sentence"]
+    row = found.loc[STRONG]
+    assert r["override_rate"] == pytest.approx(row["override_rate"])
+    assert r["override_ci_low"] == pytest.approx(row["override_rate_ci_low"]) and r["override_ci_high"] is not None
+    assert r["q_value"] == pytest.approx(row["q_value"]) and r["count"] == row["count"]
+
+
 def test_tables_carry_examples_and_seconds(found):
     ex = found.attrs["examples"]
     assert set(ex.columns) >= {"feature", "class", "edit", "text", "p_before", "p_after"}

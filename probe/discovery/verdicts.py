@@ -27,6 +27,8 @@ LARGE_EFFECT = 0.1  # an effect interval reaching this high is not evidence of n
 MIN_EXAMPLES = 20  # fewer examples in a direction and that test decides nothing
 SUMMARY_KEYS = ("feature", "kind", "class", "verdict", "override_rate", "override_ci_low", "override_ci_high",
                 "deletion_drop", "deletion_ci_low", "deletion_ci_high", "q_value", "count", "z")
+SUMMARY_COLUMNS = {"override_ci_low": "override_rate_ci_low", "override_ci_high": "override_rate_ci_high",
+                   "deletion_ci_low": "deletion_drop_ci_low", "deletion_ci_high": "deletion_drop_ci_high"}  # key: column
 
 
 def verdict(row: dict, q_level: float, min_effect: float) -> str:
@@ -78,7 +80,7 @@ def discovered(table: pd.DataFrame) -> list[dict]:
     if table.empty:
         return out
     for row in table[table["verdict"].isin(USED)].to_dict("records"):
-        rec = {k: _plain(row.get(k)) for k in SUMMARY_KEYS}
+        rec = {k: _plain(row.get(SUMMARY_COLUMNS.get(k, k))) for k in SUMMARY_KEYS}
         rec["planted"] = bool(row.get("planted", False))
         rec["sentence"] = sentence(row)
         out.append(rec)
