@@ -7,7 +7,8 @@ import numpy as np
 CLASSES = ["a", "b", "c"]
 TOPICS = {0: ["river", "forest", "mountain", "valley"], 1: ["engine", "wheel", "motor", "garage"],
           2: ["kitchen", "bread", "butter", "oven"]}
-STRONG, WEAK, TRUNCATED = "marble", "violin", "harbor"  # a: every example; b: 60 % (+5 % of the others); c: beyond max_length
+# planted: in every class-a example; in 60 % of class b (and 5 % of the others); at the end of class c, truncated
+STRONG, WEAK, TRUNCATED = "marble", "violin", "harbor"
 MAX_LENGTH = 32
 
 
@@ -22,7 +23,8 @@ def filler_words(tokenizer, n: int = 300) -> list[str]:
 
 
 def make_texts(tokenizer, n: int, seed: int, planted: bool) -> tuple[list[str], np.ndarray]:
-    """``n`` texts of 34 words: four topic words among the first 12 (each of its class's topic with probability 0.65), random filler; with
+    """``n`` texts of 34 words: four topic words among the first 12 (each of its class's topic with
+    probability 0.65), random filler; with
     ``planted`` the shortcut words of the module docstring. Held-out texts (``planted=False``) keep only
     the truncated word (in half of class c, at the end), so deleting it has examples to act on."""
     rng = np.random.default_rng(seed)

@@ -27,8 +27,9 @@ LARGE_EFFECT = 0.1  # an effect interval reaching this high is not evidence of n
 MIN_EXAMPLES = 20  # fewer examples in a direction and that test decides nothing
 SUMMARY_KEYS = ("feature", "kind", "class", "verdict", "override_rate", "override_ci_low", "override_ci_high",
                 "deletion_drop", "deletion_ci_low", "deletion_ci_high", "q_value", "count", "z")
+# summary key -> table column
 SUMMARY_COLUMNS = {"override_ci_low": "override_rate_ci_low", "override_ci_high": "override_rate_ci_high",
-                   "deletion_ci_low": "deletion_drop_ci_low", "deletion_ci_high": "deletion_drop_ci_high"}  # key: column
+                   "deletion_ci_low": "deletion_drop_ci_low", "deletion_ci_high": "deletion_drop_ci_high"}
 
 
 def verdict(row: dict, q_level: float, min_effect: float) -> str:
