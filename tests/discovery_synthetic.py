@@ -24,8 +24,7 @@ def filler_words(tokenizer, n: int = 300) -> list[str]:
 
 def make_texts(tokenizer, n: int, seed: int, planted: bool) -> tuple[list[str], np.ndarray]:
     """``n`` texts of 34 words: four topic words among the first 12 (each of its class's topic with
-    probability 0.65), random filler; with
-    ``planted`` the shortcut words of the module docstring. Held-out texts (``planted=False``) keep only
+    probability 0.65), random filler; with ``planted`` the words STRONG, WEAK and TRUNCATED as above. Held-out texts (``planted=False``) keep only
     the truncated word (in half of class c, at the end), so deleting it has examples to act on."""
     rng = np.random.default_rng(seed)
     filler = filler_words(tokenizer)
