@@ -31,6 +31,12 @@ import pandas as pd
 COLUMNS = ["feature", "kind", "class", "count", "class_count", "p0", "share", "z", "pmi"]
 
 
+def empty_table() -> pd.DataFrame:
+    """A candidate table without rows, with numeric columns (so that concatenating it keeps dtypes)."""
+    return pd.DataFrame({c: pd.Series(dtype=object if c in ("feature", "kind", "class") else float)
+                         for c in COLUMNS})
+
+
 def word_key(word: str) -> str:
     """A word as discovery counts it: case-folded, surrounding punctuation stripped."""
     return word.strip(string.punctuation).casefold()
@@ -101,7 +107,7 @@ def word_association(texts: Sequence[str], labels: np.ndarray, classes: Sequence
     p0 = np.bincount(labels, minlength=k) / max(len(labels), 1)
     rows = [(f, kind, classes[c], counts[(f, kind)], int(v[c]), float(p0[c]))
             for (f, kind), v in per_class.items() for c in range(k) if 0 < p0[c] < 1]
-    return _finish(pd.DataFrame(rows, columns=COLUMNS[:6]))
+    return _finish(pd.DataFrame(rows, columns=COLUMNS[:6])) if rows else empty_table()
 
 
 def property_association(texts: Sequence[str], labels: np.ndarray, classes: Sequence[str], min_count: int,
@@ -119,7 +125,7 @@ def property_association(texts: Sequence[str], labels: np.ndarray, classes: Sequ
             if has.sum() >= min_count:
                 presence[(f"{name}={int(v)}", "property")] = has
     if not presence:
-        return pd.DataFrame(columns=COLUMNS)
+        return empty_table()
     return association_rows(presence, labels, classes)
 
 
@@ -149,7 +155,7 @@ def marker_counts(sentences: Sequence[Sequence[str]], entity_starts: Sequence[Se
     rows = [(w, "marker", t, c, per_type[t][w], totals[t] / n)
             for w, c in counts.items() if c >= min_count for t in types if 0 < totals[t] < n]
     if not rows:
-        return pd.DataFrame(columns=COLUMNS)
+        return empty_table()
     return _finish(pd.DataFrame(rows, columns=COLUMNS[:6]))
 
 

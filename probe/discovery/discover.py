@@ -94,7 +94,7 @@ def _controls(data: pd.DataFrame, exclude: set[str], count: int, n: int, rng: np
     ok = stats[(stats.zmax < 1) & stats.index.str.isalpha() & ~stats.index.isin(list(exclude))]
     if ok.empty:
         return []
-    dist = np.abs(np.log2(ok["count"].to_numpy() / count))
+    dist = np.abs(np.log2(ok["count"].to_numpy(dtype=float) / count))
     near = ok.index[dist <= 1].tolist()
     if len(near) < n:
         near = ok.index[np.argsort(dist, kind="stable")[: max(n, 1)]].tolist()

@@ -124,7 +124,7 @@ def discover_markers(model, tokenizer, train, test, tags: Sequence[str], *, max_
     rows = []
     for w, t in chosen:
         count = stats["count"].get(w, min_count)
-        near = quiet.index[np.abs(np.log2(quiet["count"] / count)) <= 1].tolist() or quiet.index.tolist()
+        near = quiet.index[np.abs(np.log2(quiet["count"].to_numpy(dtype=float) / count)) <= 1].tolist() or quiet.index.tolist()
         ctrl = sorted(rng.choice(near, min(controls, len(near)), replace=False).tolist()) if near else []
         source = "planted" if w in planted and not hide_planted else "data"
         rows.append({"feature": w, "kind": "marker", "class": t, "source": source,
