@@ -15,6 +15,8 @@ Public API (heavy libraries are imported only when a function runs)::
     probe.extract_words(tagger, tokenizer, sentences, 64, 32, device)  # one vector per word, every layer
     probe.tag_attributions(tagger, tokenizer, sentences, positions)    # what a word's predicted tag looks at
     probe.entity_scores(gold_tags, predicted_tags)                     # seqeval entity P / R / F1
+    probe.discover(model, tokenizer, train_texts, train_labels, test_texts, test_labels, classes,
+                   reference=pretrained_encoder)                       # shortcuts nobody planted
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = ["run", "load_run", "load_config", "render_report", "linear_cka", "cka_matrix", "online_codelength",
            "relative_extractability", "selectivity", "control_labels", "erase", "swap_layers", "token_activations",
-           "compare", "extract_words", "token_probe_table", "tag_attributions", "entity_scores", "ProbeError",
+           "compare", "extract_words", "token_probe_table", "tag_attributions", "entity_scores", "discover", "ProbeError",
            "Run", "__version__"]
 
 _LAZY = {
@@ -46,6 +48,7 @@ _LAZY = {
     "token_probe_table": "probe.analyses.token_probing",
     "tag_attributions": "probe.analyses.token_attribution",
     "entity_scores": "probe.analyses.entity_metrics",
+    "discover": "probe.discovery.discover",
     "ProbeError": "probe.errors",
 }
 

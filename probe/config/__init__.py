@@ -4,15 +4,15 @@ loaded from YAML, a dict or the built-in default, with ``--set`` overrides and o
 
 from probe.config.loading import (DEFAULT_CONFIG_NAME, apply_overrides, default_config_text, dump_config, load_config,
                                   parse_override, variant_configs)
-from probe.config.sections import (AnalysesConfig, CausalConfig, Config, ModelConfig, PlantedFeature, SpuriousFeature,
-                                   TaskConfig, Variant, stable_hash)
+from probe.config.sections import (AnalysesConfig, CausalConfig, Config, DiscoverConfig, ModelConfig, PlantedFeature,
+                                   SpuriousFeature, TaskConfig, Variant, stable_hash)
 from probe.config.training import (AdversarialSection, AugmentationSection, BackTranslation, ComputeConfig,
                                    ContextualReplacement, FinetuneConfig, LoraSection, PretrainArtifact, PretrainConfig,
                                    ScratchSize, SynonymReplacement)
 
 __all__ = [
     "AdversarialSection", "AnalysesConfig", "AugmentationSection", "BackTranslation", "CausalConfig", "ComputeConfig",
-    "Config", "ContextualReplacement", "DEFAULT_CONFIG_NAME", "FinetuneConfig", "LoraSection", "ModelConfig",
+    "Config", "ContextualReplacement", "DEFAULT_CONFIG_NAME", "DiscoverConfig", "FinetuneConfig", "LoraSection", "ModelConfig",
     "PlantedFeature", "PretrainArtifact", "PretrainConfig", "ScratchSize", "SpuriousFeature", "SynonymReplacement",
     "TaskConfig", "Variant", "apply_overrides", "default_config_text", "dump_config", "load_config", "parse_override",
     "stable_hash", "variant_configs"

@@ -215,6 +215,36 @@ class CausalConfig(Section):
     top_heads: int = Field(5, ge=1, le=1000, description="heads listed (largest drop in s-only error)")
 
 
+class DiscoverConfig(Section):
+    """Discovery of the shortcuts nobody planted (issue 15; docs/design.md §8): label-associated words,
+    bigrams and property slices of the training data and words whose attribution fine-tuning amplified,
+    each capped candidate tested by inserting and deleting it against frequency-matched control words."""
+
+    enabled: Union[Literal["auto"], bool] = Field(
+        "auto", description="'auto': on when the run has no planted spurious feature (or hide_planted is "
+        "true); true / false")
+    hide_planted: bool = Field(False, description="validation: discover as if the planted tokens were unknown "
+                               "(false: they are always tested, and flagged as planted)")
+    min_count: int = Field(20, ge=2, le=1_000_000, description="training examples a word or bigram must occur in")
+    alpha: float = Field(0.01, gt=0.0, lt=1.0, description="Bonferroni level over every (feature, class) tested")
+    max_candidates: int = Field(20, ge=1, le=1000, description="candidates given the causal test, most promising "
+                                "first")
+    n_examples: int = Field(150, ge=10, le=100_000, description="held-out examples per edit direction (and "
+                            "attributed for the model candidates)")
+    controls: int = Field(5, ge=1, le=100, description="frequency-matched control words per frequency band")
+    q: float = Field(0.05, gt=0.0, lt=1.0, description="Benjamini-Hochberg false discovery rate")
+    min_effect: float = Field(0.1, ge=0.0, le=1.0, description="a 'used' verdict needs the paired effect's "
+                              "95% interval above this")
+    bootstrap: int = Field(1000, ge=100, le=100_000, description="bootstrap resamples and sign flips per test")
+    seed: int = Field(0, ge=0)
+
+    def active(self, n_planted: int) -> bool:
+        """Whether a run with ``n_planted`` planted features runs discovery."""
+        if self.enabled == "auto":
+            return n_planted == 0 or self.hide_planted
+        return bool(self.enabled)
+
+
 class Variant(Section):
     """One recipe of a sweep: a name and dotted overrides of the base config (``finetune.strategy: lora``)."""
 
@@ -260,6 +290,7 @@ class Config(Section):
     compute: ComputeConfig = ComputeConfig()
     analyses: AnalysesConfig = AnalysesConfig()
     causal: CausalConfig = CausalConfig()
+    discover: DiscoverConfig = DiscoverConfig()
     compare: Optional[list[Variant]] = Field(
         None, description="a sweep: run the base config once per variant (its overrides applied) into "
         "output_dir/name/<variant>, then write the comparison report there")

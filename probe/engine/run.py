@@ -231,6 +231,7 @@ def _first_int(train_logs: dict, key: str) -> int | None:
 def _summary(ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict) -> dict:
     """``summary.json``: the task kind's part (verdicts, task quality, per-seed rows, its task block)
     inside what every run records (config hash, throughput, training cost, reuse, device, versions)."""
+    from probe.analyses.aggregate import pooled_rows
     from probe.analyses.verdict import headline_verdict
 
     config = ctx.config
@@ -257,6 +258,10 @@ def _summary(ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict)
         "warnings": list(getattr(ctx.data, "notes", [])),
         "reused_stages": ctx.reused, "device": str(ctx.device), "seed": config.seed, "versions": _versions(),
     }
+    if "discovery" in tables:
+        from probe.discovery.verdicts import discovered
+
+        summary["discovered"] = discovered(pooled_rows(tables["discovery"]))
     if ctx.pretraining is not None:
         summary["pretraining"] = ctx.pretraining
     if ctx.dist.enabled:

@@ -120,6 +120,7 @@ def render_report(run_dir: str | Path, summary_override: dict | None = None) -> 
     _attribution_sections(tables, raw, page)
     _behaviour_sections(tables, raw, summary, page)
     _causal_sections(tables, page)
+    page["discovery"] = _discovery_section(tables, summary)
     html = _env().get_template("report.html.j2").render(
         s=summary, config_text=config_text, status_label=STATUS_LABEL, **page)
     out = run_dir / "index.html"
@@ -210,3 +211,38 @@ def _causal_sections(tables: dict[str, pd.DataFrame], page: dict) -> None:
         if not heads.empty:
             sections["heads"] = _wide(heads, ["property", "layer", "head"])
         sections["ablation"] = _table_rows(ablation)
+
+
+DISCOVERY_COLUMNS = {"rank": "rank", "feature": "feature", "kind": "kind", "class": "class", "source": "from",
+                     "count": "training count", "z": "z", "amplification": "amplification",
+                     "override": "override rate [CI]", "override_control": "control", "deletion": "deletion drop [CI]",
+                     "q_value": "q", "verdict": "verdict"}
+DISCOVERY_ROWS = 20  # rows of the ranked table shown (tables/discovery.csv has every row)
+
+
+def _discovery_section(tables: dict[str, pd.DataFrame], summary: dict) -> dict | None:
+    """The "Shortcuts found" section: the ranked table (tested candidates first), a sentence and up to three
+    example texts per used finding; None when discovery did not run."""
+    if "discovery" not in tables:
+        return None
+    df = tables["discovery"]
+    examples = tables.get("discovery_examples", pd.DataFrame(columns=["feature", "class", "edit", "text"]))
+
+    def interval(r, name: str) -> str:
+        v, lo, hi = r.get(name), r.get(f"{name}_ci_low"), r.get(f"{name}_ci_high")
+        return "" if v is None or v != v else f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
+
+    rows = []
+    for r in df.head(DISCOVERY_ROWS).to_dict("records"):
+        r = {**r, "override": interval(r, "override_rate"), "deletion": interval(r, "deletion_drop"),
+             "feature": str(r["feature"]) + (" (planted)" if r.get("planted") in (True, "True") else "")}
+        rows.append(r)
+    head, body = _table_rows(pd.DataFrame([{label: r.get(k) for k, label in DISCOVERY_COLUMNS.items()}
+                                           for r in rows], columns=list(DISCOVERY_COLUMNS.values())))
+    findings = []
+    for f in summary.get("discovered", []):
+        ex = examples[(examples.feature.astype(str) == str(f["feature"]))
+                      & (examples["class"].astype(str) == str(f["class"]))].head(3)
+        findings.append({**f, "examples": ex.to_dict("records")})
+    tested = int(df["n_insert"].notna().sum()) if "n_insert" in df else 0
+    return {"table": (head, body), "findings": findings, "n_tested": tested, "n_rows": len(df)}

@@ -151,6 +151,10 @@ class SequenceClassification(TaskKind):
                 tables[name] = pd.concat([tables[name], df], ignore_index=True) if name in tables else df
         if config.causal.enabled:
             tables.update(causal_tables(ctx, model, seed))
+        if config.discover.active(len(data.planted)):
+            from probe.discovery.stage import sequence_discovery
+
+            tables.update(sequence_discovery(ctx, model, seed))
         return tables, predictions
 
     def summary(self, ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict) -> dict:

@@ -152,6 +152,10 @@ class TokenClassification(TaskKind):
                 tables.update(attribution_tables(ctx, model, seed))
         if config.causal.enabled and data.planted:
             tables.update(causal_tables(ctx, model, seed))
+        if config.discover.active(len(data.planted)):
+            from probe.discovery.stage import tagger_discovery
+
+            tables.update(tagger_discovery(ctx, model, seed))
         return tables, predictions
 
     def summary(self, ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict) -> dict:

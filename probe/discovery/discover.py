@@ -1,0 +1,206 @@
+"""``probe.discover``: candidates from the data and the model, a causal test of each, verdicts.
+
+The run's discovery stage (:func:`probe.tasks.sequence_analyses.discovery_tables`) calls the same
+function as a notebook does::
+
+    table = probe.discover(model, tokenizer, train_texts, train_labels, test_texts, test_labels,
+                           classes, reference=pretrained_encoder, max_length=64)
+    table[table.verdict == "used shortcut"]
+    table.attrs["examples"]      # up to three edited texts per tested candidate
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from probe.discovery.candidates import mark_significant, property_association, word_association, word_key
+from probe.discovery.causal_test import InsertionPool, benjamini_hochberg, candidate_effects
+from probe.discovery.verdicts import decisive_p, verdict
+
+PROBE_HEAD_TEXTS = 400  # training texts the reference's probe head is fitted on, at most
+ORDER = ["rank", "feature", "kind", "class", "source", "planted", "count", "z", "pmi", "amplification",
+         "override_rate", "override_rate_ci_low", "override_rate_ci_high", "override_control", "override_effect",
+         "override_effect_ci_low", "override_effect_ci_high", "delta_p", "delta_p_ci_low", "delta_p_ci_high",
+         "deletion_drop", "deletion_drop_ci_low", "deletion_drop_ci_high", "deletion_control", "deletion_effect",
+         "deletion_effect_ci_low", "deletion_effect_ci_high", "n_insert", "n_delete", "p_insert", "q_insert",
+         "p_delete", "q_delete", "p_value", "q_value", "verdict"]
+
+
+def scorer(model, tokenizer, max_length: int, batch_size: int, device):
+    """``texts -> P(class) [N, K]`` for a sequence classifier, batched under the run's token budget."""
+    from probe.models.classifier import predict_logits
+
+    def score(texts: list[str]) -> np.ndarray:
+        logits = predict_logits(model, tokenizer, list(texts), max_length, batch_size, device)
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    return score
+
+
+def _reference_head(reference, tokenizer, texts, labels, k: int, max_length: int, batch_size: int, seed: int):
+    """The reference as a classifier: a given classifier as it is, a bare encoder through a probe head
+    fitted on (at most :data:`PROBE_HEAD_TEXTS`) training texts."""
+    if reference is None or hasattr(getattr(reference, "config", None), "id2label") and \
+            type(reference).__name__.endswith(("ForSequenceClassification", "Classifier")):
+        return reference
+    from probe.models.probe_head import fit_probe_head
+
+    rng = np.random.default_rng([seed, 53])
+    idx = np.sort(rng.choice(len(texts), min(PROBE_HEAD_TEXTS, len(texts)), replace=False))
+    labels = np.asarray(labels)[idx]
+    if np.unique(labels).size < k:
+        return None  # the sample misses a class: no probe head over every class
+    return fit_probe_head(reference, tokenizer, [texts[i] for i in idx], labels, max_length=max_length,
+                          batch_size=batch_size, num_labels=k)
+
+
+def _select(data: pd.DataFrame, amp: pd.DataFrame, planted: dict[str, str], hide_planted: bool,
+            max_candidates: int) -> list[tuple[str, str, str, str]]:
+    """``(feature, kind, class, source)`` to test, most promising first: planted tokens (unless hidden),
+    then data-significant words and bigrams by z and model candidates by amplification, alternately."""
+    feats = data[data.kind.isin(["word", "bigram"])]
+    sig = feats[feats.significant].sort_values("z", ascending=False).drop_duplicates("feature")
+    words = feats[feats.kind == "word"].sort_values("z", ascending=False).drop_duplicates("feature")
+    best_class = dict(zip(words.feature, words["class"]))
+    col = "amplification" if amp["amplification"].notna().any() else "ratio_finetuned"
+    model_side = amp[amp.word.isin(best_class) & (amp[col] > 1)].sort_values(col, ascending=False)
+    amplified = set(model_side.word.head(max_candidates))
+    data_list = list(zip(sig.feature, sig.kind, sig["class"]))
+    model_list = [(w, "word", best_class[w]) for w in model_side.word]
+    chosen: dict[str, tuple[str, str, str, str]] = {}
+    if not hide_planted:
+        for token, cls in planted.items():
+            chosen[token] = (token, "word", cls, "planted")
+    sig_set = set(sig.feature)
+    for i in range(max(len(data_list), len(model_list))):
+        for lst in (data_list, model_list):
+            if i < len(lst) and len(chosen) < max_candidates and lst[i][0] not in chosen:
+                f, kind, cls = lst[i]
+                source = "both" if f in sig_set and f in amplified else ("data" if f in sig_set else "model")
+                chosen[f] = (f, kind, cls, source)
+    return list(chosen.values())
+
+
+def _controls(data: pd.DataFrame, exclude: set[str], count: int, n: int, rng: np.random.Generator) -> list[str]:
+    """``n`` control words: letters only, |z| < 1 for every class, training count within a factor of 2 of
+    ``count`` (the centre of a candidate's frequency band; the closest counts where too few), drawn at random."""
+    words = data[(data.kind == "word")]
+    stats = words.groupby("feature").agg(count=("count", "first"), zmax=("z", lambda z: np.abs(z).max()))
+    ok = stats[(stats.zmax < 1) & stats.index.str.isalpha() & ~stats.index.isin(list(exclude))]
+    if ok.empty:
+        return []
+    dist = np.abs(np.log2(ok["count"].to_numpy(dtype=float) / count))
+    near = ok.index[dist <= 1].tolist()
+    if len(near) < n:
+        near = ok.index[np.argsort(dist, kind="stable")[: max(n, 1)]].tolist()
+    return sorted(rng.choice(near, min(n, len(near)), replace=False).tolist())
+
+
+def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_texts: Sequence[str], test_labels,
+             classes: Sequence[str] | None = None, *, reference=None, max_length: int = 64,
+             planted: dict[str, str] | None = None, hide_planted: bool = False, min_count: int = 20,
+             alpha: float = 0.01, max_candidates: int = 20, n_examples: int = 150, controls: int = 5,
+             q: float = 0.05, bootstrap: int = 1000, seed: int = 0, min_effect: float = 0.1,
+             max_position: int = 5, batch_size: int = 64, properties: bool = True, device=None) -> pd.DataFrame:
+    """Shortcuts nobody planted (docs/design.md §8): one row per tested candidate, ranked by the override
+    effect, then the untested data-significant features and property slices.
+
+    ``model``: the fine-tuned sequence classifier; ``reference``: its pretrained encoder (explained
+    through a probe head fitted on the training texts) or a classifier, or None (no amplification).
+    Candidates come from ``train_texts`` (Gardner et al. 2021 z, Bonferroni at ``alpha``); the
+    held-out ``test_texts`` are halved at random: model candidates are ranked by attribution on up to
+    ``n_examples`` texts of one half, and every causal test runs on the other half, so a candidate is
+    never tested on the texts that selected it. ``planted``: ``{token:
+    class}`` of planted features, always tested and flagged unless ``hide_planted``. The table's
+    ``attrs`` hold ``examples`` (edited texts) and ``seconds``."""
+    from probe.discovery.model_candidates import amplification_table
+
+    t0 = time.perf_counter()
+    train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
+    classes = list(classes) if classes is not None else [str(i) for i in range(int(train_labels.max()) + 1)]
+    planted = {word_key(k): v for k, v in (planted or {}).items()}
+    device = next(model.parameters()).device if device is None else device
+    rng = np.random.default_rng([seed, 71])
+    data = word_association(train_texts, train_labels, classes, min_count)
+    if properties:
+        data = pd.concat([data, property_association(train_texts, train_labels, classes, min_count)],
+                         ignore_index=True)
+    data = mark_significant(data, alpha)
+    # held-out halves: model candidates are ranked on one and tested on the other (no double dipping)
+    order = rng.permutation(len(test_texts))
+    ranked, tested = np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2:])
+    sample = ranked[np.sort(rng.choice(ranked.size, min(n_examples, ranked.size), replace=False))]
+    head = _reference_head(reference, tokenizer, list(train_texts), train_labels, len(classes), max_length,
+                           batch_size, seed)
+    amp = amplification_table(model, head, tokenizer, [test_texts[i] for i in sample], max_length)
+    chosen = _select(data, amp, planted, hide_planted, max_candidates)
+    score = scorer(model, tokenizer, max_length, batch_size, device)
+    rows, examples = _test_all(chosen, data, score, [test_texts[i] for i in tested], test_labels[tested], classes,
+                               n_examples, controls, max_position, bootstrap, rng)
+    table = _assemble(rows, data, amp, chosen, planted, q, min_effect)
+    table.attrs["examples"] = pd.DataFrame(examples, columns=["feature", "class", "edit", "text", "p_before",
+                                                              "p_after"])
+    table.attrs["seconds"] = time.perf_counter() - t0
+    return table
+
+
+def _test_all(chosen, data: pd.DataFrame, score, test_texts: list[str], test_labels: np.ndarray,
+              classes: list[str], n_examples: int, n_controls: int, max_position: int, n_boot: int,
+              rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
+    """The causal test of every chosen candidate against the controls of its frequency band."""
+    base = score(test_texts)
+    pool = InsertionPool(test_texts, test_labels, base, n_examples, max_position, rng)
+    counts = data[data.kind.isin(["word", "bigram"])].drop_duplicates("feature").set_index("feature")["count"]
+    min_count = int(counts.min()) if len(counts) else 1
+    exclude = {f for f, *_ in chosen}
+    rows, examples = [], []
+    for feature, kind, cls, source in chosen:
+        c = classes.index(cls)
+        count = int(counts.get(feature, min_count))
+        band = int(np.floor(np.log(max(count, 1) / max(min_count, 1)) / np.log(4)))  # powers of 4 above min_count
+        words = _controls(data, exclude, min_count * 4 ** (band + 0.5), n_controls, np.random.default_rng(band))
+        control = pool.control_probs(band, words, score)
+        out, ex = candidate_effects(feature, c, pool, control, test_texts, base, score, n_examples, n_boot, rng)
+        rows.append({"feature": feature, "kind": kind, "class": cls, "source": source,
+                     "controls": " ".join(words), **out})
+        examples += [{"feature": feature, "class": cls, **e} for e in ex]
+    return rows, examples
+
+
+def _assemble(rows: list[dict], data: pd.DataFrame, amp: pd.DataFrame, chosen, planted: dict[str, str], q: float,
+              min_effect: float) -> pd.DataFrame:
+    """Tested rows with q-values and verdicts, ranked; then the untested significant rows."""
+    tested = score_tested(pd.DataFrame(rows), data, q, min_effect)
+    amplification = dict(zip(amp.word, amp.amplification))
+    done = {(f, c) for f, _, c, _ in chosen}
+    rest = data[data.significant & ~pd.Series([(f, c) in done for f, c in zip(data.feature, data["class"])],
+                                              index=data.index, dtype=bool)].sort_values("z", ascending=False)
+    rest = rest.assign(source="data", verdict=np.where(rest.kind == "property", "correlational", "not tested"))
+    table = pd.concat([tested, rest.drop(columns=["z_threshold"])], ignore_index=True)
+    table["amplification"] = [amplification.get(f, np.nan) for f in table.feature]
+    table["planted"] = table.feature.isin(list(planted))
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    return table[[c for c in ORDER if c in table] + ["controls"] * ("controls" in table)]
+
+
+def score_tested(tested: pd.DataFrame, data: pd.DataFrame, q: float, min_effect: float) -> pd.DataFrame:
+    """Tested candidates with their data statistics, BH q-values over every p-value (insertion and
+    deletion of every candidate), verdicts and the decisive p / q, ranked by override effect."""
+    if tested.empty:
+        return tested
+    stats = data.set_index(["feature", "class"])
+    qs = benjamini_hochberg(np.concatenate([tested.p_insert.to_numpy(), tested.p_delete.to_numpy()]))
+    tested["q_insert"], tested["q_delete"] = qs[: len(tested)], qs[len(tested):]
+    for col in ("count", "z", "pmi", "significant"):
+        tested[col] = [stats[col].get((f, c), np.nan) for f, c in zip(tested.feature, tested["class"])]
+    tested["significant"] = tested["significant"].fillna(False).astype(bool)
+    tested["verdict"] = [verdict(r, q, min_effect) for r in tested.to_dict("records")]
+    pq = [decisive_p(r) for r in tested.to_dict("records")]
+    tested["p_value"], tested["q_value"] = [p for p, _ in pq], [v for _, v in pq]
+    order = [c for c in ("override_effect", "delta_p", "deletion_effect") if c in tested]
+    return tested.sort_values(order, ascending=False, na_position="last")

@@ -1,0 +1,151 @@
+"""Discovery for taggers: marker words, the word right before an entity (docs/design.md §8).
+
+Candidates: :func:`probe.discovery.candidates.marker_counts` on the training sentences (z per word
+type and entity type, Bonferroni at ``alpha``), most significant first. The causal test works on entity
+spans of held-out sentences, reading the predicted type of a span's first word (argmax tag):
+
+- insertion: w is inserted right before spans whose gold type is not T, that the tagger does not already
+  type as T and that w does not already precede; override = the span's first word is now typed T. Each
+  control word (no marker association, similar frequency) goes to the same place;
+- deletion: w is removed before spans of type T that it precedes; drop = [typed T before] − [typed T
+  after], compared with deleting a random other word before the span.
+
+Paired bootstrap intervals, sign-flip p-values and Benjamini–Hochberg as for text classification
+(:mod:`probe.discovery.causal_test`); model-side candidates (attribution amplification) are not drawn
+for taggers.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from probe.discovery.candidates import mark_significant, marker_counts, word_key
+from probe.discovery.causal_test import paired_interval, sign_flip_pvalue
+
+
+def _spans(sentences) -> list[tuple[int, int, str]]:
+    from probe.data.tagging import entity_spans
+
+    return [(i, s, e, t) for i, sent in enumerate(sentences) for s, e, t in entity_spans(sent.tags)]
+
+
+class _TypePredictor:
+    def __init__(self, model, tokenizer, tags: Sequence[str], max_length: int, batch_size: int, device) -> None:
+        self.args = (model, tokenizer)
+        self.tags, self.max_length, self.batch_size, self.device = list(tags), max_length, batch_size, device
+
+    def __call__(self, sentences: list[list[str]], positions: Sequence[int]) -> list[str | None]:
+        """The predicted entity type of word ``positions[i]`` of sentence i (None: O or cut off)."""
+        from probe.data.tagging import tag_type
+        from probe.models.tagger import predict_word_tags
+
+        if not sentences:
+            return []
+        pred = predict_word_tags(*self.args, sentences, self.max_length, self.batch_size, self.device)
+        return [tag_type(self.tags[p[k]]) if p[k] >= 0 else None for p, k in zip(pred, positions)]
+
+
+def _test_marker(w: str, t: str, test, spans, clean_types, controls: list[str], predict, n_examples: int,
+                 n_boot: int, rng: np.random.Generator) -> dict:
+    """Insertion and deletion effects of marker ``w`` for entity type ``t`` (module docstring)."""
+    keys = [[word_key(x) for x in s.words] for s in test]
+    ins = [k for k, (i, s, _, typ) in enumerate(spans)
+           if typ != t and clean_types[k] != t and not (s > 0 and keys[i][s - 1] == w)]
+    ins = ins[: n_examples] if len(ins) <= n_examples else sorted(rng.choice(ins, n_examples, replace=False))
+    dele = [k for k, (i, s, _, typ) in enumerate(spans) if typ == t and s > 0 and keys[i][s - 1] == w][: n_examples]
+
+    def insert(k: int, word: str) -> list[str]:
+        i, s = spans[k][:2]
+        return list(test[i].words[:s]) + [word] + list(test[i].words[s:])
+
+    texts = [insert(k, x) for x in [w] + controls for k in ins]
+    types = predict(texts, [spans[k][1] + 1 for _ in range(len(controls) + 1) for k in ins])
+    hit = (np.array(types) == t).astype(float).reshape(len(controls) + 1, len(ins))
+    override, ctrl = hit[0], hit[1:].mean(0) if controls else np.zeros(len(ins))
+    dl, dc, pos, cpos = [], [], [], []
+    for k in dele:
+        i, s, e, _ = spans[k]
+        words = list(test[i].words)
+        dl.append(words[: s - 1] + words[s:])
+        pos.append(s - 1)
+        before_span = [j for j in range(s - 1) if keys[i][j] != w]
+        pool = before_span or list(range(e, len(words)))  # else a word after the span
+        j = int(rng.choice(pool)) if pool else None
+        dc.append(words if j is None else words[:j] + words[j + 1:])
+        cpos.append(s - 1 if j is not None and j < s else s)
+    after = np.array([x == t for x in predict(dl + dc, pos + cpos)], dtype=float)
+    before = np.array([clean_types[k] == t for k in dele], dtype=float)
+    drop, ctrl_drop = before - after[: len(dele)], before - after[len(dele):]
+    out = {"n_insert": len(ins), "n_delete": len(dele), "controls": " ".join(controls)}
+    out.update(paired_interval("override_rate", override, n_boot, rng))
+    out["override_control"] = float(ctrl.mean()) if len(ins) else float("nan")
+    out.update(paired_interval("override_effect", override - ctrl, n_boot, rng))
+    out.update(paired_interval("deletion_drop", drop, n_boot, rng))
+    out["deletion_control"] = float(ctrl_drop.mean()) if len(dele) else float("nan")
+    out.update(paired_interval("deletion_effect", drop - ctrl_drop, n_boot, rng))
+    out["p_insert"] = sign_flip_pvalue(override - ctrl, n_boot, rng) if len(ins) else float("nan")
+    out["p_delete"] = sign_flip_pvalue(drop - ctrl_drop, n_boot, rng) if len(dele) else float("nan")
+    return out
+
+
+def discover_markers(model, tokenizer, train, test, tags: Sequence[str], *, max_length: int = 64,
+                     planted: dict[str, str] | None = None, hide_planted: bool = False, min_count: int = 20,
+                     alpha: float = 0.01, max_candidates: int = 20, n_examples: int = 150, controls: int = 5,
+                     q: float = 0.05, bootstrap: int = 1000, seed: int = 0, min_effect: float = 0.1,
+                     batch_size: int = 64, device=None) -> pd.DataFrame:
+    """Marker words of a tagger (module docstring): tested rows ranked by override effect, then the
+    untested significant markers. ``train`` / ``test``: tagged sentences (``words``, BIO ``tags``)."""
+    import time
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([seed, 73])
+    types = sorted({t for _, _, _, t in _spans(train)})
+    starts = []
+    for sent in train:
+        row: list[str | None] = [None] * len(sent.words)
+        for s, _, t in ((s, e, t) for _, s, e, t in _spans([sent])):
+            row[s] = t
+        starts.append(row)
+    data = mark_significant(marker_counts([s.words for s in train], starts, types, min_count), alpha)
+    planted = {word_key(k): v for k, v in (planted or {}).items()}
+    sig = data[data.significant].sort_values("z", ascending=False).drop_duplicates("feature")
+    chosen = [] if hide_planted else [(w, t) for w, t in planted.items()]
+    chosen += [(w, t) for w, t in zip(sig.feature, sig["class"]) if w not in dict(chosen)]
+    chosen = chosen[:max_candidates]
+    device = next(model.parameters()).device if device is None else device
+    predict = _TypePredictor(model, tokenizer, tags, max_length, batch_size, device)
+    spans = _spans(test)
+    clean_types = predict([list(test[i].words) for i, *_ in spans], [s for _, s, _, _ in spans])
+    stats = data.groupby("feature").agg(count=("count", "first"), zmax=("z", lambda z: np.abs(z).max()))
+    quiet = stats[(stats.zmax < 1) & stats.index.str.isalpha() & ~stats.index.isin([w for w, _ in chosen])]
+    rows = []
+    for w, t in chosen:
+        count = stats["count"].get(w, min_count)
+        near = quiet.index[np.abs(np.log2(quiet["count"].to_numpy(dtype=float) / count)) <= 1].tolist() or quiet.index.tolist()
+        ctrl = sorted(rng.choice(near, min(controls, len(near)), replace=False).tolist()) if near else []
+        source = "planted" if w in planted and not hide_planted else "data"
+        rows.append({"feature": w, "kind": "marker", "class": t, "source": source,
+                     **_test_marker(w, t, test, spans, clean_types, ctrl, predict, n_examples, bootstrap, rng)})
+    table = _marker_table(rows, data, chosen, planted, q, min_effect)
+    table.attrs["examples"] = pd.DataFrame(columns=["feature", "class", "edit", "text", "p_before", "p_after"])
+    table.attrs["seconds"] = time.perf_counter() - t0
+    return table
+
+
+def _marker_table(rows: list[dict], data: pd.DataFrame, chosen, planted: dict[str, str], q: float,
+                  min_effect: float) -> pd.DataFrame:
+    from probe.discovery.discover import ORDER, score_tested
+
+    tested = score_tested(pd.DataFrame(rows), data, q, min_effect)
+    done = set(chosen)
+    rest = data[data.significant & ~pd.Series([(f, c) in done for f, c in zip(data.feature, data["class"])],
+                                              index=data.index, dtype=bool)].sort_values("z", ascending=False)
+    rest = rest.assign(source="data", verdict="not tested").drop(columns=["z_threshold"])
+    table = pd.concat([tested, rest], ignore_index=True)
+    table["amplification"] = np.nan
+    table["planted"] = table.feature.isin(list(planted))
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    return table[[c for c in ORDER if c in table] + ["controls"] * ("controls" in table)]

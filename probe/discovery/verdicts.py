@@ -1,0 +1,96 @@
+"""What a discovery row means: its verdict, the sentence that says it, and ``summary.json["discovered"]``.
+
+Verdicts (docs/design.md §8), with BH q-values over every p-value of the run's tested candidates:
+
+- ``used shortcut``: the insertion test passes (q ≤ q_level) and the paired override effect's
+  interval lies above ``min_effect``: one inserted word moves other-class documents to its class,
+  whatever the word means;
+- ``used, plausibly task-relevant``: the deletion test passes (q ≤ q_level, paired deletion effect's
+  interval above ``min_effect``) but insertion does not: the model uses the word as evidence in
+  context; whether that evidence is legitimate is the user's judgement;
+- ``correlated but not used``: the feature is label-associated in the training data, both tests ran
+  on at least ``min_examples`` examples and both effects' intervals lie below ``LARGE_EFFECT``;
+- ``not used``: the same for a candidate that came only from the model (no significant association);
+- ``inconclusive``: anything else (too few examples, or an interval too wide to rule out a large effect);
+- ``correlational``: a natural-property slice, with its label association only (no edit test);
+- ``not tested``: data-significant but beyond ``max_candidates``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+USED = ("used shortcut", "used, plausibly task-relevant")
+LARGE_EFFECT = 0.1  # an effect interval reaching this high is not evidence of non-use
+MIN_EXAMPLES = 20  # fewer examples in a direction and that test decides nothing
+SUMMARY_KEYS = ("feature", "kind", "class", "verdict", "override_rate", "override_ci_low", "override_ci_high",
+                "deletion_drop", "deletion_ci_low", "deletion_ci_high", "q_value", "count", "z")
+# summary key -> table column
+SUMMARY_COLUMNS = {"override_ci_low": "override_rate_ci_low", "override_ci_high": "override_rate_ci_high",
+                   "deletion_ci_low": "deletion_drop_ci_low", "deletion_ci_high": "deletion_drop_ci_high"}
+
+
+def verdict(row: dict, q_level: float, min_effect: float) -> str:
+    """The verdict of one tested candidate (see the module docstring)."""
+    ins_ok = row["n_insert"] >= MIN_EXAMPLES
+    del_ok = row["n_delete"] >= MIN_EXAMPLES
+    if ins_ok and row["q_insert"] <= q_level and row["override_effect_ci_low"] > min_effect:
+        return "used shortcut"
+    if del_ok and row["q_delete"] <= q_level and row["deletion_effect_ci_low"] > min_effect:
+        return "used, plausibly task-relevant"
+    if ins_ok and del_ok and row["override_effect_ci_high"] < LARGE_EFFECT \
+            and row["deletion_effect_ci_high"] < LARGE_EFFECT:
+        return "correlated but not used" if row["significant"] else "not used"
+    return "inconclusive"
+
+
+def decisive_p(row: dict) -> tuple[float, float]:
+    """The p- and q-value of the test behind the verdict: insertion for a shortcut, deletion for
+    evidence in context, otherwise the smaller q of the two."""
+    if row["verdict"] == "used shortcut":
+        return row["p_insert"], row["q_insert"]
+    if row["verdict"] == "used, plausibly task-relevant":
+        return row["p_delete"], row["q_delete"]
+    pairs = [(row["p_insert"], row["q_insert"]), (row["p_delete"], row["q_delete"])]
+    pairs = [p for p in pairs if not math.isnan(p[1])]
+    return min(pairs, key=lambda p: p[1]) if pairs else (float("nan"), float("nan"))
+
+
+def sentence(row: dict) -> str:
+    """One sentence that says what a finding means."""
+    f, c = row["feature"], row["class"]
+    if row["verdict"] == "used shortcut":
+        return (f'Inserting "{f}" once into {row["n_insert"]} held-out texts of other classes moves '
+                f'{row["override_rate"]:.0%} of them to {c} (control words: {row["override_control"]:.0%}); '
+                "a single word overriding the rest of a document is shortcut-like behaviour, whatever the word means.")
+    if row["verdict"] == "used, plausibly task-relevant":
+        return (f'Removing "{f}" from {row["n_delete"]} held-out texts lowers P({c}) by {row["deletion_drop"]:.2f} '
+                f'on average (random words: {row["deletion_control"]:.2f}), but inserting it alone rarely changes the '
+                "prediction: the model uses it as evidence in context; whether that is task-relevant is your call.")
+    if row["verdict"] == "correlated but not used":
+        return (f'"{f}" is associated with {c} in the training data (z = {row["z"]:.1f}) but neither inserting nor '
+                "removing it changes the predictions more than control words do.")
+    return f'"{f}" ({c}): {row["verdict"]}.'
+
+
+def discovered(table: pd.DataFrame) -> list[dict]:
+    """``summary.json["discovered"]``: the used findings, ranked, with :data:`SUMMARY_KEYS` (and a sentence)."""
+    out = []
+    if table.empty:
+        return out
+    for row in table[table["verdict"].isin(USED)].to_dict("records"):
+        rec = {k: _plain(row.get(SUMMARY_COLUMNS.get(k, k))) for k in SUMMARY_KEYS}
+        rec["planted"] = bool(row.get("planted", False))
+        rec["sentence"] = sentence(row)
+        out.append(rec)
+    return out
+
+
+def _plain(v):
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
