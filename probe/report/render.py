@@ -1,5 +1,8 @@
 """Render ``index.html`` from a run directory's stored summary, config and tables. No computation.
 
+The page opens with the scorecard (:mod:`probe.report.scorecard`) and a table of contents whose
+anchors are fixed section names (``#probing``, ``#causal``), so links into a report can be shared;
+tables come from :mod:`probe.report.tables` with the human names of :mod:`probe.report.glossary`.
 Every string from the data or the config goes through Jinja2's autoescaping, so markup in a
 dataset (``<script>`` and friends) renders as inert text.
 """
@@ -13,19 +16,32 @@ import pandas as pd
 
 from probe.analyses.aggregate import pooled_rows
 from probe.errors import ProbeError
-from probe.report import figures
+from probe.report import figures, glossary
+from probe.report import tables as tb
+from probe.report.scorecard import scorecard, slug
 from probe.rundir import atomic_write_text, not_complete, read_summary, read_table, run_state
 
 STATUS_LABEL = {"relies": "Relies on the cue", "none": "No reliance found", "inconclusive": "Inconclusive"}
 
+#: section id → heading in the table of contents, in page order; ids are part of the page's interface
+SECTIONS = {"scorecard": "Scorecard", "verdicts": "Verdicts", "shortcuts-found": "Shortcuts found",
+            "task-quality": "Task quality", "behaviour": "Behaviour", "attribution": "Attribution",
+            "causal": "Causal tests", "probing": "Probing", "description-length": "Description length",
+            "similarity": "Representation similarity", "config": "Config and versions", "glossary": "Glossary"}
+INVARIANCE = ("change_rate", "accuracy_drop")
+#: the numbers on every verdict card
+HEADLINE = ("task_accuracy", "conflicting_accuracy", "reliance_gap", "flip_rate", "s_only_error")
 
-def _env():
+
+def environment():
+    """The Jinja environment of both pages: autoescaping everywhere, the ``num`` and ``ci`` filters."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(loader=PackageLoader("probe.report", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.filters["num"] = lambda v, d=2: "n/a" if v is None or v != v else f"{v:.{d}f}"
     env.filters["ci"] = _ci_filter
+    env.globals.update(term=glossary.label, define=glossary.definition, slug=slug)
     return env
 
 
@@ -45,42 +61,9 @@ def _read_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
     return {p.stem: read_table(p) for p in sorted((run_dir / "tables").glob("*.csv"))}
 
 
-def _table_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return "" if v != v else f"{v:.3f}"
-        return str(v)
-
-    return list(df.columns), [[cell(v) for v in row] for row in df.itertuples(index=False)]
-
-
 def _pooled(df: pd.DataFrame) -> pd.DataFrame:
     """The rows to show: the across-seed aggregate where there are several seeds, else the one seed."""
     return pooled_rows(df).drop(columns="seed", errors="ignore")
-
-
-def _ci_text(r) -> str:
-    if r.ci_low != r.ci_low:  # NaN: no interval
-        return f"{r.value:+.3f}"
-    return f"{r.value:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
-
-
-def _layer_pivot(df: pd.DataFrame, index: list[str], signed: bool = True) -> tuple[list[str], list[list[str]]]:
-    """``index`` × layer table whose cells read ``value [ci_low, ci_high]``."""
-    fmt = _ci_text if signed else (lambda r: f"{r.value:.3f}" if r.ci_low != r.ci_low
-                                   else f"{r.value:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]")
-    d = df.assign(cell=[fmt(r) for r in df.itertuples()])
-    wide = d.pivot_table(index=index, columns="layer", values="cell", aggfunc="first").reset_index()
-    wide.columns = [c if isinstance(c, str) else f"layer {int(c)}" for c in wide.columns]
-    return _table_rows(wide)
-
-
-def _wide(df: pd.DataFrame, index: list[str]) -> tuple[list[str], list[list[str]]]:
-    """``index`` × metric table whose cells read ``value [ci_low, ci_high]``."""
-    d = df.assign(cell=[f"{r.value:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" for r in df.itertuples()])
-    wide = d.pivot_table(index=index, columns="metric", values="cell", aggfunc="first").reset_index()
-    wide.columns = [str(c) for c in wide.columns]
-    return _table_rows(wide)
 
 
 def _heatmaps(words: pd.DataFrame) -> list[dict]:
@@ -102,6 +85,17 @@ def _heatmaps(words: pd.DataFrame) -> list[dict]:
     return out
 
 
+def _threshold(run_dir: Path) -> float:
+    """``analyses.reliance_threshold`` from the run's ``config.yaml`` (0.05 when it cannot be read)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        return float(cfg["analyses"]["reliance_threshold"])
+    except Exception:  # noqa: BLE001 - an old or hand-made run folder: the documented default
+        return 0.05
+
+
 def render_report(run_dir: str | Path, summary_override: dict | None = None) -> Path:
     """Write ``index.html`` for ``run_dir`` from its stored files; returns its path."""
     run_dir = Path(run_dir)
@@ -120,35 +114,71 @@ def render_report(run_dir: str | Path, summary_override: dict | None = None) -> 
     _attribution_sections(tables, raw, page)
     _behaviour_sections(tables, raw, summary, page)
     _causal_sections(tables, page)
-    html = _env().get_template("report.html.j2").render(
-        s=summary, config_text=config_text, status_label=STATUS_LABEL, **page)
+    if summary.get("discovered"):
+        page["sections"]["discovered"] = _discovered_table(summary["discovered"])
+    toc = _toc(summary, page)
+    cards = scorecard(summary, tables, _threshold(run_dir))
+    used = tb.names_used(list(page["sections"].values())) | {r["metric"] for r in cards} | set(HEADLINE)
+    html = environment().get_template("report.html.j2").render(
+        s=summary, config_text=config_text, status_label=STATUS_LABEL, toc=toc, toc_ids={t["id"] for t in toc},
+        scorecard=cards, glossary=glossary.entries(used), **page)
     out = run_dir / "index.html"
     atomic_write_text(out, html)
     return out
 
 
+def _toc(summary: dict, page: dict) -> list[dict]:
+    """The sections this page has, in order: ``{"id", "title"}``."""
+    sections, figs = page["sections"], page["figs"]
+    present = {"scorecard": True, "verdicts": True, "shortcuts-found": "discovered" in sections,
+               "task-quality": True, "behaviour": "behaviour" in sections or "invariance" in sections,
+               "attribution": "spurious_attribution" in sections or bool(page["heatmaps"]),
+               "causal": bool(page["causal_figs"]), "probing": "probing" in figs, "description-length": "mdl" in figs,
+               "similarity": "cka" in figs, "config": True, "glossary": True}
+    return [{"id": k, "title": v} for k, v in SECTIONS.items() if present[k]]
+
+
+def _discovered_table(rows: list[dict]) -> dict:
+    """Discovered shortcuts (``summary["discovered"]``) as a table; full detail lives with discovery."""
+    df = pd.DataFrame(rows)
+    cols = [c for c in ("feature", "kind", "class", "verdict", "count", "z", "q_value") if c in df]
+    out = tb.tidy(df[cols], "table-discovered", "summary.json", collapsed=False)
+    for name, lo, hi in (("override_rate", "override_ci_low", "override_ci_high"),
+                         ("deletion_drop", "deletion_ci_low", "deletion_ci_high")):
+        if name in df:
+            out["columns"].append(tb.column(name, True))
+            for row, r in zip(out["rows"], df.to_dict("records")):
+                row.append({"text": tb.number(r.get(name)), "ci": tb.interval(r.get(lo), r.get(hi)),
+                            "sort": tb.sort_key(r.get(name))})
+    return out
+
+
 def _representation_sections(tables: dict[str, pd.DataFrame], page: dict) -> None:
-    """Probing (with the amplification table), description length and CKA."""
+    """Probing (with the amplification grid), description length and CKA."""
     figs, sections = page["figs"], page["sections"]
     if "probing" in tables:
         probing = tables["probing"]
         figs["probing"] = figures.probing_figure(probing[probing.model.isin(["pretrained", "finetuned"])])
         amp = probing[probing.metric == "accuracy_difference"]
         if not amp.empty:
-            sections["amplification"] = _layer_pivot(amp, ["property"])
-        sections["probing"] = _table_rows(probing)
+            sections["amplification"] = tb.layer_grid(amp, ["property"], "table-amplification",
+                                                      "tables/probing.csv")
+        sections["probing"] = tb.tidy(probing, "table-probing", "tables/probing.csv", collapsed=True)
     if "mdl" in tables:
         mdl = tables["mdl"]
         figs["mdl"] = figures.mdl_figure(mdl)
         comp = mdl[mdl.metric.isin(["compression", "control_compression"])]
-        sections["compression"] = _layer_pivot(comp, ["model", "property", "metric"], signed=False)
+        sections["compression"] = tb.layer_grid(comp, ["model", "property", "metric"], "table-compression",
+                                                "tables/mdl.csv", signed=False)
         rel = mdl[mdl.metric == "relative_extractability"]
         if not rel.empty:
-            sections["extractability"] = _layer_pivot(rel, ["model", "property"], signed=False)
-        sections["mdl"] = _table_rows(mdl)
+            sections["extractability"] = tb.layer_grid(rel, ["model", "property"], "table-extractability",
+                                                       "tables/mdl.csv", signed=False)
+        sections["mdl"] = tb.tidy(mdl, "table-mdl", "tables/mdl.csv", collapsed=True)
     if "cka" in tables:
         figs["cka"] = figures.cka_figure(tables["cka"])
-        sections["cka"] = _table_rows(tables["cka"].drop(columns=["model", "property"], errors="ignore"))
+        cka = tables["cka"]
+        sections["cka"] = tb.layer_grid(cka, ["metric"], "table-cka", "tables/cka.csv", signed=False)
     if "cka_matrix" in tables:
         figs["cka_heatmap"] = figures.cka_heatmap(tables["cka_matrix"])
 
@@ -160,29 +190,37 @@ def _attribution_sections(tables: dict[str, pd.DataFrame], raw: dict[str, pd.Dat
         attr = tables["attribution"]
         spur = attr[attr.metric.isin(["spurious_attribution_share", "spurious_input_share", "spurious_top1_rate"])]
         if not spur.empty:
-            sections["spurious_attribution"] = _wide(spur, ["model", "property", "partition", "method"])
+            sections["spurious_attribution"] = tb.wide(spur, ["model", "property", "partition", "method"],
+                                                       "table-spurious-attribution", "tables/attribution.csv")
         faith = attr[attr.metric.isin(["comprehensiveness_aopc", "sufficiency_aopc"])]
         if not faith.empty:
-            sections["faithfulness"] = _wide(faith, ["model", "partition", "method"])
-        sections["attribution"] = _table_rows(attr)
+            sections["faithfulness"] = tb.wide(faith, ["model", "partition", "method"], "table-faithfulness",
+                                               "tables/attribution.csv")
+        sections["attribution"] = tb.tidy(attr, "table-attribution", "tables/attribution.csv", collapsed=True)
     if "attribution_words" in raw:
         page["heatmaps"] = _heatmaps(raw["attribution_words"])
 
 
 def _behaviour_sections(tables: dict[str, pd.DataFrame], raw: dict[str, pd.DataFrame], summary: dict,
                         page: dict) -> None:
-    """Entity scores (taggers), behaviour per planted feature, and the training log."""
+    """Entity scores (taggers), behaviour per planted feature, invariance edits and the training log."""
     sections = page["sections"]
     if "entities" in tables:
-        sections["entities"] = _wide(tables["entities"].drop(columns=["model", "layer"], errors="ignore"),
-                                     ["property"])
+        sections["entities"] = tb.wide(tables["entities"].drop(columns=["model", "layer"], errors="ignore"),
+                                       ["property"], "table-entities", "tables/entities.csv")
     if "behaviour" in tables:
         behaviour = tables["behaviour"]
         for f in summary.get("features", []):
             page["behaviour_figs"][f["name"]] = figures.behaviour_figure(behaviour, f["name"])
-        sections["behaviour"] = _table_rows(behaviour.drop(columns=["model", "layer"], errors="ignore"))
+        edits = behaviour.metric.isin(INVARIANCE)
+        if (~edits).any():
+            sections["behaviour"] = tb.wide(behaviour[~edits], ["property"], "table-behaviour",
+                                            "tables/behaviour.csv")
+        if edits.any():
+            sections["invariance"] = tb.wide(behaviour[edits], ["property"], "table-invariance",
+                                             "tables/behaviour.csv")
     if "training" in raw:
-        sections["training"] = _table_rows(raw["training"])
+        sections["training"] = tb.tidy(raw["training"], "table-training", "tables/training.csv")
 
 
 def _causal_sections(tables: dict[str, pd.DataFrame], page: dict) -> None:
@@ -194,13 +232,15 @@ def _causal_sections(tables: dict[str, pd.DataFrame], page: dict) -> None:
             causal_figs.setdefault(f, []).append(figures.erasure_figure(erasure, f))
         diff = erasure[(erasure.condition == "difference") & (erasure.metric == "conflicting_accuracy")]
         if not diff.empty:
-            sections["erasure_difference"] = _layer_pivot(diff, ["property", "concept", "method"])
+            sections["erasure_difference"] = tb.layer_grid(diff, ["property", "concept", "method"],
+                                                           "table-erasure-difference", "tables/erasure.csv")
         guarantee = erasure[erasure.metric.isin(["concept_accuracy", "concept_majority"])
                             & (erasure.condition == "erased")]
         if not guarantee.empty:
-            sections["erasure_guarantee"] = _layer_pivot(guarantee, ["property", "concept", "method", "metric"],
-                                                         signed=False)
-        sections["erasure"] = _table_rows(erasure)
+            sections["erasure_guarantee"] = tb.layer_grid(guarantee, ["property", "concept", "method", "metric"],
+                                                          "table-erasure-guarantee", "tables/erasure.csv",
+                                                          signed=False)
+        sections["erasure"] = tb.tidy(erasure, "table-erasure", "tables/erasure.csv", collapsed=True)
     if "ablation" in tables:
         ablation = tables["ablation"]
         blocks = ablation[ablation.intervention.isin(["none", "swap_pretrained", "reinit", "pretrained_encoder"])]
@@ -208,5 +248,5 @@ def _causal_sections(tables: dict[str, pd.DataFrame], page: dict) -> None:
             causal_figs.setdefault(f, []).append(figures.ablation_figure(blocks, f))
         heads = ablation[(ablation.intervention == "head") & (ablation.metric != "s_only_error_scan")]
         if not heads.empty:
-            sections["heads"] = _wide(heads, ["property", "layer", "head"])
-        sections["ablation"] = _table_rows(ablation)
+            sections["heads"] = tb.wide(heads, ["property", "layer", "head"], "table-heads", "tables/ablation.csv")
+        sections["ablation"] = tb.tidy(ablation, "table-ablation", "tables/ablation.csv", collapsed=True)
