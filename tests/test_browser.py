@@ -161,6 +161,22 @@ def test_config_is_collapsed_until_clicked(browser, pages):
     assert pre.is_displayed()
 
 
+def test_print_hides_contents_and_opens_collapsed_tables(browser, pages):
+    open_page(browser, pages["report"])
+    closed = browser.execute_script("return document.querySelectorAll('details:not([open])').length")
+    assert closed >= 2
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    try:
+        assert not browser.find_element("css selector", "nav.toc").is_displayed()
+        browser.execute_script("window.dispatchEvent(new Event('beforeprint'))")
+        assert browser.execute_script("return document.querySelectorAll('details:not([open])').length") == 0
+        browser.execute_script("window.dispatchEvent(new Event('afterprint'))")
+        assert browser.execute_script("return document.querySelectorAll('details:not([open])').length") == closed
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+    assert problems(browser) == []
+
+
 def _poison(value, swaps: dict[str, str]):
     """``value`` with every string's ``swaps`` applied, through dicts and lists."""
     if isinstance(value, str):

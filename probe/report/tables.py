@@ -70,7 +70,11 @@ def _plain_cell(name: str, v: Any) -> dict:
     if name == "metric" or (name == "property" and v in glossary.TERMS):
         return {"text": glossary.label(str(v)), "sort": str(v), "title": glossary.definition(str(v))}
     if isinstance(v, float):
-        return {"text": "" if v != v else f"{v:.3g}" if abs(v) >= 1000 else f"{v:.3f}", "sort": sort_key(v)}
+        if v != v:
+            return {"text": "", "sort": ""}
+        small = 0 < abs(v) < 0.001  # a q-value, a tiny C: keep its significant digits
+        text = f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.2g}" if small else f"{v:.3f}"
+        return {"text": text, "sort": sort_key(v)}
     return {"text": str(v), "sort": sort_key(v)}
 
 
