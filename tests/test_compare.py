@@ -230,10 +230,10 @@ def test_write_comparison_self_contained_and_escaped(runs, tmp_path):
     assert html.lower().count("<script") == 1  # only the sort script
     assert "lp &amp; co" in html
     assert html.count('src="data:image/png;base64,') == 1
-    assert "0.550 [0.450, 0.650]" in html  # full's reliance gap cell
+    assert '0.550<span class="ci">0.450 – 0.650</span>' in html  # full's reliance gap cell
     assert "1,000 (10 %)" in html
     assert html_escape(headline(df), quote=False) in html  # the sentence is on the page, escaped
-    assert len(re.findall(r'<tr class="pareto">', html)) == 2  # full and the lora row
+    assert len(re.findall(r'<tr id="variant-[a-z0-9-]+" class="pareto">', html)) == 2  # full and the lora row
     back = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
     assert list(back.columns) == COLUMNS and back.variant.tolist() == df.variant.tolist()
     assert back.reliance_gap.tolist() == pytest.approx(df.reliance_gap.tolist())

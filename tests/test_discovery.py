@@ -217,7 +217,7 @@ def test_run_writes_discovery_and_the_report_section_after_the_verdict_cards(tmp
                                               "sentence": "s", "planted": True}]}
     (run.path / "summary.json").write_text(json.dumps(summary))
     html = render_report(run.path).read_text()
-    assert html.index('id="shortcuts-found"') < html.index("Task quality")
+    assert html.index('id="shortcuts-found"') < html.index('id="task-quality"')
     assert html.index("Does the fine-tuned model rely") < html.index('id="shortcuts-found"')
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
 

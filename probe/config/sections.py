@@ -282,6 +282,9 @@ class Config(Section):
     output_dir: str = "reports"
     overwrite: bool = Field(False, description="write into a non-empty folder that is not a probe run folder "
                             "(probe's files in it are replaced)")
+    tracking: Literal["none", "tensorboard"] = Field(
+        "none", description="tensorboard: also write the training curves and headline numbers as TensorBoard "
+        "event files under output_dir/name/tensorboard/ (needs the tensorboard package)")
     task: TaskConfig = TaskConfig()
     spurious: list[SpuriousFeature] = Field(default_factory=list)
     model: ModelConfig = ModelConfig()
@@ -377,10 +380,11 @@ class Config(Section):
         return self.model_dump(mode="json")
 
     def hash(self) -> str:
-        """Hash of the resolved config; ``output_dir`` and ``overwrite`` do not change results and are left out."""
+        """Hash of the resolved config; ``output_dir``, ``overwrite`` and ``tracking`` do not change results and
+        are left out."""
         d = self.to_dict()
-        d.pop("output_dir", None)
-        d.pop("overwrite", None)
+        for key in ("output_dir", "overwrite", "tracking"):
+            d.pop(key, None)
         return stable_hash(d)
 
 

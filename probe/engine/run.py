@@ -93,6 +93,7 @@ def _start(run_dir: Path, config: Config) -> None:
     (run_dir / "index.html").unlink(missing_ok=True)
     (run_dir / "timings.json").unlink(missing_ok=True)
     shutil.rmtree(run_dir / "tables", ignore_errors=True)
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
 
 
 def run_lifecycle(config: Config, timer: Timer, t_start: float, stages: Callable[[Path], dict | None]) -> Run:
@@ -137,6 +138,10 @@ def _begin(ctx: RunContext) -> None:
     from probe.models.augmenters import check_sources
 
     check_sources(ctx.config)
+    if ctx.config.tracking == "tensorboard":
+        from probe.tracking import require_tensorboard
+
+        require_tensorboard()
     seed = ctx.config.seed
     random.seed(seed)
     np.random.seed(seed)
@@ -194,6 +199,10 @@ def _stage_sequence(ctx: RunContext) -> dict | None:
     with ctx.timer.stage("analyses"):
         tables = write_seed_tables(ctx.run_dir, per_seed, predictions)
     summary = _summary(ctx, tables, train_logs)
+    if ctx.config.tracking == "tensorboard":
+        from probe.tracking import write_tensorboard
+
+        write_tensorboard(ctx.run_dir, summary, train_logs)
     with ctx.timer.stage("report"):
         render_report(ctx.run_dir, summary_override={**summary, "status": "complete", "timings": ctx.timer.seconds})
     return summary

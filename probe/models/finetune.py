@@ -249,8 +249,9 @@ def _run_epoch(loop: _Loop, phase: str, forward, params, optimizer, scheduler, a
     name = "linear probe" if phase == "lp" else "fine-tune"
     bar = tqdm(range(loop.steps_per_epoch), desc=f"{name} epoch {loop.epoch}/{loop.n_total}",
                disable=not loop.progress, unit="step", leave=False)
-    losses, penalties, norms, tokens, t0 = [], [], [], 0, time.perf_counter()
+    losses, lrs, penalties, norms, tokens, t0 = [], [], [], [], 0, time.perf_counter()
     for step in bar:
+        lrs.append(float(optimizer.param_groups[0]["lr"]))  # the rate this step uses (tracking: tensorboard)
         loss, penalty, norm, n_tokens = _train_step(loop, forward, params, optimizer, scheduler, anchored, order, step)
         losses.append(loss)
         if penalty is not None:
@@ -273,7 +274,8 @@ def _run_epoch(loop: _Loop, phase: str, forward, params, optimizer, scheduler, a
     augmented = dict(getattr(objective, "augmented", {}))
     record = {"epoch": loop.epoch, "train_loss": train_loss, **scores,
               "seconds": seconds, "tokens_per_second": tokens / seconds if seconds else 0.0,
-              **{f"augmented_{k}": v for k, v in augmented.items()}}
+              **{f"augmented_{k}": v for k, v in augmented.items()},
+              "steps": {"loss": [float(v) for v in losses], "learning_rate": lrs}}
     peak = peak_flops(loop.device)
     if peak and seconds:  # model FLOPs utilisation of this epoch (all processes together)
         record["mfu"] = 6 * loop.log.trainable_parameters * tokens / seconds / (peak * dist.world)

@@ -44,7 +44,8 @@ _EPOCH_STREAM, _WINDOW_STREAM, _SPLIT_STREAM, _DROPOUT_STREAM = range(2, 6)
 class PretrainLog:
     """What pretraining did. ``initial_loss`` / ``final_loss``: cross-entropy over the labelled tokens
     (masked tokens, or next tokens) of held-out blocks with one fixed masking, before and after training; ``losses``: ``[step, mean
-    training loss over the steps since the previous record]``; ``mfu``: model FLOPs utilisation
+    training loss over the steps since the previous record]``; ``learning_rates``: ``[step, learning rate after
+    that step]`` at the same steps; ``mfu``: model FLOPs utilisation
     (6 * trainable parameters * tokens/s / peak bf16 FLOPs), known GPUs only."""
 
     steps: int = 0
@@ -54,6 +55,7 @@ class PretrainLog:
     initial_loss: float = float("nan")
     final_loss: float = float("nan")
     losses: list[list[float]] = field(default_factory=list)
+    learning_rates: list[list[float]] = field(default_factory=list)
     mfu: Optional[float] = None
     device: str = "cpu"
     precision: str = "fp32"
@@ -273,6 +275,7 @@ def _train_steps(model, loss_module, data: "_StepBatches", cfg: PretrainConfig, 
         if step % _LOG_EVERY == 0 or step == cfg.steps:
             value = dist.sum(float(running)) / since
             log.losses.append([step, value])
+            log.learning_rates.append([step, float(scheduler.get_last_lr()[0])])
             running.zero_()
             since = 0
             bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tokens / max(time.perf_counter() - t0, 1e-9):.0f}")

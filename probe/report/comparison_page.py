@@ -12,7 +12,10 @@ import pandas as pd
 
 from probe.comparison import COLUMNS, METRICS, fmt_interval, pareto_optimal
 from probe.errors import ProbeError
-from probe.rundir import atomic_write_text
+from probe.report import glossary
+from probe.report.scorecard import CHIPS, slug
+from probe.report.tables import interval, number
+from probe.rundir import atomic_write_text, read_summary
 
 LABELS = {"flip_to_target": "flips to the token's class",
           "clean_accuracy": "clean accuracy", "conflicting_accuracy": "conflicting accuracy",
@@ -107,6 +110,8 @@ def _table(df: pd.DataFrame, optimal: pd.Series) -> tuple[list[dict], list[dict]
     header += [{"key": "trainable_parameters", "label": "trainable parameters", "numeric": True},
                {"key": "training_seconds", "label": "training seconds", "numeric": True},
                {"key": "path", "label": "run directory", "numeric": False}]
+    for h in header:
+        h["help"] = COLUMN_HELP.get(h["key"], "")
     body = []
     for i, r in df.iterrows():
         seeds = "n/a" if pd.isna(r["seeds"]) else str(int(r["seeds"]))
@@ -115,7 +120,8 @@ def _table(df: pd.DataFrame, optimal: pd.Series) -> tuple[list[dict], list[dict]
                  {"text": str(r["strategy"]) or "n/a", "sort": str(r["strategy"])},
                  {"text": seeds + collapsed, "sort": _sort_key(r["seeds"])}]
         for m in METRICS:
-            cells.append({"text": fmt_interval(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"], digits=3), "sort": _sort_key(r[m])})
+            cells.append({"text": number(r[m]), "ci": interval(r[f"{m}_ci_low"], r[f"{m}_ci_high"]),
+                          "sort": _sort_key(r[m])})
         tp, total = r["trainable_parameters"], r["total_parameters"]
         if tp != tp:
             tp_text = "n/a"
@@ -127,8 +133,37 @@ def _table(df: pd.DataFrame, optimal: pd.Series) -> tuple[list[dict], list[dict]
         sec = r["training_seconds"]
         cells.append({"text": "n/a" if sec != sec else f"{sec:.1f}", "sort": _sort_key(sec)})
         cells.append({"text": str(r["path"]), "sort": str(r["path"])})
-        body.append({"pareto": bool(optimal[i]), "cells": cells})
+        body.append({"pareto": bool(optimal[i]), "cells": cells, "id": "variant-" + slug(r["variant"])})
     return header, body
+
+
+def _verdict_status(path: Any, feature: str) -> str:
+    """The run's own verdict for ``feature`` (``summary.json``); ``inconclusive`` when it cannot be read."""
+    try:
+        features = read_summary(Path(str(path))).get("features", [])
+    except (ProbeError, OSError):
+        return "inconclusive"
+    status = next((f.get("verdict_status") for f in features if f.get("name") == feature), None)
+    return status if status in ("relies", "none", "inconclusive") else "inconclusive"
+
+
+def scorecard(df: pd.DataFrame) -> list[dict]:
+    """One row per variant: its run's verdict on the planted feature (relies / no reliance /
+    inconclusive, read from the run's ``summary.json``), the reliance gap that decides it and the clean
+    accuracy, with a link to the variant's row. Variants without a planted feature have no row."""
+    rows = []
+    for r in df.to_dict("records"):
+        if not str(r["feature"]):
+            continue
+        status = _verdict_status(r["path"], str(r["feature"]))
+        rows.append({"variant": str(r["variant"]), "strategy": str(r["strategy"]), "feature": str(r["feature"]),
+                     "status": status, "chip": CHIPS[status],
+                     "gap": number(r["reliance_gap"], 2), "gap_ci": interval(r["reliance_gap_ci_low"],
+                                                                           r["reliance_gap_ci_high"], 2),
+                     "clean": number(r["clean_accuracy"], 2),
+                     "clean_ci": interval(r["clean_accuracy_ci_low"], r["clean_accuracy_ci_high"], 2),
+                     "href": "#variant-" + slug(r["variant"])})
+    return rows
 
 
 def write_comparison(df: pd.DataFrame, out_dir: str | Path, differences: pd.DataFrame | None = None) -> Path:
@@ -139,8 +174,6 @@ def write_comparison(df: pd.DataFrame, out_dir: str | Path, differences: pd.Data
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ProbeError(f"write_comparison: the table lacks column {missing[0]!r}; build it with probe.compare")
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
     from probe.report import figures
 
     out_dir = Path(out_dir)
@@ -154,15 +187,18 @@ def write_comparison(df: pd.DataFrame, out_dir: str | Path, differences: pd.Data
         atomic_write_text(out_dir / "comparison_differences.csv",
                           differences.to_csv(index=False, float_format="%.10g"))
         diff_rows = [{"variant": r.variant, "reference": r.reference, "feature": r.feature,
-                      "metric": LABELS.get(r.metric, r.metric), "text": fmt_interval(r.value, r.ci_low, r.ci_high, digits=3),
+                      "metric": LABELS.get(r.metric, r.metric), "help": glossary.definition(r.metric),
+                      "text": number(r.value, signed=True), "ci": interval(r.ci_low, r.ci_high, signed=True),
+                      "sort": _sort_key(r.value),
                       "real": bool(r.ci_low > 0 or r.ci_high < 0)} for r in differences.itertuples()]
     plotted = df["clean_accuracy"].notna() & df["conflicting_accuracy"].notna()
     figure = figures.pareto_figure(df[plotted], optimal[plotted].tolist()) if plotted.any() else None
     header, body = _table(df, optimal)
     features = sorted({str(f) for f in df["feature"] if str(f)})
-    env = Environment(loader=PackageLoader("probe.report", "templates"),
-                      autoescape=select_autoescape(default=True, default_for_string=True))
-    html = env.get_template("compare.html.j2").render(
+    from probe.report.render import environment
+
+    html = environment().get_template("compare.html.j2").render(
+        scorecard=scorecard(df), has_differences=bool(diff_rows),
         n=len(df), headline=headline(df), figure=figure, header=header, body=body,
         column_help=COLUMN_HELP, labels=LABELS, interval_note=INTERVAL_NOTE, features=features,
         pareto=[str(v) for v in df.loc[optimal, "variant"]],

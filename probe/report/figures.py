@@ -47,6 +47,27 @@ def _by_layer(ax, d: pd.DataFrame, colour: str, label: str, ls: str = "-") -> No
         ax.fill_between(d.layer, d.ci_low, d.ci_high, color=colour, alpha=0.18, lw=0)
 
 
+#: panels per row: wider figures are shrunk to the page width until their text is unreadable
+MAX_COLUMNS = 3
+
+
+def _panel_grid(plt, n: int, rows_per: int, width: float, height: float):
+    """A figure of ``n`` panels (each ``rows_per`` axes high), at most ``MAX_COLUMNS`` to a row;
+    returns the figure and ``panel(j)``: the list of panel ``j``'s axes, top to bottom. Unused axes are hidden."""
+    cols = max(1, min(MAX_COLUMNS, n))
+    blocks = -(-n // cols)
+    fig, axes = plt.subplots(rows_per * blocks, cols, figsize=(width * cols, height * rows_per * blocks),
+                             squeeze=False)
+    for j in range(n, blocks * cols):
+        for r in range(rows_per):
+            axes[(j // cols) * rows_per + r][j % cols].set_visible(False)
+
+    def panel(j: int) -> list:
+        return [axes[(j // cols) * rows_per + r][j % cols] for r in range(rows_per)]
+
+    return fig, panel
+
+
 def probing_figure(probing: pd.DataFrame) -> str:
     """Per property: probe accuracy (top) and selectivity (bottom) by layer, pretrained vs fine-tuned,
     with 95 % bands; dashed grey: majority baseline; dotted: control-task accuracy."""
@@ -54,11 +75,10 @@ def probing_figure(probing: pd.DataFrame) -> str:
     props = list(dict.fromkeys(probing["property"]))
     has_sel = (probing.metric == "selectivity").any()
     rows = 2 if has_sel else 1
-    fig, axes = plt.subplots(rows, len(props), figsize=(3.1 * len(props), 2.6 * rows), squeeze=False,
-                             sharex="col")
+    fig, panel = _panel_grid(plt, len(props), rows, 3.1, 2.6)
     for j, prop in enumerate(props):
         p = probing[probing["property"] == prop]
-        ax = axes[0][j]
+        ax = panel(j)[0]
         for model in ("pretrained", "finetuned"):
             q = p[p.model == model]
             _by_layer(ax, q[q.metric == "accuracy"], MODEL_COLOURS[model], MODEL_LABELS[model])
@@ -71,7 +91,7 @@ def probing_figure(probing: pd.DataFrame) -> str:
         ax.set_title(prop, fontsize=9)
         ax.set_ylim(0, 1.02)
         if has_sel:
-            ax2 = axes[1][j]
+            ax2 = panel(j)[1]
             for model in ("pretrained", "finetuned"):
                 q = p[(p.model == model) & (p.metric == "selectivity")]
                 _by_layer(ax2, q, MODEL_COLOURS[model], MODEL_LABELS[model])
@@ -79,14 +99,16 @@ def probing_figure(probing: pd.DataFrame) -> str:
             ax2.set_xlabel("layer (0 = embeddings)")
         else:
             ax.set_xlabel("layer (0 = embeddings)")
-        axes[-1][j].set_xticks(sorted(p.layer.dropna().unique()))
-    axes[0][0].set_ylabel("probe accuracy (held out)")
-    if has_sel:
-        axes[1][0].set_ylabel("selectivity\n(accuracy − control)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
+        for a in panel(j):
+            a.set_xticks(sorted(p.layer.dropna().unique()))
+        if j % MAX_COLUMNS == 0:
+            ax.set_ylabel("probe accuracy (held out)")
+            if has_sel:
+                panel(j)[1].set_ylabel("selectivity\n(accuracy − control)")
+    handles, labels = panel(0)[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), frameon=False, fontsize=8,
                bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.32 / fig.get_figheight(), 1, 1))  # room for the legend, whatever the height
     return _to_uri(fig)
 
 
@@ -95,8 +117,9 @@ def mdl_figure(mdl: pd.DataFrame) -> str:
     plt = _plt()
     d = mdl[mdl.metric.isin(["codelength_bits", "control_codelength_bits"])]
     props = list(dict.fromkeys(d["property"]))
-    fig, axes = plt.subplots(1, len(props), figsize=(3.4 * len(props), 2.7), squeeze=False)
-    for ax, prop in zip(axes[0], props):
+    fig, panel = _panel_grid(plt, len(props), 1, 3.4, 2.7)
+    for j, prop in enumerate(props):
+        ax = panel(j)[0]
         p = d[d.property == prop]
         for model in ("pretrained", "finetuned"):
             q = p[p.model == model]
@@ -107,8 +130,9 @@ def mdl_figure(mdl: pd.DataFrame) -> str:
         ax.set_xlabel("layer (0 = embeddings)")
         ax.set_xticks(sorted(p.layer.dropna().unique()))
         ax.set_ylim(bottom=0)
-    axes[0][0].set_ylabel("online codelength (bits)")
-    axes[0][-1].legend(frameon=False, fontsize=7)
+        if j % MAX_COLUMNS == 0:
+            ax.set_ylabel("online codelength (bits)")
+    panel(len(props) - 1)[0].legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return _to_uri(fig)
 
