@@ -58,3 +58,37 @@ def test_cka_interval_covers_the_population_value_of_noise():
     row = cka_by_layer(pre, fine).iloc[0]
     assert row.ci_low <= row.value <= row.ci_high
     assert row.ci_high - row.ci_low < 0.3
+
+
+@pytest.mark.parametrize("n, d, debiased", [(30, 5, False), (30, 50, False), (30, 5, True), (40, 60, True),
+                                            (6, 3, True), (25, 8, False)])
+def test_closed_form_cka_jackknife_equals_the_explicit_leave_one_out(n, d, debiased):
+    """The O(n²) jackknife gives the same point and interval as recomputing CKA on each of the n subsets."""
+    from probe.analyses.similarity import _cka_from_grams, cka_jackknife
+    from probe.analyses.stats import jackknife_statistic
+
+    rng = np.random.default_rng(n + d)
+    X = rng.normal(size=(n, d))
+    Y = X @ rng.normal(size=(d, d)) + 0.5 * rng.normal(size=(n, d)) + 3.0
+    Y[0] *= 20.0  # one influential example, so the leave-one-out values differ a lot
+    K, L = X @ X.T, Y @ Y.T
+    closed = cka_jackknife(K, L, debiased=debiased)
+    explicit = jackknife_statistic(
+        n, lambda idx: _cka_from_grams(K[np.ix_(idx, idx)], L[np.ix_(idx, idx)], debiased=debiased))
+    assert closed[2] - closed[1] > 1e-3  # a real interval, not a degenerate one
+    np.testing.assert_allclose(closed, explicit, rtol=0, atol=1e-6)
+
+
+def test_cka_by_layer_intervals_equal_the_explicit_jackknife():
+    from probe.analyses.similarity import _cka_from_grams
+    from probe.analyses.stats import jackknife_statistic
+
+    rng = np.random.default_rng(3)
+    pre = rng.normal(size=(2, 20, 6))
+    fine = pre + 0.7 * rng.normal(size=pre.shape)
+    table = cka_by_layer(pre, fine, debiased=True)
+    for r in table.itertuples():
+        K, L = pre[r.layer] @ pre[r.layer].T, fine[r.layer] @ fine[r.layer].T
+        expected = jackknife_statistic(20, lambda idx: _cka_from_grams(
+            K[np.ix_(idx, idx)], L[np.ix_(idx, idx)], debiased=r.metric == "debiased_linear_cka"))
+        np.testing.assert_allclose((r.value, r.ci_low, r.ci_high), expected, rtol=0, atol=1e-6)

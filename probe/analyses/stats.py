@@ -35,11 +35,18 @@ def jackknife_statistic(
     duplicated examples, whose self-similarity inflates the statistic (for independent noise
     the bootstrap interval can sit wholly above the estimate). Leaving one out never duplicates.
     """
+    full = np.arange(n)
+    loo = np.array([statistic(np.delete(full, i)) for i in range(n)])
+    return jackknife_interval(statistic(full), loo, level)
+
+
+def jackknife_interval(point: float, loo: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """``point`` with the normal interval whose standard error is the jackknife's,
+    ``sqrt((n - 1) / n · Σ (θ₍ᵢ₎ - θ̄)²)`` over the ``n`` leave-one-out values ``loo`` (Efron 1981)."""
     from scipy.stats import norm
 
-    full = np.arange(n)
-    point = statistic(full)
-    loo = np.array([statistic(np.delete(full, i)) for i in range(n)])
+    loo = np.asarray(loo, dtype=np.float64)
+    n = len(loo)
     se = float(np.sqrt((n - 1) / n * np.sum((loo - loo.mean()) ** 2)))
     z = float(norm.ppf(0.5 + level / 2))
     return float(point), float(point - z * se), float(point + z * se)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from probe.engine.context import RunContext, log
 
-CKA_WORDS = 300  # words the per-layer CKA is computed on (its leave-one-out jackknife costs O(n³) per layer)
+CKA_WORDS = 300  # words the per-layer CKA is computed on (a sample keeps the n × n Gram matrices small)
 SCAN_EXAMPLES = 64  # conflicting spans the single-head scan ranks heads on
 
 
