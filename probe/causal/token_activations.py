@@ -67,7 +67,7 @@ def token_activations(
     import torch
 
     from probe.causal.hooks import encoder_of, n_layers
-    from probe.models.batching import length_sorted_batches, pad_batch, tokenize
+    from probe.models.batching import length_sorted_batches, pad_batch, tokenize, truncate_words
     from probe.models.compute import autocast
 
     texts = list(texts)
@@ -81,8 +81,11 @@ def token_activations(
     if token is not None:
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError("token_activations(token=...) needs a fast tokenizer (offset mapping)")
-        enc = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True,
-                        return_offsets_mapping=True)
+        enc = tokenizer(truncate_words(texts, max_length), truncation=True, max_length=max_length,
+                        add_special_tokens=True, return_offsets_mapping=True)  # offsets into a prefix of each text
+        if enc["input_ids"] != ids:  # a text the word budget did not cover (see batching.tokenize): whole texts
+            enc = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True,
+                            return_offsets_mapping=True)
         if enc["input_ids"] != ids:
             raise RuntimeError("tokenisation with offsets differs from probe.models.batching.tokenize")
         has_token = np.concatenate([

@@ -32,10 +32,42 @@ def token_budget(tokens: int) -> Iterator[None]:
         _BUDGET.reset(reset)
 
 
+def _words_kept(max_length: int) -> int:
+    """Whitespace-separated words kept before tokenising: every word is at least one token, so
+    ``max_length`` words already fill the budget; twice that is margin."""
+    return 2 * max_length + 8
+
+
+def truncate_words(texts: list[str], max_length: int) -> list[str]:
+    """Each text cut after its first :func:`_words_kept` words (the prefix of the original string,
+    its spacing kept), so that a 500-word article is not tokenised only to keep 64 tokens.
+
+    Tokenisers split at whitespace before anything else (WordPiece, byte-level BPE, SentencePiece's
+    metaspace), so the prefix's tokens are the first tokens of the whole text; :func:`tokenize`
+    re-tokenises the whole text in the one case where that cannot be relied on (a cut text that came
+    out shorter than ``max_length``, e.g. words the normaliser removes entirely).
+    """
+    keep = _words_kept(max_length)
+    out = []
+    for text in texts:
+        parts = text.split(None, keep) if len(text) > keep else ()  # fewer characters than words: nothing to cut
+        out.append(text[:len(text) - len(parts[-1])].rstrip() if len(parts) > keep else text)
+    return out
+
+
 def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
-    """Token ids per text, truncated to ``max_length`` (special tokens included)."""
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)
-    return enc["input_ids"]
+    """Token ids per text, truncated to ``max_length`` (special tokens included); equal to tokenising
+    the whole texts with ``truncation=True``, but long texts are cut to a word budget first."""
+    texts = list(texts)
+    cut = truncate_words(texts, max_length)
+    ids = tokenizer(cut, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
+    redo = [i for i, (a, b) in enumerate(zip(texts, cut)) if len(a) != len(b) and len(ids[i]) < max_length]
+    if redo:
+        full = tokenizer([texts[i] for i in redo], truncation=True, max_length=max_length,
+                         add_special_tokens=True)["input_ids"]
+        for i, x in zip(redo, full):
+            ids[i] = x
+    return ids
 
 
 def pad_batch(tokenizer, ids: list[list[int]]):
