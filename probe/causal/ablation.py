@@ -29,6 +29,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from probe.causal.hooks import resume_at
 from probe.models.adapter import ModelAdapter
 
 
@@ -223,9 +224,13 @@ def head_ablation_scan(model: nn.Module, evaluate: Callable[[], float], n_blocks
         raise ValueError(f"n_heads={n_heads}: blocks have {heads_per_block} heads")
     baseline = float(evaluate())
     rows = []
-    pairs = [(b, h) for b in range(n_blocks) for h in range(n_heads)]
-    for b, h in tqdm(pairs, desc="head ablation", unit="head", disable=not progress, leave=False):
-        with ablate_heads(model, [(b, h)]):
-            score = float(evaluate())
-        rows.append({"block": b, "head": h, "score": score, "baseline": baseline, "change": score - baseline})
+    bar = tqdm(total=n_blocks * n_heads, desc="head ablation", unit="head", disable=not progress, leave=False)
+    for b in range(n_blocks):
+        with resume_at(model, b):  # the blocks below b run once for all of b's heads
+            for h in range(n_heads):
+                with ablate_heads(model, [(b, h)]):
+                    score = float(evaluate())
+                rows.append({"block": b, "head": h, "score": score, "baseline": baseline, "change": score - baseline})
+                bar.update()
+    bar.close()
     return pd.DataFrame(rows, columns=["block", "head", "score", "baseline", "change"])

@@ -27,7 +27,7 @@ hidden-state indices: 0 = embeddings, l = output of block l (so ablation rows of
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Callable, Iterator, Protocol
 
 import numpy as np
@@ -150,7 +150,7 @@ def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str],
     from tqdm.auto import tqdm
 
     from probe.causal.erasure import concept_decodability, random_eraser
-    from probe.causal.hooks import edit_hidden_state, n_layers
+    from probe.causal.hooks import edit_hidden_state, n_layers, resume_at
     from probe.causal.token_activations import token_activations
 
     layers = resolve_layers(cfg.layers, n_layers(model))
@@ -160,33 +160,40 @@ def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str],
     rows = _rows(predict([feature])[feature], n_boot, seed, 0, layer=None, method=None, concept=None,
                  condition="none", rank=0, **keys)
     jobs = [(layer, concept, method) for layer in layers for concept in cfg.concepts for method in cfg.methods]
-    for j, (layer, concept, method) in enumerate(tqdm(jobs, desc=f"erasure {feature}", disable=not progress,
-                                                      leave=False), start=1):
-        z_fit, z_held = _concept_labels(fit, concept), _concept_labels(held, concept)
-        if np.unique(z_fit).size < 2:
-            continue  # the concept does not vary here (e.g. the token never survives truncation)
-        X_fit = torch.from_numpy(fit.layers[layer])
-        X_held = torch.from_numpy(held.layers[layer])
-        eraser = fit_eraser(method, X_fit, z_fit, seed, cfg.inlp_max_iterations, cfg.inlp_tolerance)
-        conditions = [("erased", eraser)]
-        if cfg.random_control:
-            conditions.append(("random", random_eraser(X_fit, eraser.rank, seed=seed + layer)))
-        values = {}
-        for c, (condition, er) in enumerate(conditions):
-            at = dict(layer=layer, method=method, concept=concept, condition=condition, rank=int(er.rank), **keys)
-            with torch.no_grad():
-                dec = concept_decodability(er(X_fit).numpy(), z_fit, er(X_held).numpy(), z_held, seed=seed)
-            rows.append(_balanced_row(dec["balanced_accuracy"], z_held, metric="concept_balanced_accuracy", **at))
-            rows.append(metric_row((dec["chance"],) * 3, metric="concept_chance", n=int(dec["n_test"]), **at))
-            rows.append(_proportion_row(dec["accuracy"], int(dec["n_test"]), metric="concept_accuracy", **at))
-            rows.append(metric_row((dec["majority"],) * 3, metric="concept_majority", n=int(dec["n_test"]), **at))
-            with edit_hidden_state(model, layer, er):
-                values[condition] = predict([feature])[feature]
-            rows += _rows(values[condition], n_boot, seed, 2 * j + c, **at)
-        if "random" in values:
-            diff = {m: values["erased"][m] - values["random"][m] for m in CAUSAL_METRICS}
-            rows += _rows(diff, n_boot, seed, 2 * j + 7919, layer=layer, method=method, concept=concept,
-                          condition="difference", rank=int(eraser.rank), **keys)
+    stack = ExitStack()  # the blocks below a layer run once for all of its conditions (resume_at)
+    try:
+        for j, (layer, concept, method) in enumerate(tqdm(jobs, desc=f"erasure {feature}", disable=not progress,
+                                                          leave=False), start=1):
+            if j == 1 or layer != jobs[j - 2][0]:
+                stack.close()
+                stack.enter_context(resume_at(model, layer))
+            z_fit, z_held = _concept_labels(fit, concept), _concept_labels(held, concept)
+            if np.unique(z_fit).size < 2:
+                continue  # the concept does not vary here (e.g. the token never survives truncation)
+            X_fit = torch.from_numpy(fit.layers[layer])
+            X_held = torch.from_numpy(held.layers[layer])
+            eraser = fit_eraser(method, X_fit, z_fit, seed, cfg.inlp_max_iterations, cfg.inlp_tolerance)
+            conditions = [("erased", eraser)]
+            if cfg.random_control:
+                conditions.append(("random", random_eraser(X_fit, eraser.rank, seed=seed + layer)))
+            values = {}
+            for c, (condition, er) in enumerate(conditions):
+                at = dict(layer=layer, method=method, concept=concept, condition=condition, rank=int(er.rank), **keys)
+                with torch.no_grad():
+                    dec = concept_decodability(er(X_fit).numpy(), z_fit, er(X_held).numpy(), z_held, seed=seed)
+                rows.append(_balanced_row(dec["balanced_accuracy"], z_held, metric="concept_balanced_accuracy", **at))
+                rows.append(metric_row((dec["chance"],) * 3, metric="concept_chance", n=int(dec["n_test"]), **at))
+                rows.append(_proportion_row(dec["accuracy"], int(dec["n_test"]), metric="concept_accuracy", **at))
+                rows.append(metric_row((dec["majority"],) * 3, metric="concept_majority", n=int(dec["n_test"]), **at))
+                with edit_hidden_state(model, layer, er):
+                    values[condition] = predict([feature])[feature]
+                rows += _rows(values[condition], n_boot, seed, 2 * j + c, **at)
+            if "random" in values:
+                diff = {m: values["erased"][m] - values["random"][m] for m in CAUSAL_METRICS}
+                rows += _rows(diff, n_boot, seed, 2 * j + 7919, layer=layer, method=method, concept=concept,
+                              condition="difference", rank=int(eraser.rank), **keys)
+    finally:
+        stack.close()
     return pd.DataFrame(rows)
 
 

@@ -85,3 +85,60 @@ def edit_hidden_states(model: nn.Module, edits: Mapping[int, Edit]) -> Iterator[
         for layer, fn in edits.items():
             stack.enter_context(edit_hidden_state(model, layer, fn))
         yield
+
+
+@contextmanager
+def resume_at(model: nn.Module, layer: int) -> Iterator[None]:
+    """Within the block, a forward pass whose inputs were seen before starts at ``hidden_states[layer]``.
+
+    Interventions at or above ``layer`` (an edit of that hidden state, a head ablated in the block
+    that reads it) leave everything below it unchanged, so the blocks below need to run once per
+    batch: the first pass of a batch (its ``input_ids`` and ``attention_mask``, read by a forward
+    pre-hook on ``model``) runs normally and keeps the output of the module that produces
+    ``hidden_states[layer]``; a later pass of the same batch returns that output (a copy) from
+    every block up to it instead of computing them. Hooks on that module still run on the kept
+    output, so an edit applies as before. Inference only (under ``torch.no_grad``): with
+    gradients, or for layer 0 (the embeddings, cheap), or where the module is not a block (the
+    final norm of a pre-norm decoder), nothing is reused. The outputs of one layer for every
+    batch seen are kept in memory until the block ends.
+    """
+    adapter = ModelAdapter(model)
+    adapter.check_layer(layer)
+    if layer == 0 or adapter.layer_module(layer) is not adapter.blocks[layer - 1]:
+        yield
+        return
+    blocks = list(adapter.blocks[:layer])
+    cache: dict[tuple, object] = {}
+    state: dict[str, object] = {"key": None, "hit": False}
+
+    def pre_hook(_module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        mask = kwargs.get("attention_mask")
+        if ids is None or torch.is_grad_enabled():
+            state["key"], state["hit"] = None, False
+            return None
+        state["key"] = (tuple(ids.shape), ids.cpu().numpy().tobytes(),
+                        None if mask is None else mask.cpu().numpy().tobytes())
+        state["hit"] = state["key"] in cache
+        return None
+
+    def patched(block: nn.Module, original: Callable, last: bool) -> Callable:
+        def forward(*args, **kwargs):
+            if state["hit"]:
+                return _replace_first(cache[state["key"]], torch.clone)
+            out = original(*args, **kwargs)
+            if last and state["key"] is not None:
+                cache[state["key"]] = _replace_first(out, torch.clone)
+            return out
+        return forward
+
+    handle = model.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    try:
+        for i, block in enumerate(blocks):
+            block.forward = patched(block, block.forward, i == len(blocks) - 1)
+        yield
+    finally:
+        handle.remove()
+        for block in blocks:
+            if "forward" in vars(block):
+                del block.forward
