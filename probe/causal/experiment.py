@@ -210,6 +210,7 @@ def ablation_table(model, pretrained, predict: Predictor, cfg, n_boot: int, seed
     from tqdm.auto import tqdm
 
     from probe.causal.ablation import pretrained_encoder_with_head, reinit_layers, swap_layers
+    from probe.causal.hooks import resume_at
 
     rows: list[dict] = []
 
@@ -234,9 +235,15 @@ def ablation_table(model, pretrained, predict: Predictor, cfg, n_boot: int, seed
             jobs.append(("swap_pretrained", b + 1, lambda b=b: swap_layers(model, pretrained, [b])))
             jobs.append(("reinit", b + 1, lambda b=b: reinit_layers(model, [b], seed)))
         jobs.append(("pretrained_encoder", None, lambda: pretrained_encoder_with_head(model, pretrained)))
-    for i, (intervention, layer, edit) in enumerate(tqdm(jobs, desc="layer swaps", disable=not progress,
-                                                         leave=False)):
-        measure(intervention, layer, edit, 1000 + i)
+    with ExitStack() as stack:  # a block's swap and re-init share one run of the blocks below it (resume_at)
+        for i, (intervention, layer, edit) in enumerate(tqdm(jobs, desc="layer swaps", disable=not progress,
+                                                             leave=False)):
+            if intervention == "swap_pretrained":
+                stack.close()
+                stack.enter_context(resume_at(model, layer - 1))
+            elif intervention != "reinit":
+                stack.close()
+            measure(intervention, layer, edit, 1000 + i)
     if cfg.head_ablation and predict.features:
         _head_rows(model, predict, cfg, seed, progress, rows, measure)
     return pd.DataFrame(rows)
