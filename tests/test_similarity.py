@@ -92,3 +92,20 @@ def test_cka_by_layer_intervals_equal_the_explicit_jackknife():
         expected = jackknife_statistic(20, lambda idx: _cka_from_grams(
             K[np.ix_(idx, idx)], L[np.ix_(idx, idx)], debiased=r.metric == "debiased_linear_cka"))
         np.testing.assert_allclose((r.value, r.ci_low, r.ci_high), expected, rtol=0, atol=1e-6)
+
+
+def test_cka_by_layer_is_exact_under_a_large_offset_and_undefined_for_a_constant_representation():
+    """A common offset of 1e4 (a decoder's last token embedding dominating) must not cancel inside the
+    closed-form sums; a representation equal for every example has no CKA (NaN), not a number."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(60, 8))
+    Y = X @ rng.normal(size=(8, 8)) + rng.normal(size=(60, 8))
+    constant = np.tile(rng.normal(size=(1, 8)) * 1e3, (60, 1)) + 1e-9 * rng.normal(size=(60, 8))
+    pre = np.stack([X + 1e4, constant])
+    fine = np.stack([Y - 3e4, Y])
+    table = cka_by_layer(pre, fine, debiased=True)
+    first = table[table.layer == 0].set_index("metric")
+    assert first.loc["linear_cka", "value"] == pytest.approx(linear_cka(X, Y), abs=1e-9)
+    assert first.loc["debiased_linear_cka", "value"] == pytest.approx(linear_cka(X, Y, debiased=True), abs=1e-9)
+    assert 0 < first.loc["linear_cka", "ci_low"] < first.loc["linear_cka", "value"] < first.loc["linear_cka", "ci_high"]
+    assert table[table.layer == 1][["value", "ci_low", "ci_high"]].isna().all().all()

@@ -229,12 +229,26 @@ def cka_by_layer(pre: np.ndarray, fine: np.ndarray, debiased: bool = False) -> p
     """
     rows = []
     for layer in range(pre.shape[0]):
-        K = pre[layer].astype(np.float64) @ pre[layer].astype(np.float64).T
-        L = fine[layer].astype(np.float64) @ fine[layer].astype(np.float64).T
+        X, Y = _centred_or_none(pre[layer]), _centred_or_none(fine[layer])
         variants = [("linear_cka", False)] + ([("debiased_linear_cka", True)] if debiased else [])
         for metric, unbiased in variants:
-            rows.append(metric_row(
-                cka_jackknife(K, L, debiased=unbiased),
-                model="pretrained-vs-finetuned", layer=layer, property="representation", metric=metric,
-            ))
+            value = (float("nan"),) * 3 if X is None or Y is None else cka_jackknife(X @ X.T, Y @ Y.T, unbiased)
+            rows.append(metric_row(value, model="pretrained-vs-finetuned", layer=layer, property="representation",
+                                   metric=metric))
     return pd.DataFrame(rows)
+
+
+def _centred_or_none(X: np.ndarray, tolerance: float = 1e-6) -> np.ndarray | None:
+    """``X`` with its column means removed, or None when nothing is left: every example has (up to
+    rounding, ``tolerance`` of the uncentred norm) the same representation, e.g. a decoder's
+    embedding output at a last token that is always the same special token. CKA is undefined there.
+
+    Centring first changes no CKA (the centred and U-centred Grams ignore a constant shift of all
+    rows, also on every leave-one-out subset) but keeps a large common offset from cancelling
+    catastrophically inside the closed-form sums.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    centred = X - X.mean(axis=0, keepdims=True)
+    if np.linalg.norm(centred) <= tolerance * max(np.linalg.norm(X), np.finfo(float).tiny):
+        return None
+    return centred
