@@ -3,6 +3,7 @@ same run with fine-tuning, in one go.
 
     python benchmarks/bench_given.py examples/default.yaml
     python benchmarks/bench_given.py examples/decoder.yaml
+    python benchmarks/bench_given.py examples/default.yaml --trained reports/default   # reuse a finished run
 
 Runs the config into ``<out>/trained`` (pretraining, if configured, and fine-tuning included), then
 diagnoses the model it saved (``models/finetuned``) into ``<out>/given`` with everything else equal,
@@ -63,9 +64,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("config", help="a run config (no sweep)")
     p.add_argument("--out", default=None, help="where the two runs go (default: a temporary folder)")
+    p.add_argument("--trained", default=None, help="a finished run of the same config to compare with, instead of "
+                   "running it here (its models/finetuned is diagnosed)")
     args = p.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-given-"))
-    trained = probe.run(args.config, progress=False, output_dir=str(out), name="trained")
+    trained = (probe.load_run(args.trained) if args.trained
+               else probe.run(args.config, progress=False, output_dir=str(out), name="trained"))
     model_dir = trained.path / "models" / "finetuned"
     counts = _count_tokens()
     given = probe.run(args.config, progress=False, output_dir=str(out), name="given", pretrain__enabled=False,
