@@ -9,6 +9,7 @@ find nothing that passes the false-discovery control.
 
 from __future__ import annotations
 
+import os
 import json
 import subprocess
 import sys
@@ -234,3 +235,14 @@ def test_marker_statistic_by_hand():
     assert row["count"] == 4 and row["class_count"] == 3 and row["kind"] == "marker"
     assert row["p0"] == pytest.approx(4 / 10)  # 10 words have a next word
     assert row["z"] == pytest.approx((0.75 - 0.4) / np.sqrt(0.4 * 0.6 / 4))
+
+
+def test_word_association_rows_do_not_depend_on_string_hashing():
+    """Rows come out in sorted order, so ties between candidates rank the same in every process
+    (Python salts string hashes per process; a set's order is not an order)."""
+    code = ("from probe.discovery.candidates import word_association; import numpy as np; "
+            "t = ['the cat sat', 'a dog ran', 'the dog sat', 'a cat ran'] * 5; "
+            "print(word_association(t, np.array([0, 1, 0, 1] * 5), ['x', 'y'], 2).feature.tolist())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2, 3)}
+    assert len(outs) == 1

@@ -100,7 +100,8 @@ def word_association(texts: Sequence[str], labels: np.ndarray, classes: Sequence
     counts = Counter(f for d in docs for f in d)
     kept = {f for f, n in counts.items() if n >= min_count}
     k = len(classes)
-    per_class: dict[tuple[str, str], np.ndarray] = {f: np.zeros(k, dtype=np.int64) for f in kept}
+    # rows in sorted order, not the set's (string hashes differ between processes): ties rank the same every run
+    per_class: dict[tuple[str, str], np.ndarray] = {f: np.zeros(k, dtype=np.int64) for f in sorted(kept)}
     for d, y in zip(docs, labels):
         for f in d & kept:
             per_class[f][y] += 1

@@ -64,11 +64,13 @@ def _select(data: pd.DataFrame, amp: pd.DataFrame, planted: dict[str, str], hide
     """``(feature, kind, class, source)`` to test, most promising first: planted tokens (unless hidden),
     then data-significant words and bigrams by z and model candidates by amplification, alternately."""
     feats = data[data.kind.isin(["word", "bigram"])]
-    sig = feats[feats.significant].sort_values("z", ascending=False).drop_duplicates("feature")
-    words = feats[feats.kind == "word"].sort_values("z", ascending=False).drop_duplicates("feature")
+    by_z = dict(by=["z", "feature", "class"], ascending=[False, True, True], kind="stable")  # ties: by name
+    sig = feats[feats.significant].sort_values(**by_z).drop_duplicates("feature")
+    words = feats[feats.kind == "word"].sort_values(**by_z).drop_duplicates("feature")
     best_class = dict(zip(words.feature, words["class"]))
     col = "amplification" if amp["amplification"].notna().any() else "ratio_finetuned"
-    model_side = amp[amp.word.isin(best_class) & (amp[col] > 1)].sort_values(col, ascending=False)
+    model_side = amp[amp.word.isin(best_class) & (amp[col] > 1)].sort_values(
+        [col, "word"], ascending=[False, True], kind="stable")
     amplified = set(model_side.word.head(max_candidates))
     data_list = list(zip(sig.feature, sig.kind, sig["class"]))
     model_list = [(w, "word", best_class[w]) for w in model_side.word]
@@ -203,4 +205,4 @@ def score_tested(tested: pd.DataFrame, data: pd.DataFrame, q: float, min_effect:
     pq = [decisive_p(r) for r in tested.to_dict("records")]
     tested["p_value"], tested["q_value"] = [p for p, _ in pq], [v for _, v in pq]
     order = [c for c in ("override_effect", "delta_p", "deletion_effect") if c in tested]
-    return tested.sort_values(order, ascending=False, na_position="last")
+    return tested.sort_values(order, ascending=False, na_position="last", kind="stable")

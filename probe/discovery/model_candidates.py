@@ -66,4 +66,6 @@ def amplification_table(finetuned, reference, tokenizer, texts: Sequence[str], m
         out["ratio_reference"] = np.nan
         out["amplification"] = np.nan
     out = out[out["occurrences"] >= min_occurrences]
-    return out.sort_values(["amplification", "ratio_finetuned"], ascending=False).rename_axis("word").reset_index()
+    out = out.rename_axis("word").reset_index()
+    return out.sort_values(["amplification", "ratio_finetuned", "word"], ascending=[False, False, True],
+                           kind="stable").reset_index(drop=True)
