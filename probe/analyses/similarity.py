@@ -192,7 +192,8 @@ def _centred_dots_loo(A: np.ndarray, B: np.ndarray, debiased: bool) -> tuple[flo
     return float(centred(total, ab, sa, sb, n)), centred(total_i, ab_i, sa_i, sb_i, n - 1)
 
 
-def cka_jackknife(K: np.ndarray, L: np.ndarray, debiased: bool = False, level: float = 0.95) -> tuple[float, float, float]:
+def cka_jackknife(K: np.ndarray, L: np.ndarray, debiased: bool = False,
+                  level: float = 0.95) -> tuple[float, float, float]:
     """CKA of two linear Gram matrices with its leave-one-out jackknife interval, in closed form.
 
     Equal to ``jackknife_statistic(n, lambda idx: _cka_from_grams(K[idx][:, idx], L[idx][:, idx]))``
