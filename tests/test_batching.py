@@ -43,3 +43,11 @@ def test_word_budget_keeps_the_token_ids_of_whole_texts(kind, max_length):
     cut = truncate_words(texts, max_length)
     assert sum(len(c) < len(t) for c, t in zip(cut, texts)) > 100  # the budget really cuts the articles
     assert all(t.startswith(c) for c, t in zip(cut, texts))  # a prefix: offsets stay valid for the text
+
+
+def test_a_tokenizer_that_truncates_on_the_left_keeps_the_end_of_each_text():
+    tokenizer = load_tokenizer("minilm")
+    tokenizer.truncation_side = "left"
+    texts = _load_bbc_news().text.tolist()[:20]
+    whole = tokenizer(texts, truncation=True, max_length=16)["input_ids"]
+    assert tokenize(tokenizer, texts, 16) == whole

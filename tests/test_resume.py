@@ -86,3 +86,23 @@ def test_resume_is_undone_after_an_error_and_inactive_with_gradients():
             model(**_batch())  # reused
     handle.remove()
     assert len(calls) == 3
+
+
+def test_a_forward_the_block_already_had_is_kept_and_restored():
+    """accelerate's device hooks replace a block's forward by an instance attribute; resume_at wraps it and puts
+    it back afterwards instead of deleting it."""
+    model = _models()["bert"].eval()
+    block = ModelAdapter(model).blocks[0]
+    calls = []
+    original = block.forward
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    block.forward = wrapped
+    with torch.no_grad(), resume_at(model, 2):
+        model(**_batch())
+        model(**_batch())
+    assert vars(block)["forward"] is wrapped
+    assert len(calls) == 1  # the wrapper ran for the first pass and was skipped, like the block, for the second

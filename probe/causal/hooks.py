@@ -132,6 +132,8 @@ def resume_at(model: nn.Module, layer: int) -> Iterator[None]:
             return out
         return forward
 
+    # a block's own forward attribute (accelerate's device hooks wrap forward that way) is kept and restored
+    saved = {id(block): vars(block).get("forward") for block in blocks}
     handle = model.register_forward_pre_hook(pre_hook, with_kwargs=True)
     try:
         for i, block in enumerate(blocks):
@@ -140,5 +142,7 @@ def resume_at(model: nn.Module, layer: int) -> Iterator[None]:
     finally:
         handle.remove()
         for block in blocks:
-            if "forward" in vars(block):
+            if saved[id(block)] is not None:
+                block.forward = saved[id(block)]
+            elif "forward" in vars(block):
                 del block.forward

@@ -81,7 +81,8 @@ def token_activations(
     if token is not None:
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError("token_activations(token=...) needs a fast tokenizer (offset mapping)")
-        enc = tokenizer(truncate_words(texts, max_length), truncation=True, max_length=max_length,
+        cut = truncate_words(texts, max_length) if getattr(tokenizer, "truncation_side", "right") == "right" else texts
+        enc = tokenizer(cut, truncation=True, max_length=max_length,
                         add_special_tokens=True, return_offsets_mapping=True)  # offsets into a prefix of each text
         if enc["input_ids"] != ids:  # a text the word budget did not cover (see batching.tokenize): whole texts
             enc = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True,

@@ -59,6 +59,8 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     """Token ids per text, truncated to ``max_length`` (special tokens included); equal to tokenising
     the whole texts with ``truncation=True``, but long texts are cut to a word budget first."""
     texts = list(texts)
+    if getattr(tokenizer, "truncation_side", "right") != "right":  # keeps the end of a text: no word budget
+        return tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
     cut = truncate_words(texts, max_length)
     ids = tokenizer(cut, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
     redo = [i for i, (a, b) in enumerate(zip(texts, cut)) if len(a) != len(b) and len(ids[i]) < max_length]
