@@ -81,8 +81,7 @@ def token_activations(
     if token is not None:
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError("token_activations(token=...) needs a fast tokenizer (offset mapping)")
-        cut = truncate_words(texts, max_length) if getattr(tokenizer, "truncation_side", "right") == "right" else texts
-        enc = tokenizer(cut, truncation=True, max_length=max_length,
+        enc = tokenizer(truncate_words(texts, max_length, tokenizer), truncation=True, max_length=max_length,
                         add_special_tokens=True, return_offsets_mapping=True)  # offsets into a prefix of each text
         if enc["input_ids"] != ids:  # a text the word budget did not cover (see batching.tokenize): whole texts
             enc = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True,

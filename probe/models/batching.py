@@ -38,15 +38,18 @@ def _words_kept(max_length: int) -> int:
     return 2 * max_length + 8
 
 
-def truncate_words(texts: list[str], max_length: int) -> list[str]:
+def truncate_words(texts: list[str], max_length: int, tokenizer=None) -> list[str]:
     """Each text cut after its first :func:`_words_kept` words (the prefix of the original string,
-    its spacing kept), so that a 500-word article is not tokenised only to keep 64 tokens.
+    its spacing kept), so that a 500-word article is not tokenised only to keep 64 tokens. Texts are
+    left whole for a ``tokenizer`` that truncates on the left (it keeps the end of a text).
 
     Tokenisers split at whitespace before anything else (WordPiece, byte-level BPE, SentencePiece's
     metaspace), so the prefix's tokens are the first tokens of the whole text; :func:`tokenize`
     re-tokenises the whole text in the one case where that cannot be relied on (a cut text that came
     out shorter than ``max_length``, e.g. words the normaliser removes entirely).
     """
+    if tokenizer is not None and getattr(tokenizer, "truncation_side", "right") != "right":
+        return list(texts)
     keep = _words_kept(max_length)
     out = []
     for text in texts:
@@ -59,9 +62,7 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     """Token ids per text, truncated to ``max_length`` (special tokens included); equal to tokenising
     the whole texts with ``truncation=True``, but long texts are cut to a word budget first."""
     texts = list(texts)
-    if getattr(tokenizer, "truncation_side", "right") != "right":  # keeps the end of a text: no word budget
-        return tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
-    cut = truncate_words(texts, max_length)
+    cut = truncate_words(texts, max_length, tokenizer)
     ids = tokenizer(cut, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
     redo = [i for i, (a, b) in enumerate(zip(texts, cut)) if len(a) != len(b) and len(ids[i]) < max_length]
     if redo:

@@ -262,9 +262,7 @@ def _discovery_section(tables: dict[str, pd.DataFrame], summary: dict) -> dict |
 
     def cell(r: dict, name: str) -> dict:
         if name in ("override_rate", "deletion_drop"):
-            v = r.get(name)
-            return {"text": tb.number(v), "ci": tb.interval(r.get(f"{name}_ci_low"), r.get(f"{name}_ci_high")),
-                    "sort": tb.sort_key(v)}
+            return tb.value_cell(r.get(name), r.get(f"{name}_ci_low"), r.get(f"{name}_ci_high"))
         v = r.get(name)
         if name == "feature":
             v = str(v) + (" (planted)" if r.get("planted") in (True, "True") else "")

@@ -78,7 +78,8 @@ def _plain_cell(name: str, v: Any) -> dict:
     return {"text": str(v), "sort": sort_key(v)}
 
 
-def _value_cell(v: Any, lo: Any, hi: Any, signed: bool = False, bg: str = "") -> dict:
+def value_cell(v: Any, lo: Any, hi: Any, signed: bool = False, bg: str = "") -> dict:
+    """A cell reading ``v`` with its 95 % interval ``lo – hi`` under it."""
     return {"text": number(v, signed=signed), "ci": interval(lo, hi, signed=signed), "sort": sort_key(v), "bg": bg}
 
 
@@ -99,7 +100,7 @@ def tidy(df: pd.DataFrame, tid: str, csv: str, collapsed: bool | None = None) ->
                    label="value [95 %]" if merged and c == "value" else None) for c in names]
     rows = []
     for r in df.to_dict("records"):
-        rows.append([_value_cell(r["value"], r["ci_low"], r["ci_high"]) if merged and c == "value"
+        rows.append([value_cell(r["value"], r["ci_low"], r["ci_high"]) if merged and c == "value"
                      else _plain_cell(c, r[c]) for c in names])
     return table(tid, csv, cols, rows, collapsed)
 
@@ -121,7 +122,7 @@ def layer_grid(df: pd.DataFrame, index: list[str], tid: str, csv: str, signed: b
         row = [_plain_cell(c, k) for c, k in zip(index, key)]
         for layer in layers:
             r = by_layer.get(layer)
-            row.append(_value_cell(r.value, r.ci_low, r.ci_high, signed, _heat(r.value, scale, signed, low))
+            row.append(value_cell(r.value, r.ci_low, r.ci_high, signed, _heat(r.value, scale, signed, low))
                        if r is not None else {"text": "", "sort": ""})
         rows.append(row)
     return table(tid, csv, cols, rows, collapsed, note)
@@ -139,7 +140,7 @@ def wide(df: pd.DataFrame, index: list[str], tid: str, csv: str, collapsed: bool
         row = [_plain_cell(c, k) for c, k in zip(index, key)]
         for m in metrics:
             r = by_metric.get(m)
-            row.append(_value_cell(r.value, r.ci_low, r.ci_high) if r is not None else {"text": "", "sort": ""})
+            row.append(value_cell(r.value, r.ci_low, r.ci_high) if r is not None else {"text": "", "sort": ""})
         rows.append(row)
     return table(tid, csv, cols, rows, collapsed)
 
