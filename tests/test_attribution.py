@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -222,6 +223,25 @@ def test_comprehensiveness_beats_random_order(tokenizer, data, zebra_model):
     assert comp.loc["integrated_gradients", "value"] > comp.loc["random", "value"]
     assert comp.loc["integrated_gradients-random", "ci_low"] > 0
     assert {"sufficiency_aopc", "comprehensiveness@1", "sufficiency@50"} <= set(rows.metric)
+
+
+def test_shared_text_probabilities_compute_each_text_once_and_change_no_row(tokenizer, data, zebra_model):
+    from probe.analyses.faithfulness import TextProbabilities
+
+    texts = data["test"][:12]
+    attrs = {m: word_attributions(zebra_model, tokenizer, texts, m, max_length=MAX_LENGTH)
+             for m in ("saliency", "input_x_gradient")}
+    alone = {m: faithfulness_metrics(zebra_model, tokenizer, a, model_name="finetuned", max_length=MAX_LENGTH,
+                                     n_boot=200, seed=3) for m, a in attrs.items()}
+    shared = TextProbabilities(zebra_model, tokenizer, MAX_LENGTH)
+    together = {m: faithfulness_metrics(zebra_model, tokenizer, a, model_name="finetuned", max_length=MAX_LENGTH,
+                                        n_boot=200, seed=3, probabilities=shared) for m, a in attrs.items()}
+    for m in attrs:  # batches of other texts: equal up to float rounding (docs: at most 1e-6)
+        pd.testing.assert_frame_equal(alone[m], together[m], check_exact=False, rtol=0, atol=1e-6)
+    # per method 1 full text + 10 method + 10 random variants per example; the full texts and the
+    # random-order variants are the same for both methods, so they are computed once
+    assert len(shared.known) <= len(texts) * (1 + 10 + 2 * 10)
+    assert len(shared.known) < 2 * len(texts) * 21 * 0.8
 
 
 def test_top_k_count():

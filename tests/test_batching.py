@@ -51,3 +51,50 @@ def test_a_tokenizer_that_truncates_on_the_left_keeps_the_end_of_each_text():
     texts = _load_bbc_news().text.tolist()[:20]
     whole = tokenizer(texts, truncation=True, max_length=16)["input_ids"]
     assert tokenize(tokenizer, texts, 16) == whole
+
+
+class _Counting:
+    """A tokenizer wrapper that counts the texts it is asked to encode."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.texts, self.truncation_side = tokenizer, 0, tokenizer.truncation_side
+
+    def __call__(self, texts, **kw):
+        self.texts += len(texts)
+        return self.tokenizer(texts, **kw)
+
+
+def test_inside_an_encoding_cache_each_text_is_tokenised_once_with_the_same_ids():
+    import probe.models.batching as batching
+
+    base = load_tokenizer("minilm")
+    texts = _load_bbc_news().text.tolist()[:40] + ODD
+    plain = tokenize(base, texts, 32)
+    tok = _Counting(base)
+    with batching.encoding_cache():
+        first = tokenize(tok, texts, 32)
+        once = tok.texts
+        assert once >= len(texts)
+        first[0].append(-1)  # a caller that edits its ids does not edit the cache
+        again = tokenize(tok, texts[::-1] + texts[:3], 32)
+        assert tok.texts == once  # nothing tokenised again
+        other_length = tokenize(tok, texts[:5], 16)
+        assert tok.texts == once + 5  # a new max_length is a new entry
+    assert first[1:] == plain[1:] and again == plain[::-1] + plain[:3]
+    assert other_length == tokenize(base, texts[:5], 16)
+    tokenize(tok, texts[:5], 32)  # outside the block nothing is kept
+    assert tok.texts == once + 10
+
+
+def test_the_encoding_cache_stops_growing_at_its_cap(monkeypatch):
+    import probe.models.batching as batching
+
+    monkeypatch.setattr(batching, "MAX_CACHED_TEXTS", 10)
+    tok = _Counting(load_tokenizer("minilm"))
+    texts = [f"text number {i}" for i in range(15)]
+    with batching.encoding_cache():
+        assert tokenize(tok, texts[:8], 16) == tokenize(tok.tokenizer, texts[:8], 16)
+        assert tokenize(tok, texts, 16) == tokenize(tok.tokenizer, texts, 16)  # over the cap: not kept
+        assert tok.texts == 8 + 7
+        tokenize(tok, texts, 16)
+        assert tok.texts == 8 + 7 + 7  # the 7 beyond the cap are tokenised again; the first 8 are not

@@ -63,6 +63,11 @@ def test_causal_stage_on_a_tiny_shortcut(tmp_path):
     rnd = erasure[(erasure.method == "leace") & (erasure.condition == "random")
                   & (erasure.metric == "concept_balanced_accuracy") & (erasure.concept == "position")]
     assert (rnd.ci_low > 0.6).all(), rnd
+    # a layer's random control of a given rank is one eraser whatever the concept or method asking for it:
+    # its behaviour rows are the same numbers (computed once)
+    behaviour = erasure[(erasure.condition == "random") & (erasure.metric == "conflicting_accuracy")]
+    groups = behaviour.groupby(["layer", "rank"]).value
+    assert (groups.nunique() == 1).all() and (groups.size() >= 2).sum() >= 3, behaviour  # LEACE: both concepts
     # INLP removes directions and decodability falls well below that of as many random directions (it need
     # not reach chance within its iteration budget: what a linear probe finds is not all the model stores)
     inlp = erasure[(erasure.method == "inlp") & (erasure.concept == "position")

@@ -13,6 +13,10 @@ by their signed score, largest first (evidence *for* ŷ; saliency is unsigned an
 broken by position. Every number is reported next to a **random-order baseline**: the same
 computation with a uniformly random word order (a seeded ``numpy`` Generator), and the paired
 per-example difference method − random, each with a 95 % bootstrap interval over examples.
+
+The perturbed texts of several methods overlap: the full texts and the random-order variants are
+the same for every method of a model and partition, and two methods often rank the same top words.
+A :class:`TextProbabilities` shared across the calls computes each distinct text once.
 """
 
 from __future__ import annotations
@@ -48,25 +52,39 @@ def _variants(words: list[str], order: np.ndarray, percents: Sequence[float]) ->
     return without, only
 
 
-def _probabilities(model, tokenizer, texts: list[str], max_length: int, batch_size: int) -> np.ndarray:
-    from probe.models.classifier import predict_logits
+class TextProbabilities:
+    """``probabilities(texts) -> [n, K]``: the classifier's class probabilities, each distinct text
+    computed once over the object's life (one object per model; the model must not change meanwhile)."""
 
-    device = next(model.parameters()).device
-    logits = predict_logits(model, tokenizer, texts, max_length, batch_size, device).astype(np.float64)
-    logits -= logits.max(1, keepdims=True)
-    p = np.exp(logits)
-    return p / p.sum(1, keepdims=True)
+    def __init__(self, model, tokenizer, max_length: int, batch_size: int = 64) -> None:
+        self.model, self.tokenizer, self.max_length, self.batch_size = model, tokenizer, max_length, batch_size
+        self.known: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        from probe.models.classifier import predict_logits
+
+        new = list(dict.fromkeys(t for t in texts if t not in self.known))
+        if new:
+            device = next(self.model.parameters()).device
+            logits = predict_logits(self.model, self.tokenizer, new, self.max_length, self.batch_size,
+                                    device).astype(np.float64)
+            logits -= logits.max(1, keepdims=True)
+            p = np.exp(logits)
+            self.known.update(zip(new, p / p.sum(1, keepdims=True)))
+        return np.stack([self.known[t] for t in texts])
 
 
 def faithfulness_scores(
     model, tokenizer, attributions: Sequence[WordAttributions], *, percents: Sequence[float] = PERCENTS,
-    max_length: int = 128, batch_size: int = 64, seed: int = 0,
+    max_length: int = 128, batch_size: int = 64, seed: int = 0, probabilities: TextProbabilities | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-example curves ``[n, len(percents)]``: ``comprehensiveness``, ``sufficiency`` and
     their ``random_`` counterparts (DeYoung et al. 2020).
 
     The texts are rebuilt from ``attributions[i].words`` (the words the attribution saw, i.e.
     after truncation), so the full-input probability and the perturbed ones are comparable.
+    ``probabilities``: a :class:`TextProbabilities` of ``model`` to share with other calls (default:
+    a fresh one).
     """
     rng = np.random.default_rng(seed)
     texts: list[str] = []
@@ -77,7 +95,8 @@ def faithfulness_scores(
         for order in (_ranking(a.scores), rng.permutation(len(words))):
             without, only = _variants(words, order, percents)
             texts.extend(without + only)
-    probs = _probabilities(model, tokenizer, texts, max_length, batch_size)
+    probabilities = probabilities or TextProbabilities(model, tokenizer, max_length, batch_size)
+    probs = probabilities(texts)
     block = 1 + 4 * n_k
     out = {k: np.zeros((len(attributions), n_k)) for k in
            ("comprehensiveness", "sufficiency", "random_comprehensiveness", "random_sufficiency")}
@@ -94,7 +113,7 @@ def faithfulness_scores(
 def faithfulness_metrics(
     model, tokenizer, attributions: Sequence[WordAttributions], *, model_name: str, feature: str = "task",
     percents: Sequence[float] = PERCENTS, max_length: int = 128, batch_size: int = 64, n_boot: int = 1000,
-    seed: int = 0,
+    seed: int = 0, probabilities: TextProbabilities | None = None,
 ) -> pd.DataFrame:
     """Tidy ERASER rows (DeYoung et al. 2020) for one model and attribution method.
 
@@ -103,7 +122,7 @@ def faithfulness_metrics(
     random-order baseline, always present) or ``"<method>-random"`` (the paired difference).
     """
     curves = faithfulness_scores(model, tokenizer, attributions, percents=percents, max_length=max_length,
-                                 batch_size=batch_size, seed=seed)
+                                 batch_size=batch_size, seed=seed, probabilities=probabilities)
     method = attributions[0].method if attributions else ""
     per_metric: dict[str, dict[str, np.ndarray]] = {}
     for kind in ("comprehensiveness", "sufficiency"):

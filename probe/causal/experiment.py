@@ -11,8 +11,9 @@ its behaviour re-measured on held-out counterfactual pairs (docs/design.md §5, 
   activations of the probing split's training half and applied through a forward hook. The
   guarantee is checked on the other half: a fresh logistic probe for the concept on erased
   activations, next to the majority rate. The amnesic control erases as many random
-  directions at the same layer; ``condition == "difference"`` rows are erased minus random,
-  paired per example, with a bootstrap interval.
+  directions at the same layer (one eraser per layer and rank, so its predictions are computed once
+  for every concept and method of that rank); ``condition == "difference"`` rows are erased minus
+  random, paired per example, with a bootstrap interval.
 - ablation: each block replaced by the pretrained block ("swap_pretrained") or a fresh
   initialisation ("reinit"), the fine-tuned head on the whole pretrained encoder
   ("pretrained_encoder"), and single attention heads zeroed (Michel et al. 2019).
@@ -160,6 +161,9 @@ def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str],
     rows = _rows(predict([feature])[feature], n_boot, seed, 0, layer=None, method=None, concept=None,
                  condition="none", rank=0, **keys)
     jobs = [(layer, concept, method) for layer in layers for concept in cfg.concepts for method in cfg.methods]
+    # the random control of a layer depends on (fit activations, rank, seed + layer) only: its predictions
+    # are computed once for all the concepts and methods that ask for the same rank
+    random_values: dict[tuple, dict[str, np.ndarray]] = {}
     stack = ExitStack()  # the blocks below a layer run once for all of its conditions (resume_at)
     try:
         for j, (layer, concept, method) in enumerate(tqdm(jobs, desc=f"erasure {feature}", disable=not progress,
@@ -178,6 +182,7 @@ def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str],
                 conditions.append(("random", random_eraser(X_fit, eraser.rank, seed=seed + layer)))
             values = {}
             for c, (condition, er) in enumerate(conditions):
+                shared = ("random", layer, int(er.rank)) if condition == "random" else None
                 at = dict(layer=layer, method=method, concept=concept, condition=condition, rank=int(er.rank), **keys)
                 with torch.no_grad():
                     dec = concept_decodability(er(X_fit).numpy(), z_fit, er(X_held).numpy(), z_held, seed=seed)
@@ -185,8 +190,13 @@ def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str],
                 rows.append(metric_row((dec["chance"],) * 3, metric="concept_chance", n=int(dec["n_test"]), **at))
                 rows.append(_proportion_row(dec["accuracy"], int(dec["n_test"]), metric="concept_accuracy", **at))
                 rows.append(metric_row((dec["majority"],) * 3, metric="concept_majority", n=int(dec["n_test"]), **at))
-                with edit_hidden_state(model, layer, er):
-                    values[condition] = predict([feature])[feature]
+                if shared in random_values:  # every concept's random control at a layer is the same eraser
+                    values[condition] = random_values[shared]
+                else:
+                    with edit_hidden_state(model, layer, er):
+                        values[condition] = predict([feature])[feature]
+                    if shared is not None:
+                        random_values[shared] = values[condition]
                 rows += _rows(values[condition], n_boot, seed, 2 * j + c, **at)
             if "random" in values:
                 diff = {m: values["erased"][m] - values["random"][m] for m in CAUSAL_METRICS}

@@ -158,11 +158,12 @@ def _begin(ctx: RunContext) -> None:
 
 
 def _stages(ctx: RunContext) -> dict | None:
-    """Every stage after data, with inference batches under ``analyses.max_batch_tokens``; returns the
-    summary, or None on a helper process of a data-parallel run."""
-    from probe.models.batching import token_budget
+    """Every stage after data, with inference batches under ``analyses.max_batch_tokens`` and each text
+    tokenised once (:func:`probe.models.batching.encoding_cache`); returns the summary, or None on a
+    helper process of a data-parallel run."""
+    from probe.models.batching import encoding_cache, token_budget
 
-    with token_budget(ctx.config.analyses.max_batch_tokens):
+    with token_budget(ctx.config.analyses.max_batch_tokens), encoding_cache():
         return _stage_sequence(ctx)
 
 

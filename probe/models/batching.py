@@ -3,6 +3,12 @@
 Every inference pass of a run (extraction, predictions, attributions, causal tests) keeps a batch
 under a budget of padded tokens: 4096 by default, the run's ``analyses.max_batch_tokens`` inside
 :func:`token_budget` (the engine sets it for the whole run), so a large model's analyses fit in memory.
+
+Inside :func:`encoding_cache` (the engine opens one for the whole run) :func:`tokenize` keeps the ids
+of every text it has tokenised, per tokenizer and ``max_length``, so the many passes over the same
+texts (predictions before and after each causal edit, ERASER and invariance edits that leave a text
+unchanged) tokenise each text once. A fast tokenizer encodes each text of a batch on its own, so
+the cached ids are the ids a fresh call would give.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import numpy as np
 
 DEFAULT_TOKEN_BUDGET = 4096
 _BUDGET: ContextVar[int] = ContextVar("token_budget", default=DEFAULT_TOKEN_BUDGET)
+MAX_CACHED_TEXTS = 200_000  # kept as int32 arrays: ~30 MB at 64 tokens
+_ENCODINGS: ContextVar[dict | None] = ContextVar("encodings", default=None)
 
 
 def current_token_budget() -> int:
@@ -30,6 +38,17 @@ def token_budget(tokens: int) -> Iterator[None]:
         yield
     finally:
         _BUDGET.reset(reset)
+
+
+@contextmanager
+def encoding_cache() -> Iterator[None]:
+    """Within the block, :func:`tokenize` tokenises each (tokenizer, ``max_length``, text) once; at
+    most :data:`MAX_CACHED_TEXTS` texts are kept (beyond that, new texts are tokenised each time)."""
+    reset = _ENCODINGS.set({})
+    try:
+        yield
+    finally:
+        _ENCODINGS.reset(reset)
 
 
 def _words_kept(max_length: int) -> int:
@@ -60,8 +79,26 @@ def truncate_words(texts: list[str], max_length: int, tokenizer=None) -> list[st
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     """Token ids per text, truncated to ``max_length`` (special tokens included); equal to tokenising
-    the whole texts with ``truncation=True``, but long texts are cut to a word budget first."""
+    the whole texts with ``truncation=True``, but long texts are cut to a word budget first, and inside
+    :func:`encoding_cache` a text already tokenised is looked up."""
     texts = list(texts)
+    cache = _ENCODINGS.get()
+    if cache is None:
+        return _tokenize(tokenizer, texts, max_length)
+    # the tokenizer object is kept in the entry, so its id cannot be reused by another one meanwhile
+    key = (id(tokenizer), getattr(tokenizer, "truncation_side", "right"), max_length)
+    _, known = cache.setdefault(key, (tokenizer, {}))
+    new = list(dict.fromkeys(t for t in texts if t not in known))
+    if new:
+        ids = _tokenize(tokenizer, new, max_length)
+        if sum(len(k) for _, k in cache.values()) + len(new) > MAX_CACHED_TEXTS:
+            fresh = dict(zip(new, ids))
+            return [known[t].tolist() if t in known else fresh[t] for t in texts]
+        known.update((t, np.asarray(x, dtype=np.int32)) for t, x in zip(new, ids))
+    return [known[t].tolist() for t in texts]
+
+
+def _tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     cut = truncate_words(texts, max_length, tokenizer)
     ids = tokenizer(cut, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
     redo = [i for i, (a, b) in enumerate(zip(texts, cut)) if len(a) != len(b) and len(ids[i]) < max_length]

@@ -178,6 +178,7 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
     probe head fitted on its frozen last layer (docs/design.md §5), so both answer the same task."""
     from tqdm.auto import tqdm
 
+    from probe.analyses.faithfulness import TextProbabilities
     from probe.analyses.probing import probe_split
     from probe.models.compute import keep_one_on
     from probe.models.probe_head import fit_probe_head_on_features
@@ -188,13 +189,15 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
                                       num_labels=len(data.classes), seed=seed,
                                       id2label=dict(enumerate(data.classes)))
     models = {"pretrained": head, "finetuned": model}
+    probabilities = {m: TextProbabilities(models[m], tokenizer, config.task.max_length) for m in models}
     partitions = _attribution_partitions(data, a.attribution_examples, seed)
     rows, words = [], []
     device = next(model.parameters()).device
     jobs = [(m, method, part) for m in models for method in a.attribution_methods for part in partitions]
     for mname, method, part in tqdm(jobs, desc="attribution", disable=not progress, leave=False):
         keep_one_on(device, models[mname], models.values())  # one model on the accelerator at a time
-        frames, heat = _attribute(config, data, models[mname], mname, method, part, tokenizer, seed)
+        frames, heat = _attribute(config, data, models[mname], mname, method, part, tokenizer, seed,
+                                  probabilities[mname])
         rows += frames
         if heat is not None:
             words.append(heat)
@@ -224,9 +227,11 @@ def _attribution_partitions(data, k: int, seed: int) -> list[tuple[str, str | No
     return partitions
 
 
-def _attribute(config: Config, data, model, mname: str, method: str, partition, tokenizer,
-               seed: int) -> tuple[list[pd.DataFrame], pd.DataFrame | None]:
-    """The metric rows and (integrated gradients) heatmap rows of one model, method and partition."""
+def _attribute(config: Config, data, model, mname: str, method: str, partition, tokenizer, seed: int,
+               probabilities) -> tuple[list[pd.DataFrame], pd.DataFrame | None]:
+    """The metric rows and (integrated gradients) heatmap rows of one model, method and partition;
+    ``probabilities``: the model's :class:`probe.analyses.faithfulness.TextProbabilities`, shared by its
+    methods and partitions (their ERASER texts overlap)."""
     from probe.analyses.attribution import (heatmap_rows, spurious_attribution_metrics, telling_examples,
                                             word_attributions)
     from probe.analyses.faithfulness import faithfulness_metrics
@@ -247,7 +252,8 @@ def _attribute(config: Config, data, model, mname: str, method: str, partition, 
                                                    seed=seed, feature=feature))
     if method in a.faithfulness_methods:
         frames.append(faithfulness_metrics(model, tokenizer, attrs, model_name=mname, feature=feature or "task",
-                                           max_length=config.task.max_length, n_boot=a.bootstrap_samples, seed=seed))
+                                           max_length=config.task.max_length, n_boot=a.bootstrap_samples, seed=seed,
+                                           probabilities=probabilities))
     for df in frames:
         df.insert(df.columns.get_loc("metric") + 1, "partition", part)
     heat = None
