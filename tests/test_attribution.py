@@ -244,6 +244,23 @@ def test_shared_text_probabilities_compute_each_text_once_and_change_no_row(toke
     assert len(shared.known) < 2 * len(texts) * 21 * 0.8
 
 
+def test_predict_logits_passes_each_distinct_input_once(tokenizer, data, zebra_model):
+    import torch
+
+    texts = data["test"][:10]
+    seen = []
+    handle = zebra_model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(len(kw["input_ids"])),
+                                                   with_kwargs=True)
+    try:
+        asked = texts + [t.upper() for t in texts] + texts[:4]  # upper case: the same ids for an uncased tokenizer
+        logits = predict_logits(zebra_model, tokenizer, asked, MAX_LENGTH, 64, torch.device("cpu"))
+    finally:
+        handle.remove()
+    assert sum(seen) == len(set(texts))
+    alone = predict_logits(zebra_model, tokenizer, texts, MAX_LENGTH, 64, torch.device("cpu"))
+    np.testing.assert_allclose(logits, np.concatenate([alone, alone, alone[:4]]), rtol=0, atol=1e-5)
+
+
 def test_top_k_count():
     assert top_k_count(10, 1) == 1 and top_k_count(10, 20) == 2 and top_k_count(7, 50) == 4 and top_k_count(0, 5) == 0
 

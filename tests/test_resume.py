@@ -106,3 +106,49 @@ def test_a_forward_the_block_already_had_is_kept_and_restored():
         model(**_batch())
     assert vars(block)["forward"] is wrapped
     assert len(calls) == 1  # the wrapper ran for the first pass and was skipped, like the block, for the second
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_a_shared_store_runs_each_block_once_per_batch_across_resume_blocks(family):
+    from probe.causal.hooks import KeptStates
+
+    model = _models()[family].eval()
+    batch = _batch()
+    blocks = ModelAdapter(model).blocks
+    calls = {i: 0 for i in range(len(blocks))}
+    handles = [next(m for m in b.modules() if m is not b and list(m.parameters())).register_forward_hook(
+        lambda *a, i=i: calls.__setitem__(i, calls[i] + 1)) for i, b in enumerate(blocks)]
+
+    def edit(h):
+        return 0.5 * h + 1.0
+
+    kept = KeptStates()
+    outs = {}
+    with torch.no_grad():
+        for layer in (1, 2, 1, 2):  # climbing, then back down and up again
+            with resume_at(model, layer, kept):
+                model(**batch)  # first pass of this block: starts from the deepest layer kept so far
+                with edit_hidden_state(model, layer, edit):
+                    outs[layer] = model(**batch).logits
+        # block 0 runs once; block 1 above layer 1 (2 passes, twice) and once below layer 2; block 2 every time
+        # above (4 contexts × 2 passes), never again below
+        assert calls == {0: 1, 1: 5, 2: 8}
+        for layer, got in outs.items():
+            with edit_hidden_state(model, layer, edit):
+                torch.testing.assert_close(got, model(**batch).logits, rtol=0, atol=0)
+    for h in handles:
+        h.remove()
+    assert set(kept.by_batch[next(iter(kept.by_batch))]) == {1, 2}
+
+
+def test_a_store_over_its_budget_keeps_only_the_resume_layer_while_its_block_lasts():
+    from probe.causal.hooks import KeptStates
+
+    model = _models()["bert"].eval()
+    kept = KeptStates(max_bytes=0)
+    with torch.no_grad():
+        with resume_at(model, 2, kept):
+            plain = model(**_batch()).logits
+            assert kept.bytes > 0 and set(next(iter(kept.by_batch.values()))) == {2}
+            torch.testing.assert_close(model(**_batch()).logits, plain, rtol=0, atol=0)
+    assert kept.bytes == 0 and not any(kept.by_batch.values())

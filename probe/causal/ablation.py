@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from probe.causal.hooks import resume_at
+from probe.causal.hooks import KeptStates, deepest_resumable, resume_at
 from probe.models.adapter import ModelAdapter
 
 
@@ -206,12 +206,12 @@ def ablate_heads(model: nn.Module, heads: Sequence[tuple[int, int]]) -> Iterator
 
 
 def head_ablation_scan(model: nn.Module, evaluate: Callable[[], float], n_blocks: int, n_heads: int,
-                       progress: bool = True):
+                       progress: bool = True, kept: KeptStates | None = None):
     """``evaluate()`` with each single head ablated in turn, and without ablation.
 
     One row per (block, head), blocks and heads in increasing order; columns ``block``,
     ``head``, ``score``, ``baseline`` (the unablated score, evaluated once) and
-    ``change = score - baseline``.
+    ``change = score - baseline``. ``kept``: hidden states shared with other :func:`resume_at` blocks.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -222,11 +222,13 @@ def head_ablation_scan(model: nn.Module, evaluate: Callable[[], float], n_blocks
         raise ValueError(f"n_blocks={n_blocks}: the model has {total} blocks")
     if not 0 < n_heads <= heads_per_block:
         raise ValueError(f"n_heads={n_heads}: blocks have {heads_per_block} heads")
-    baseline = float(evaluate())
+    kept = KeptStates() if kept is None else kept
+    with resume_at(model, deepest_resumable(model), kept):  # keeps every layer of the batches (in budget)
+        baseline = float(evaluate())
     rows = []
     bar = tqdm(total=n_blocks * n_heads, desc="head ablation", unit="head", disable=not progress, leave=False)
     for b in range(n_blocks):
-        with resume_at(model, b):  # the blocks below b run once for all of b's heads
+        with resume_at(model, b, kept):  # the blocks below b run once for all of b's heads
             for h in range(n_heads):
                 with ablate_heads(model, [(b, h)]):
                     score = float(evaluate())

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from probe.analyses.stats import bootstrap_mean, metric_row
+from probe.causal.hooks import KeptStates
 from probe.models.adapter import ModelAdapter
 
 SCAN_EXAMPLES = 64  # conflicting examples the single-head scan ranks heads on (72 heads × 1 pass each for minilm)
@@ -141,25 +142,27 @@ def _concept_labels(acts, concept: str) -> np.ndarray:
 
 def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str], predict: Predictor, feature: str,
                   token: str, cfg, max_length: int, batch_size: int, device, n_boot: int, seed: int,
-                  progress: bool = True) -> pd.DataFrame:
+                  progress: bool = True, kept: KeptStates | None = None) -> pd.DataFrame:
     """Erasure sweep for one planted feature (see the module docstring); tidy rows with columns
     model, layer, property, metric, method, concept, condition, rank, value, ci_low, ci_high, n.
 
     Erasers are fitted on the token activations of ``fit_texts`` and checked on ``held_texts``;
-    behaviour comes from ``predict`` (:class:`Predictor`)."""
+    behaviour comes from ``predict`` (:class:`Predictor`). ``kept``: the unedited model's hidden states,
+    shared with the rest of the causal stage (:class:`probe.causal.hooks.KeptStates`)."""
     import torch
     from tqdm.auto import tqdm
 
     from probe.causal.erasure import concept_decodability, random_eraser
-    from probe.causal.hooks import edit_hidden_state, n_layers, resume_at
+    from probe.causal.hooks import deepest_resumable, edit_hidden_state, n_layers, resume_at
     from probe.causal.token_activations import token_activations
 
     layers = resolve_layers(cfg.layers, n_layers(model))
     fit = token_activations(model, tokenizer, fit_texts, layers, max_length, batch_size, device, token=token)
     held = token_activations(model, tokenizer, held_texts, layers, max_length, batch_size, device, token=token)
     keys = dict(model="finetuned", property=feature)
-    rows = _rows(predict([feature])[feature], n_boot, seed, 0, layer=None, method=None, concept=None,
-                 condition="none", rank=0, **keys)
+    with resume_at(model, deepest_resumable(model), kept):  # the unedited pass keeps every layer (in budget)
+        rows = _rows(predict([feature])[feature], n_boot, seed, 0, layer=None, method=None, concept=None,
+                     condition="none", rank=0, **keys)
     jobs = [(layer, concept, method) for layer in layers for concept in cfg.concepts for method in cfg.methods]
     # the random control of a layer depends on (fit activations, rank, seed + layer) only: its predictions
     # are computed once for all the concepts and methods that ask for the same rank
@@ -170,7 +173,7 @@ def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str],
                                                           leave=False), start=1):
             if j == 1 or layer != jobs[j - 2][0]:
                 stack.close()
-                stack.enter_context(resume_at(model, layer))
+                stack.enter_context(resume_at(model, layer, kept))
             z_fit, z_held = _concept_labels(fit, concept), _concept_labels(held, concept)
             if np.unique(z_fit).size < 2:
                 continue  # the concept does not vary here (e.g. the token never survives truncation)
@@ -208,20 +211,23 @@ def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str],
 
 
 def ablation_table(model, pretrained, predict: Predictor, cfg, n_boot: int, seed: int,
-                   progress: bool = True) -> pd.DataFrame:
+                   progress: bool = True, kept: KeptStates | None = None) -> pd.DataFrame:
     """Block swaps, re-initialisation, the head on the pretrained encoder, and single-head ablation.
 
     Rows: model, layer (= block number, 1-based), property, metric, intervention, head, value,
     ci_low, ci_high, n. ``intervention`` is none / swap_pretrained / reinit / pretrained_encoder /
     head. Head rows: every head's s-only error on at most ``SCAN_EXAMPLES`` conflicting pairs
     (metric ``s_only_error_scan`` for the first planted feature, no interval) and the full metrics
-    of the ``top_heads`` whose ablation lowers it most. Behaviour comes from ``predict``.
+    of the ``top_heads`` whose ablation lowers it most. Behaviour comes from ``predict``. ``kept``: the
+    unedited model's hidden states (:class:`probe.causal.hooks.KeptStates`); every intervention that
+    leaves the blocks below a layer alone starts from that layer's kept state.
     """
     from tqdm.auto import tqdm
 
     from probe.causal.ablation import pretrained_encoder_with_head, reinit_layers, swap_layers
-    from probe.causal.hooks import resume_at
+    from probe.causal.hooks import deepest_resumable, resume_at
 
+    kept = KeptStates() if kept is None else kept
     rows: list[dict] = []
 
     def measure(intervention: str, layer: int | None, edit: Callable[[], object], salt: int, head=None) -> None:
@@ -245,33 +251,33 @@ def ablation_table(model, pretrained, predict: Predictor, cfg, n_boot: int, seed
             jobs.append(("swap_pretrained", b + 1, lambda b=b: swap_layers(model, pretrained, [b])))
             jobs.append(("reinit", b + 1, lambda b=b: reinit_layers(model, [b], seed)))
         jobs.append(("pretrained_encoder", None, lambda: pretrained_encoder_with_head(model, pretrained)))
-    with ExitStack() as stack:  # a block's swap and re-init share one run of the blocks below it (resume_at)
-        for i, (intervention, layer, edit) in enumerate(tqdm(jobs, desc="layer swaps", disable=not progress,
-                                                             leave=False)):
-            if intervention == "swap_pretrained":
-                stack.close()
-                stack.enter_context(resume_at(model, layer - 1))
-            elif intervention != "reinit":
-                stack.close()
+    for i, (intervention, layer, edit) in enumerate(tqdm(jobs, desc="layer swaps", disable=not progress,
+                                                         leave=False)):
+        # unedited, or an edit of block `layer` (1-based): everything below starts from the kept states
+        below = {"none": deepest_resumable(model), "pretrained_encoder": 0}.get(intervention, (layer or 1) - 1)
+        with resume_at(model, below, kept):
             measure(intervention, layer, edit, 1000 + i)
     if cfg.head_ablation and predict.features:
-        _head_rows(model, predict, cfg, seed, progress, rows, measure)
+        _head_rows(model, predict, cfg, seed, progress, rows, measure, kept)
     return pd.DataFrame(rows)
 
 
-def _head_rows(model, predict: Predictor, cfg, seed: int, progress: bool, rows: list[dict], measure) -> None:
+def _head_rows(model, predict: Predictor, cfg, seed: int, progress: bool, rows: list[dict], measure,
+               kept: KeptStates) -> None:
     """Single-head ablation: scan every head on the first feature's s-only error (rows appended to
     ``rows``), then measure the ``top_heads`` that lower it most (through ``measure``)."""
     from probe.causal.ablation import ablate_heads, head_ablation_scan
+    from probe.causal.hooks import resume_at
 
     first = predict.features[0]
     adapter = ModelAdapter(model)
     s_only_error, n = predict.scan(first, seed)
-    scan = head_ablation_scan(model, s_only_error, adapter.n_blocks, adapter.n_heads, progress=progress)
+    scan = head_ablation_scan(model, s_only_error, adapter.n_blocks, adapter.n_heads, progress=progress, kept=kept)
     rows += [metric_row((r.score, float("nan"), float("nan")), model="finetuned", layer=int(r.block) + 1,
                         property=first, metric="s_only_error_scan", intervention="head", head=int(r.head), n=n)
              for r in scan.itertuples()]
     top = scan.sort_values("change", kind="stable").head(cfg.top_heads)
     for k, r in enumerate(top.itertuples()):
-        measure("head", int(r.block) + 1, lambda r=r: ablate_heads(model, [(int(r.block), int(r.head))]),
-                5000 + k, head=int(r.head))
+        with resume_at(model, int(r.block), kept):
+            measure("head", int(r.block) + 1, lambda r=r: ablate_heads(model, [(int(r.block), int(r.head))]),
+                    5000 + k, head=int(r.head))

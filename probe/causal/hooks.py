@@ -87,8 +87,50 @@ def edit_hidden_states(model: nn.Module, edits: Mapping[int, Edit]) -> Iterator[
         yield
 
 
+def deepest_resumable(model: nn.Module) -> int:
+    """The deepest layer :func:`resume_at` can start from: the last hidden state a block produces (a
+    pre-norm decoder's last one is its final norm's output)."""
+    adapter = ModelAdapter(model)
+    return max(l for l in range(adapter.n_layers) if l == 0 or adapter.layer_module(l) is adapter.blocks[l - 1])
+
+
+class KeptStates:
+    """Hidden states of the unedited model, per batch and layer, shared by the :func:`resume_at` blocks of
+    one causal stage, so that each block runs once per batch for all of them (an erasure sweep that
+    climbs the layers, then the swaps, then each head's block). At most ``max_bytes`` are kept; past
+    that, a :func:`resume_at` block keeps only its own layer for as long as it lasts. Only valid while
+    the model's weights below the layers kept stay as they were: one object per model and stage."""
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self.max_bytes, self.bytes = max_bytes, 0
+        self.by_batch: dict[tuple, dict[int, object]] = {}
+
+    def keep(self, key: tuple, layer: int, output, required: bool) -> bool:
+        """Keep a copy of ``output`` if it fits the budget, or anyway if ``required``; returns whether it
+        fitted (a required one that did not is the caller's to :meth:`drop`)."""
+        size = _first(output).element_size() * _first(output).nelement()
+        fits = self.bytes + size <= self.max_bytes
+        if fits or required:
+            self.by_batch.setdefault(key, {})[layer] = _replace_first(output, torch.clone)
+            self.bytes += size
+        return fits
+
+    def drop(self, key: tuple, layer: int) -> None:
+        out = self.by_batch[key].pop(layer)
+        self.bytes -= _first(out).element_size() * _first(out).nelement()
+
+    def deepest(self, key: tuple, layer: int) -> int:
+        """The deepest kept layer of this batch at or below ``layer`` (0: none)."""
+        return max((l for l in self.by_batch.get(key, ()) if l <= layer), default=0)
+
+
+def _first(output) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else next(iter(output.values())) \
+        if isinstance(output, Mapping) else output[0]
+
+
 @contextmanager
-def resume_at(model: nn.Module, layer: int) -> Iterator[None]:
+def resume_at(model: nn.Module, layer: int, kept: KeptStates | None = None) -> Iterator[None]:
     """Within the block, a forward pass whose inputs were seen before starts at ``hidden_states[layer]``.
 
     Interventions at or above ``layer`` (an edit of that hidden state, a head ablated in the block
@@ -99,8 +141,12 @@ def resume_at(model: nn.Module, layer: int) -> Iterator[None]:
     every block up to it instead of computing them. Hooks on that module still run on the kept
     output, so an edit applies as before. Inference only (under ``torch.no_grad``): with
     gradients, or for layer 0 (the embeddings, cheap), or where the module is not a block (the
-    final norm of a pre-norm decoder), nothing is reused. The outputs of one layer for every
-    batch seen are kept in memory until the block ends.
+    final norm of a pre-norm decoder), nothing is reused.
+
+    ``kept``: a :class:`KeptStates` shared with other ``resume_at`` blocks of the same model; a first
+    pass then starts from the deepest layer any of them kept for the batch and keeps the outputs of
+    the blocks it runs, within the store's memory budget. Without it, the outputs of ``layer`` for
+    every batch seen are kept until the block ends.
     """
     adapter = ModelAdapter(model)
     adapter.check_layer(layer)
@@ -108,27 +154,32 @@ def resume_at(model: nn.Module, layer: int) -> Iterator[None]:
         yield
         return
     blocks = list(adapter.blocks[:layer])
-    cache: dict[tuple, object] = {}
-    state: dict[str, object] = {"key": None, "hit": False}
+    kept = KeptStates(max_bytes=0) if kept is None else kept
+    state: dict[str, object] = {"key": None, "start": 0}
+    over_budget: list[tuple] = []  # this block's own layer, kept beyond the budget: dropped when it ends
 
     def pre_hook(_module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
         mask = kwargs.get("attention_mask")
         if ids is None or torch.is_grad_enabled():
-            state["key"], state["hit"] = None, False
+            state["key"], state["start"] = None, 0
             return None
         state["key"] = (tuple(ids.shape), ids.cpu().numpy().tobytes(),
                         None if mask is None else mask.cpu().numpy().tobytes())
-        state["hit"] = state["key"] in cache
+        state["start"] = kept.deepest(state["key"], layer)
         return None
 
-    def patched(block: nn.Module, original: Callable, last: bool) -> Callable:
+    def patched(i: int, original: Callable) -> Callable:
+        produces = i + 1  # block i's output is hidden_states[i + 1]
+
         def forward(*args, **kwargs):
-            if state["hit"]:
-                return _replace_first(cache[state["key"]], torch.clone)
+            key, start = state["key"], state["start"]
+            if produces <= start:  # the blocks below start are skipped (the next block ignores their output)
+                return _replace_first(kept.by_batch[key][start], torch.clone)
             out = original(*args, **kwargs)
-            if last and state["key"] is not None:
-                cache[state["key"]] = _replace_first(out, torch.clone)
+            if key is not None and not kept.keep(key, produces, out, required=produces == layer) \
+                    and produces == layer:
+                over_budget.append(key)
             return out
         return forward
 
@@ -137,10 +188,12 @@ def resume_at(model: nn.Module, layer: int) -> Iterator[None]:
     handle = model.register_forward_pre_hook(pre_hook, with_kwargs=True)
     try:
         for i, block in enumerate(blocks):
-            block.forward = patched(block, block.forward, i == len(blocks) - 1)
+            block.forward = patched(i, block.forward)
         yield
     finally:
         handle.remove()
+        for key in over_budget:
+            kept.drop(key, layer)
         for block in blocks:
             if saved[id(block)] is not None:
                 block.forward = saved[id(block)]

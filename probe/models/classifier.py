@@ -17,17 +17,21 @@ from probe.models.finetune import TrainingLog, finetune_objective, needs_augment
 
 
 def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int, device) -> np.ndarray:
-    """Classifier logits for ``texts`` in their given order."""
+    """Classifier logits for ``texts`` in their given order. Texts with the same token ids (an edit the
+    tokenizer does not see, such as lower-casing for an uncased one) are passed through the model once."""
     import torch
 
     ids = tokenize(tokenizer, texts, max_length)
-    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    row: dict[tuple[int, ...], int] = {}
+    where = np.array([row.setdefault(tuple(x), len(row)) for x in ids], dtype=np.int64)
+    unique = [list(x) for x in row]
+    out = np.zeros((len(unique), model.config.num_labels), dtype=np.float32)
     model.eval()
     with torch.inference_mode(), autocast(device):
-        for idx in length_sorted_batches(ids, batch_size):
-            batch = pad_batch(tokenizer, [ids[i] for i in idx]).to(device)
+        for idx in length_sorted_batches(unique, batch_size):
+            batch = pad_batch(tokenizer, [unique[i] for i in idx]).to(device)
             out[idx] = model(**batch).logits.float().cpu().numpy()
-    return out
+    return out[where]
 
 
 class SequenceObjective:

@@ -324,6 +324,7 @@ def causal_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
     the first half; every intervention is judged on the other half's counterfactual pairs."""
     from probe.analyses.probing import probe_split
     from probe.causal.experiment import ablation_table, erasure_table
+    from probe.causal.hooks import KeptStates
 
     config, data = ctx.config, ctx.data
     c, a, ml = config.causal, config.analyses, config.task.max_length
@@ -331,18 +332,20 @@ def causal_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
     model.to(ctx.device).eval()
     predict = SequencePredictor(model, ctx.tokenizer, data, held_idx, ml, a.batch_size, ctx.device)
     out: dict[str, pd.DataFrame] = {}
+    kept = KeptStates()  # the unedited model's hidden states of the held-out batches, for every intervention
     if data.planted:
         with ctx.timer.stage("erasure"):
             t0 = time.perf_counter()
             out["erasure"] = pd.concat([erasure_table(
                 model, ctx.tokenizer, [data.probe_texts[i] for i in fit_idx], [data.probe_texts[i] for i in held_idx],
                 predict, p.feature.label, p.feature.token, c, ml, a.batch_size, ctx.device, a.bootstrap_samples,
-                seed, ctx.progress) for p in data.planted], ignore_index=True)
+                seed, ctx.progress, kept) for p in data.planted], ignore_index=True)
             log(f"causal: erasure sweep in {time.perf_counter() - t0:.0f} s")
     if c.layer_swap or (c.head_ablation and data.planted):
         with ctx.timer.stage("ablation"):
             t0 = time.perf_counter()
             pretrained = ctx.pretrained_encoder(seed).eval()  # fine-tuning's starting point; stays on the CPU
-            out["ablation"] = ablation_table(model, pretrained, predict, c, a.bootstrap_samples, seed, ctx.progress)
+            out["ablation"] = ablation_table(model, pretrained, predict, c, a.bootstrap_samples, seed, ctx.progress,
+                                             kept)
             log(f"causal: layer swaps and head ablation in {time.perf_counter() - t0:.0f} s")
     return out

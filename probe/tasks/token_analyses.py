@@ -311,6 +311,7 @@ def causal_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
     against random directions, then layer swaps and head ablation (:mod:`probe.causal.experiment`).
     Erasers are fitted on the pairs of half of the test sentences; everything is judged on the other half."""
     from probe.causal.experiment import ablation_table, erasure_table
+    from probe.causal.hooks import KeptStates
 
     config, data = ctx.config, ctx.data
     c, a, ml = config.causal, config.analyses, config.task.max_length
@@ -321,6 +322,7 @@ def causal_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
     predict = SpanPredictor(model, ctx.tokenizer, data, {p.feature.label: p for p in data.planted}, held, ml,
                             a.batch_size, ctx.device)
     out: dict[str, pd.DataFrame] = {}
+    kept = KeptStates()  # the unedited model's hidden states of the held-out batches, for every intervention
     with ctx.timer.stage("erasure"):
         t0 = time.perf_counter()
         frames = []
@@ -331,13 +333,14 @@ def causal_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
                 " ".join(data.test[i].words) for i in range(n_sent) if i not in fit_sent]
             frames.append(erasure_table(model, ctx.tokenizer, fit_texts, held_texts, predict, p.feature.label,
                                         p.feature.token, c, ml, a.batch_size, ctx.device, a.bootstrap_samples,
-                                        seed, ctx.progress))
+                                        seed, ctx.progress, kept))
         out["erasure"] = pd.concat(frames, ignore_index=True)
         log(f"causal: erasure sweep in {time.perf_counter() - t0:.0f} s")
     if c.layer_swap or c.head_ablation:
         with ctx.timer.stage("ablation"):
             t0 = time.perf_counter()
             pretrained = ctx.pretrained_encoder(seed).eval()  # stays on the CPU: swaps copy its weights
-            out["ablation"] = ablation_table(model, pretrained, predict, c, a.bootstrap_samples, seed, ctx.progress)
+            out["ablation"] = ablation_table(model, pretrained, predict, c, a.bootstrap_samples, seed, ctx.progress,
+                                             kept)
             log(f"causal: layer swaps and head ablation in {time.perf_counter() - t0:.0f} s")
     return out
