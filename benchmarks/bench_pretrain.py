@@ -8,10 +8,13 @@ for both contenders:
   ``--max-length`` tokens, the same batch size and number of steps.
 * **fine-tuning**: ``probe.models.finetune.finetune`` against ``Trainer`` with
   ``AutoModelForSequenceClassification`` and dynamic padding, one epoch over the same
-  ``--steps * --batch-size`` texts truncated to ``--max-length``.
+  ``--steps * --batch-size`` texts truncated to ``--max-length`` (BBC News has 2,225 texts; a longer
+  run cycles through them again, so that several hundred steps measure the steady state).
 
 Tokens/s counts real (non-padding) tokens over each loop's own training time (probe's log;
-Trainer's ``train_runtime``). Both use AdamW, linear warmup/decay, clipping at 1.0, no evaluation,
+Trainer's ``train_runtime``); on CUDA also the model FLOPs utilisation, 6 · parameters · tokens/s over the
+device's dense bf16 peak (:func:`probe.models.compute.peak_flops`; every parameter counted, embeddings
+included, so an upper estimate). Both use AdamW, linear warmup/decay, clipping at 1.0, no evaluation,
 no saving, no logging, no data-loader workers; fp32 on the CPU, bf16 on CUDA. An untimed warm-up
 run of each comes first; with ``--repeats`` > 1 each keeps its fastest run (other jobs on a shared
 machine only ever slow a run down). Prints a markdown table; ``--out FILE`` appends it there.
@@ -41,6 +44,7 @@ from probe.config import ComputeConfig, FinetuneConfig, PretrainConfig, ScratchS
 from probe.data.sources import load_text_classification
 from probe.models.backbones import load_tokenizer
 from probe.models.classifier import finetune_classifier as finetune
+from probe.models.compute import peak_flops
 from probe.models.lm import build_lm
 from probe.models.pretrain import make_blocks, pretrain_lm
 
@@ -164,6 +168,7 @@ def main() -> None:
     tokenizer = load_tokenizer("minilm")
     precision = "bf16" if device.type == "cuda" else "fp32"
     rows: list[tuple[str, float, float, list[float], list[float]]] = []
+    n_params: dict[str, int] = {}
 
     if "pretrain" in only:
         layers, hidden, heads, intermediate = size
@@ -182,10 +187,11 @@ def main() -> None:
         hf_best, hf_runs = _best(lambda: _trainer_mlm(copy.deepcopy(initial), tokenizer, blocks, cfg, device),
                                  args.repeats)
         rows.append((f"MLM pretraining ({len(blocks)} packed blocks)", probe_best, hf_best, probe_runs, hf_runs))
+        n_params["MLM pretraining"] = sum(p.numel() for p in initial.parameters())
 
     if "finetune" in only:
-        n = args.steps * args.batch_size
-        tr, ytr = texts[:n], labels[:n]
+        cycle = np.arange(args.steps * args.batch_size) % len(texts)
+        tr, ytr = [texts[i] for i in cycle], labels[cycle]
         initial = _classifier(size, int(labels.max()) + 1, tokenizer, seed=0)
         _probe_finetune(copy.deepcopy(initial), tokenizer, tr[:2 * args.batch_size], ytr[:2 * args.batch_size],
                         args.batch_size, args.max_length, device)
@@ -195,7 +201,8 @@ def main() -> None:
                                                                args.batch_size, args.max_length, device), args.repeats)
         hf_best, hf_runs = _best(lambda: _trainer_finetune(copy.deepcopy(initial), tokenizer, tr, ytr,
                                                            args.batch_size, args.max_length, device), args.repeats)
-        rows.append((f"fine-tuning ({len(tr)} texts, 1 epoch)", probe_best, hf_best, probe_runs, hf_runs))
+        rows.append((f"fine-tuning ({len(tr)} texts, {args.steps} steps)", probe_best, hf_best, probe_runs, hf_runs))
+        n_params["fine-tuning"] = sum(p.numel() for p in initial.parameters())
 
     layers, hidden, heads, intermediate = size
     lines = [
@@ -205,11 +212,14 @@ def main() -> None:
         f"{header}. Steps {args.steps}, batch {args.batch_size}, max_length {args.max_length}, "
         f"best of {args.repeats}.",
         "",
-        "| workload | probe tokens/s | Trainer tokens/s | probe / Trainer |",
-        "|---|---|---|---|",
+        "| workload | probe tokens/s | Trainer tokens/s | probe / Trainer | probe MFU | Trainer MFU |",
+        "|---|---|---|---|---|---|",
     ]
+    peak = peak_flops(device)
     for name, ours, theirs, ours_runs, their_runs in rows:
-        lines.append(f"| {name} | {ours:,.0f} | {theirs:,.0f} | {ours / theirs:.2f} |")
+        n = next(v for k, v in n_params.items() if name.startswith(k))
+        mfu = [f"{6 * n * x / peak:.1%}" if peak else "n/a" for x in (ours, theirs)]
+        lines.append(f"| {name} | {ours:,.0f} | {theirs:,.0f} | {ours / theirs:.2f} | {mfu[0]} | {mfu[1]} |")
         if args.repeats > 1:
             print(f"{name}: probe runs {[round(r) for r in ours_runs]}, Trainer runs {[round(r) for r in their_runs]}",
                   file=sys.stderr)
