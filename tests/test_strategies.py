@@ -128,6 +128,20 @@ def test_linear_probe_leaves_encoder_bit_identical(data):
     assert log.epochs[0]["phase"] == "lp"
 
 
+def test_step_losses_are_the_same_whether_or_not_a_callback_reads_them_each_step(data):
+    steps = []
+    cfg = FinetuneConfig(epochs=2, learning_rate=1e-3)
+    torch.manual_seed(0)  # dropout draws from the global generator
+    _, quiet, _ = _train(data, cfg)  # no callback: losses stay on the device until the epoch ends
+    torch.manual_seed(0)
+    _, heard, _ = _train(data, cfg, callback=lambda event, info: steps.append(info["loss"]) if event == "step" else None)
+    losses = [e["steps"]["loss"] for e in quiet.epochs]
+    assert losses == [e["steps"]["loss"] for e in heard.epochs] and steps == losses[0] + losses[1]
+    assert all(type(v) is float for v in steps + losses[0]) and len(set(losses[0])) > 1
+    assert [e["train_loss"] for e in quiet.epochs] == [e["train_loss"] for e in heard.epochs]
+    assert quiet.train_tokens == heard.train_tokens > 0 and isinstance(quiet.train_tokens, int)
+
+
 def test_lp_ft_second_phase_starts_from_first_phase_head(data):
     seen = {}
 

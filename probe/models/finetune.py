@@ -35,6 +35,8 @@ from probe.models.compute import adamw, autocast, peak_flops
 from probe.models.strategies import (is_head_parameter, is_peft, phases, prepare_model, set_trainable,
                                      total_parameter_count, trainable_parameter_count)
 
+SHOW_EVERY = 20  # steps between progress-bar updates (each reads the loss back from the device)
+
 
 @dataclass
 class TrainingLog:
@@ -157,7 +159,8 @@ def finetune_objective(
                  steps_per_epoch=math.ceil(objective.n_train / cfg.batch_size),
                  anchors=({n: p.detach().clone() for n, p in model.named_parameters()
                            if not is_head_parameter(model, n)} if cfg.l2_sp > 0 else {}),
-                 log=TrainingLog(strategy=cfg.strategy, total_parameters=total_parameter_count(model)))
+                 log=TrainingLog(strategy=cfg.strategy, total_parameters=total_parameter_count(model)),
+                 callback=callback is not None)
     plan = phases(cfg)
     loop.n_total = sum(p[3] for p in plan)
     with embedding_perturbation(model) if cfg.adversarial.method != "none" else nullcontext() as holder:
@@ -187,6 +190,7 @@ class _Loop:
     holder: Any = None
     epoch: int = 0
     n_total: int = 0
+    callback: bool = False  # someone listens to the per-step events (each then costs a host sync)
 
 
 def _run_phase(loop: _Loop, phase: str, trainable: str, lr: float, n_epochs: int, *, last_phase: bool,
@@ -249,6 +253,8 @@ def _run_epoch(loop: _Loop, phase: str, forward, params, optimizer, scheduler, a
     name = "linear probe" if phase == "lp" else "fine-tune"
     bar = tqdm(range(loop.steps_per_epoch), desc=f"{name} epoch {loop.epoch}/{loop.n_total}",
                disable=not loop.progress, unit="step", leave=False)
+    # losses and token counts stay on the device until the epoch ends (or a callback or the progress bar,
+    # every SHOW_EVERY steps, reads them): no host sync per step on an accelerator
     losses, lrs, penalties, norms, tokens, t0 = [], [], [], [], 0, time.perf_counter()
     for step in bar:
         lrs.append(float(optimizer.param_groups[0]["lr"]))  # the rate this step uses (tracking: tensorboard)
@@ -258,13 +264,17 @@ def _run_epoch(loop: _Loop, phase: str, forward, params, optimizer, scheduler, a
             penalties.append(penalty)
         if norm is not None:
             norms.append(norm)
-        loop.emit("step", {"phase": phase, "loss": losses[-1], "l2_sp": penalties[-1] if penalties else 0.0})
-        tokens += n_tokens
-        elapsed = time.perf_counter() - t0
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", tok_s=f"{tokens / max(elapsed, 1e-9):.0f}")
+        if loop.callback:
+            loop.emit("step", {"phase": phase, "loss": float(loss), "l2_sp": penalties[-1] if penalties else 0.0})
+        tokens = tokens + n_tokens
+        if loop.progress and (step % SHOW_EVERY == 0 or step == loop.steps_per_epoch - 1):
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix(loss=f"{float(torch.stack(losses[-20:]).mean()):.3f}",
+                            tok_s=f"{int(tokens) / max(elapsed, 1e-9):.0f}")
     bar.close()
     seconds = time.perf_counter() - t0
-    tokens = int(dist.sum(tokens))
+    losses = torch.stack(losses).cpu().tolist() if losses else []
+    tokens = int(dist.sum(int(tokens)))
     loop.log.train_tokens += tokens
     loop.log.train_seconds += seconds
     scores = objective.validate(model, loop.device)
@@ -322,7 +332,7 @@ def _train_step(loop: _Loop, forward, params, optimizer, scheduler, anchored: li
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss.item(), penalty, norm, int(batch["attention_mask"].sum())
+    return loss.detach(), penalty, norm, batch["attention_mask"].sum()
 
 
 def _l2_sp_backward(anchored: list, alpha: float) -> float:
