@@ -125,8 +125,10 @@ class KeptStates:
 
 
 def _first(output) -> torch.Tensor:
-    return output if isinstance(output, torch.Tensor) else next(iter(output.values())) \
-        if isinstance(output, Mapping) else output[0]
+    """The hidden state of a module output (the tensor itself, or its first element)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    return next(iter(output.values())) if isinstance(output, Mapping) else output[0]
 
 
 @contextmanager
