@@ -3,7 +3,7 @@
 # diagnosis on a fresh machine, timed from the shell (the 60 s target includes a fresh machine's first
 # import and matplotlib's font cache), then steady-state training against transformers.Trainer on a
 # bert-base-sized model in bf16 (several hundred steps; pretraining's MFU target is 35 %), then
-# attribution's internal batch size on the GPU. With the device tool, from the repository root, after
+# attribution's internal batch size on the GPU and whether torch.compile pays there. With the device tool, from the repository root, after
 # `bash ../shared/gpu/bundle.sh` here (see ../shared/gpu/README.md):
 #   run  carry: [".gpu"]  command: . .gpu/setup.sh && bash benchmarks/gpu_check.sh
 # Record what it prints in benchmarks/RESULTS.md with the date and the machine.
@@ -23,3 +23,4 @@ print("throughput:", s["throughput"])
 PY
 python3 benchmarks/bench_pretrain.py --model-size base --steps 300 --batch-size 64 --max-length 128 --device cuda
 python3 benchmarks/bench_attribution.py --n 16 --budgets 4096 16384
+python3 benchmarks/bench_compile.py --device cuda --batches 200 --steps 100
