@@ -133,6 +133,33 @@ def test_other_methods_run_and_find_the_token(tokenizer, data, zebra_model, meth
     assert "relative_convergence_delta" not in rows.index
 
 
+def test_occlusion_scores_are_the_drop_when_each_word_is_masked(tokenizer, data, zebra_model):
+    from probe.analyses.attribution import _occlusion_groups
+
+    # texts of very different word counts, so that occlusion groups them apart
+    texts = [_with_zebra(data)[0], "zebra", " ".join(data["train"][:3]) + " zebra", "the zebra ran"]
+    attrs = word_attributions(zebra_model, tokenizer, texts, "occlusion", max_length=MAX_LENGTH)
+    f = forward_function(zebra_model)
+    largest = 0.0
+    for text, a in zip(texts, attrs):
+        split = text.split()
+        enc = tokenizer([split], is_split_into_words=True, truncation=True, max_length=MAX_LENGTH)
+        ids, wids = torch.tensor(enc["input_ids"]), enc.word_ids(0)
+        variants = ids.repeat(len(a.words), 1)
+        for j in range(len(a.words)):
+            variants[j, [p for p, w in enumerate(wids) if w == j]] = tokenizer.mask_token_id
+        with torch.no_grad():
+            full = f(ids, torch.ones_like(ids))[0, a.prediction]
+            masked = f(variants, torch.ones_like(variants))[:, a.prediction]
+        want = (full - masked).numpy()
+        np.testing.assert_allclose(a.scores, want, atol=1e-5, rtol=0)
+        largest = max(largest, float(np.abs(want).max()))
+    assert largest > 1e-2
+    groups = [sorted(g.tolist()) for g in _occlusion_groups([50, 3, 48, 47, 10, 44], [64] * 6, 4096, 64)]
+    assert groups == [[0, 2, 3], [5], [4], [1]]  # within 4 words of the group's first; most words first
+    assert [g.tolist() for g in _occlusion_groups([50, 49, 48], [64] * 3, 128, 64)] == [[0, 1], [2]]  # budget
+
+
 def test_batched_equals_plain_per_example_captum(tokenizer, data, zebra_model):
     from captum.attr import LayerIntegratedGradients
 

@@ -33,7 +33,8 @@ word via the fast tokenizer's ``word_ids()`` (the text is tokenised as pre-split
 for WordPiece tokenizers gives exactly the ids of tokenising the text). Words cut off by
 ``max_length`` truncation are not part of the result: ``words`` holds the covered prefix.
 
-Batching: examples are sorted by length and grouped; each group is padded (attention mask
+Batching: examples are sorted by length (occlusion: by number of words, so that a group's
+examples need about as many ablations) and grouped; each group is padded (attention mask
 0 on padding) and attributed in one call, with captum's ``internal_batch_size`` chosen so
 that one forward pass holds at most ``token_budget`` tokens (``rows × padded length``).
 Memory thus stays bounded on long inputs, and the results equal a plain per-example captum
@@ -63,6 +64,7 @@ from probe.models.words import covered_words, encode_words, first_subwords
 METHODS = ("integrated_gradients", "saliency", "input_x_gradient", "occlusion")
 SIGNED = {"integrated_gradients": True, "saliency": False, "input_x_gradient": True, "occlusion": True}
 DELTA_WARN = 0.05
+OCCLUSION_SPREAD = 4  # words an occlusion group's examples may differ by (see _occlusion_groups)
 
 
 @dataclass
@@ -112,6 +114,24 @@ def _groups(lengths: Sequence[int], rows_per_example: int, token_budget: int, ma
         size = max(1, min(max_examples, token_budget // (longest * max(rows_per_example, 1))))
         yield order[start: start + size]
         start += size
+
+
+def _occlusion_groups(n_words: Sequence[int], lengths: Sequence[int], token_budget: int, max_examples: int,
+                      spread: int = OCCLUSION_SPREAD) -> Iterator[np.ndarray]:
+    """Index groups for occlusion, most words first. captum's ``FeatureAblation`` ablates every feature
+    id of a group in every example of it, so an example with fewer words than the group's longest pays
+    for passes that change nothing (about 14 % of the passes for 12 news texts at 64 tokens); a group
+    here holds examples within ``spread`` words of its first, then :func:`_groups` keeps the token budget."""
+    order = np.argsort([-n for n in n_words], kind="stable")
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and n_words[order[end]] >= n_words[order[start]] - spread:
+            end += 1
+        chunk = order[start:end]
+        for sub in _groups([lengths[i] for i in chunk], 1, token_budget, max_examples):
+            yield chunk[sub]
+        start = end
 
 
 def _internal_batch_size(n_examples: int, n_steps: int, length: int, token_budget: int) -> int:
@@ -266,7 +286,9 @@ def attribute_tokens(
     rows = {"integrated_gradients": n_steps, "saliency": 1, "input_x_gradient": 1}.get(method, 1)
 
     with _frozen_eval(model):
-        for idx in _groups(lengths, rows, token_budget, max_group):
+        groups = (_occlusion_groups([len(w) for w in enc.words], lengths, token_budget, max_group)
+                  if method == "occlusion" else _groups(lengths, rows, token_budget, max_group))
+        for idx in groups:
             input_ids, mask = _pad([enc.ids[i] for i in idx], tokenizer.pad_token_id)
             input_ids, mask = input_ids.to(device), mask.to(device)
             args = (mask,) if token_pos is None else (mask, torch.as_tensor(token_pos[idx], device=device))
