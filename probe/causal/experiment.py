@@ -160,6 +160,7 @@ def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str],
     fit = token_activations(model, tokenizer, fit_texts, layers, max_length, batch_size, device, token=token)
     held = token_activations(model, tokenizer, held_texts, layers, max_length, batch_size, device, token=token)
     keys = dict(model="finetuned", property=feature)
+    kept = KeptStates() if kept is None else kept
     with resume_at(model, deepest_resumable(model), kept):  # the unedited pass keeps every layer (in budget)
         rows = _rows(predict([feature])[feature], n_boot, seed, 0, layer=None, method=None, concept=None,
                      condition="none", rank=0, **keys)
