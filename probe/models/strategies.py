@@ -30,7 +30,7 @@ from pathlib import Path
 
 from probe.config import FinetuneConfig
 from probe.errors import ProbeError
-from probe.tasks import DEFAULT_KIND, TASK_KINDS, kind_of_model, kind_spec
+from probe.tasks import DEFAULT_KIND, TASK_KINDS, kind_spec, kinds_of_model
 from probe.tasks.spec import KindSpec
 
 STRATEGY_FILE = "strategy.json"
@@ -44,9 +44,10 @@ def is_peft(model) -> bool:
 
 
 def model_kind(model) -> KindSpec:
-    """The task kind of ``model`` (or of the model a peft wrapper holds), from its head's class name
-    (:func:`probe.tasks.kind_of_model`); the default kind when no kind claims it."""
-    return kind_of_model(model) or kind_spec(DEFAULT_KIND)
+    """A task kind ``model`` (or the model a peft wrapper holds) serves, from its head's class name
+    (:func:`probe.tasks.kinds_of_model`): the first registered, or the default kind when none claims it.
+    Kinds sharing a head share its peft task type too."""
+    return (kinds_of_model(model) or [kind_spec(DEFAULT_KIND)])[0]
 
 
 def is_head_parameter(model, name: str) -> bool:
@@ -192,13 +193,15 @@ def _base_checksum(peft_model) -> str:
     return h.hexdigest()[:32]
 
 
-def save_trained(model, directory: str | Path, cfg: FinetuneConfig, base: str | None = None) -> None:
+def save_trained(model, directory: str | Path, cfg: FinetuneConfig, base: str | None = None,
+                 task_type: str | None = None) -> None:
     """Write the trained model to ``directory`` (created if missing) as safetensors.
 
     LoRA (a peft model, before :func:`for_analysis`): the adapter and the head with peft's
     ``save_pretrained`` (``adapter_config.json``, ``adapter_model.safetensors``) plus a checksum of
     the base weights. Other strategies: the full model with ``save_pretrained``. Both also write
-    ``strategy.json``: the strategy, the task type, the head's label names in id order and ``base``,
+    ``strategy.json``: the strategy, the task type (``task_type``, default: :func:`model_kind`; left out
+    for the default kind), the head's label names in id order and ``base``,
     the pretrained model it was fine-tuned from (so that ``model.finetuned`` finds its reference).
     Model files already in ``directory`` are replaced (sharded checkpoints aside);
     the tokenizer, the training log and any key files are the caller's.
@@ -208,9 +211,9 @@ def save_trained(model, directory: str | Path, cfg: FinetuneConfig, base: str | 
     for stale in _MODEL_FILES:  # a model of another strategy saved here before must not be loaded with this one
         (directory / stale).unlink(missing_ok=True)
     info = {"strategy": cfg.strategy}
-    kind = model_kind(model)
-    if kind.name != DEFAULT_KIND:  # a folder without task_type holds a model of the default kind
-        info["task_type"] = kind.name
+    kind = task_type or model_kind(model).name
+    if kind != DEFAULT_KIND:  # a folder without task_type holds a model of the default kind
+        info["task_type"] = kind
     id2label = getattr(model.config, "id2label", None) or {}
     info["labels"] = [id2label[i] for i in range(len(id2label))]
     if base is not None:

@@ -46,24 +46,32 @@ def task_kind(name: str):
     return getattr(importlib.import_module(module), cls)()
 
 
-def kind_of_architecture(architectures: list[str] | tuple[str, ...] | str) -> KindSpec | None:
-    """The kind whose models have one of these class names (a ``config.json``'s ``architectures``), or None."""
+def kinds_of_architecture(architectures: list[str] | tuple[str, ...] | str) -> list[KindSpec]:
+    """Every kind whose models have one of these class names (a ``config.json``'s ``architectures``), in
+    registry order. Kinds may share a head (a classifier of text pairs is a sequence classifier), so
+    a model's class alone can name several."""
     names = [architectures] if isinstance(architectures, str) else list(architectures or [])
-    for spec in TASK_KINDS.values():
-        if any(n.endswith(spec.architecture_suffix) for n in names):
-            return spec
-    return None
+    return [s for s in TASK_KINDS.values() if any(n.endswith(s.architecture_suffix) for n in names)]
 
 
-def kind_of_model(model) -> KindSpec | None:
-    """The kind of a loaded model (or of the model a ``peft`` wrapper holds), from its class name."""
+def kind_of_architecture(architectures: list[str] | tuple[str, ...] | str) -> KindSpec | None:
+    """The kind whose models have one of these class names when exactly one kind does; None when none
+    does or several do (then only the config's ``task.type`` can tell)."""
+    found = kinds_of_architecture(architectures)
+    return found[0] if len(found) == 1 else None
+
+
+def kinds_of_model(model) -> list[KindSpec]:
+    """The kinds a loaded model (or the model a ``peft`` wrapper holds) can serve, from its class name."""
     base = model.get_base_model() if hasattr(model, "peft_config") and hasattr(model, "get_base_model") else model
-    return kind_of_architecture(type(base).__name__)
+    return kinds_of_architecture(type(base).__name__)
 
 
 def kind_of_peft_task(task_type: str | None) -> KindSpec | None:
-    """The kind of a ``peft`` adapter whose ``adapter_config.json`` says ``task_type``, or None."""
-    return next((s for s in TASK_KINDS.values() if s.peft_task_type == task_type), None)
+    """The kind of a ``peft`` adapter whose ``adapter_config.json`` says ``task_type``, when exactly one
+    kind uses that task type (else None)."""
+    found = [s for s in TASK_KINDS.values() if s.peft_task_type == task_type]
+    return found[0] if len(found) == 1 else None
 
 
 def dataset_kind(dataset: str) -> KindSpec | None:

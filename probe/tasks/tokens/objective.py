@@ -21,7 +21,7 @@ from probe.models.batching import length_sorted_batches, pad_batch
 from probe.models.compute import autocast
 from probe.models.finetune import TrainingLog, finetune_objective, needs_augmenter
 from probe.models.words import IGNORE, align_labels, encode_words, first_subwords
-from probe.tasks import kind_of_model
+from probe.tasks import kinds_of_model
 from probe.tasks.tokens import SPEC
 
 
@@ -186,7 +186,7 @@ def finetune_tagger(
     regularisers, adversarial training, data parallelism, ``callback``) is as in
     :func:`probe.models.finetune.finetune`.
     """
-    if kind_of_model(model) is not SPEC:
+    if SPEC not in kinds_of_model(model):
         raise ProbeError(f"finetune_tagger: got a {type(model).__name__}; pass a token classifier from build_tagger")
     if model.config.num_labels != len(tags):
         raise ProbeError(f"finetune_tagger: the model has {model.config.num_labels} labels but {len(tags)} tags were "
