@@ -28,6 +28,7 @@ from probe.config import Config, dump_config
 from probe.data.planted import check_planted_tokens
 from probe.engine.context import RunContext, Timer, log
 from probe.engine.folder import drop_aside, keep_aside, put_back
+from probe.engine.guard import error_warnings
 from probe.engine.lifecycle import error_text, stop_on_sigterm, take_folder
 from probe.engine.stages import finetune_stage, pretrain_stage
 from probe.errors import ProbeError
@@ -273,7 +274,8 @@ def _summary(ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict)
                      "trainable_parameters": _first_int(train_logs, "trainable_parameters"),
                      "total_parameters": _first_int(train_logs, "total_parameters"),
                      "seconds": float(sum(t.get("seconds", 0.0) for t in train_logs.values()))},
-        "warnings": list(getattr(ctx.data, "notes", [])),
+        "warnings": list(getattr(ctx.data, "notes", [])) + error_warnings(ctx.analysis_errors),
+        **({"analysis_errors": ctx.analysis_errors} if ctx.analysis_errors else {}),
         "reused_stages": ctx.reused, "device": str(ctx.device), "seed": config.seed, "versions": _versions(),
     }
     if "discovery" in tables:
