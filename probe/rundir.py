@@ -102,7 +102,7 @@ def write_output(run_dir: Path, name: str, text: str) -> None:
 
 def read_manifest(run_dir: Path) -> dict[str, str] | None:
     """``{relative path: sha256}`` of the files probe wrote in ``run_dir``; None when there is no readable manifest."""
-    data = _read_json(Path(run_dir) / MANIFEST)
+    data = read_json(Path(run_dir) / MANIFEST)
     files = data.get("files") if isinstance(data, dict) else None
     return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else None
 
@@ -169,7 +169,7 @@ def running_marker() -> dict[str, Any]:
     return {"pid": os.getpid(), "host": socket.gethostname(), "started": round(time.time(), 3)}
 
 
-def _alive(pid: int, started: Any) -> bool:
+def process_alive(pid: int, started: Any) -> bool:
     import psutil
 
     try:
@@ -191,7 +191,7 @@ def run_state(summary: dict[str, Any]) -> str:
     pid = summary.get("pid")
     if status != "running" or not isinstance(pid, int) or summary.get("host") != socket.gethostname():
         return status
-    return "running" if _alive(pid, summary.get("started")) else "interrupted"
+    return "running" if process_alive(pid, summary.get("started")) else "interrupted"
 
 
 def not_complete(path: Path, summary: dict[str, Any]) -> str:
@@ -207,7 +207,7 @@ def not_complete(path: Path, summary: dict[str, Any]) -> str:
     return f"run {str(path)!r} is not complete (status {state!r}){tail}"
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -219,7 +219,7 @@ def _is_probe_folder(path: Path) -> bool:
     sweep folder (``config.yaml`` with a ``compare`` section)."""
     summary, config = path / "summary.json", path / "config.yaml"
     if summary.is_file():
-        data = _read_json(summary)
+        data = read_json(summary)
         return (isinstance(data, dict) and "status" in data) or config.is_file()
     if config.is_file():
         import yaml
@@ -260,7 +260,7 @@ def check_run_folder(path: Path, overwrite: bool = False) -> tuple[str | None, s
         return (f"output folder {str(path)!r} is not empty and is not a probe run folder (it has no probe "
                 "summary.json); allowed: a new or empty folder, a probe run folder, or --overwrite (overwrite: "
                 "true) to write into it anyway"), None
-    summary = _read_json(path / "summary.json")
+    summary = read_json(path / "summary.json")
     if not isinstance(summary, dict):
         return None, None
     state = run_state(summary)
@@ -280,7 +280,7 @@ def read_summary(path: Path) -> dict[str, Any]:
     summary = path / "summary.json"
     if not summary.is_file():
         raise ProbeError(f"{str(path)!r} is not a probe run directory: it has no summary.json")
-    data = _read_json(summary)
+    data = read_json(summary)
     if not isinstance(data, dict):
         raise ProbeError(f"{str(summary)!r} is not valid JSON holding an object (truncated or damaged?); "
                          "run the run again with probe run")

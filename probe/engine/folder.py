@@ -25,7 +25,7 @@ from typing import Iterator
 
 from probe.engine.context import log
 from probe.errors import ProbeError
-from probe.rundir import ASIDE, LOCK, MANIFEST, _alive, _read_json, probe_outputs, read_manifest, running_marker
+from probe.rundir import ASIDE, LOCK, MANIFEST, probe_outputs, process_alive, read_json, read_manifest, running_marker
 
 RECORDS = ("summary.json", "config.yaml", MANIFEST, "index.html", "timings.json")
 
@@ -40,7 +40,7 @@ def _holder_problem(run_dir: Path, holder) -> str | None:
     if host != socket.gethostname():
         return (f"run folder {str(run_dir)!r} is locked by process {pid} on host {host!r}, which cannot be checked "
                 f"from here; wait for that run, or delete {str(lock)!r} if it is gone")
-    if _alive(pid, holder.get("started")):
+    if process_alive(pid, holder.get("started")):
         return (f"run folder {str(run_dir)!r} is in use by a run that is still going (process {pid} on this host); "
                 "wait for it to finish or stop it")
     return None
@@ -52,7 +52,7 @@ def _acquire(run_dir: Path) -> None:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
-            holder = _read_json(lock)
+            holder = read_json(lock)
             problem = _holder_problem(run_dir, holder)
             if problem:
                 raise ProbeError(problem) from None
@@ -94,7 +94,7 @@ def keep_aside(run_dir: Path) -> None:
     """Move the previous run's outputs and records into ``.probe-previous/`` (see the module docstring)."""
     aside = run_dir / ASIDE
     if aside.is_dir():
-        summary = _read_json(run_dir / "summary.json")
+        summary = read_json(run_dir / "summary.json")
         if isinstance(summary, dict) and summary.get("status") == "complete":
             shutil.rmtree(aside)  # the run after it completed; only the drop was missed
         else:
@@ -120,7 +120,7 @@ def put_back(run_dir: Path) -> bool:
     for name in sorted(kept):
         _move(aside / name, run_dir / name)
     shutil.rmtree(aside)
-    summary = _read_json(run_dir / "summary.json")
+    summary = read_json(run_dir / "summary.json")
     return isinstance(summary, dict) and summary.get("status") == "complete"
 
 

@@ -107,13 +107,13 @@ def render_report(run_dir: str | Path, summary_override: dict | None = None) -> 
             raise ProbeError(not_complete(run_dir, summary))
     else:
         summary = summary_override
+    raw = _read_tables(run_dir)
     damaged = damaged_tables(run_dir)
     if damaged:
         note = (f"tables missing or damaged, so this report shows less than the run computed: {'; '.join(damaged)}; "
                 "run the run again to rebuild them")
         print(f"probe: warning: {note}", file=sys.stderr)
         summary = {**summary, "warnings": [*summary.get("warnings", []), note]}
-    raw = _read_tables(run_dir)
     tables = {name: _pooled(df) for name, df in raw.items()}
     config_path = run_dir / "config.yaml"
     config_text = config_path.read_text(encoding="utf-8", errors="replace") if config_path.is_file() else ""
