@@ -56,7 +56,7 @@ def execute(config: Config, progress: bool = True, shared_dir: Path | None = Non
                 from probe.models.checkpoints import check_head
 
                 check_head(given, kind.labels(data))  # a mismatch is refused before any heavy work
-            check_sources(config)
+            check_requirements(config)
             device = run_device(config)
         log(kind.describe(config, data))
         for note in getattr(data, "notes", []):
@@ -67,7 +67,7 @@ def execute(config: Config, progress: bool = True, shared_dir: Path | None = Non
         return run_lifecycle(config, timer, t_start, lambda run_dir: _stages(ctx))
 
 
-def check_sources(config: Config) -> None:
+def check_requirements(config: Config) -> None:
     """What the run needs besides its data and model, checked before the folder is touched: the
     augmentation's masked LM and translation models, and tensorboard for ``tracking: tensorboard``."""
     from probe.models.augmenters import check_sources as check_augmentation_sources

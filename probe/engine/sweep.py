@@ -30,11 +30,11 @@ def execute_sweep(config: Config, progress: bool = True) -> Sweep:
     sweep holds its folder's lock (:func:`probe.engine.lifecycle.take_folder`) throughout."""
     from probe.config import variant_configs
     from probe.engine.lifecycle import take_folder
-    from probe.models.augmenters import check_sources
+    from probe.engine.run import check_requirements
 
     variants = variant_configs(config)
-    for v in variants:  # a missing masked LM or translation model is refused before the first variant runs
-        check_sources(v)
+    for v in variants:  # a missing masked LM, translation model or tensorboard is refused before the first variant
+        check_requirements(v)
     sweep_dir = config.run_dir
     with take_folder(sweep_dir, config.overwrite):
         return _run_variants(config, variants, sweep_dir, progress)
