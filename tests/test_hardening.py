@@ -147,7 +147,8 @@ def test_every_refusal_into_a_finished_run_leaves_it_byte_identical(copy, checkp
 
 
 def test_a_rerun_that_fails_after_starting_puts_the_finished_run_back(copy, monkeypatch):
-    """Item 1: the folder was reset before the failure; now what the finished run wrote comes back."""
+    """Item 1: the folder was reset before the failure; now what the finished run wrote comes back, the
+    model it fine-tuned included (the rerun fine-tuned another one before failing)."""
     before = _snapshot(copy)
 
     def broken(*args, **kwargs):
@@ -157,7 +158,7 @@ def test_a_rerun_that_fails_after_starting_puts_the_finished_run_back(copy, monk
 
     monkeypatch.setattr(sys.modules["probe.engine.run"], "write_seed_tables", broken)
     with pytest.raises(RuntimeError, match="disk full"):
-        _run(copy.parent)
+        _run(copy.parent, **{"finetune.epochs": 2})
     _assert_kept(copy, before)
     assert not (copy / ".probe-previous").exists() and not (copy / ".probe.lock").exists()
 

@@ -9,8 +9,8 @@ when it fails, so that a refused or failed rerun leaves a finished run exactly a
 - ``.probe-previous/`` receives, when the new run starts, the files the previous run wrote (its
   manifest's list, :func:`probe.rundir.probe_outputs`) and its records (``summary.json``,
   ``config.yaml``, ``manifest.json``, ``index.html``, ``timings.json``); the user's other files stay
-  where they are. It is dropped once the new run is complete and moved back if the new run fails or
-  is interrupted. A leftover one (the process was killed) is settled when the next run starts.
+  where they are; a model folder the new run replaces (fine-tuned with other settings) joins them. It
+  is dropped once the new run is complete and moved back if the new run fails or is interrupted. A leftover one (the process was killed) is settled when the next run starts.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from typing import Iterator
 
 from probe.engine.context import log
 from probe.errors import ProbeError
-from probe.rundir import ASIDE, LOCK, MANIFEST, probe_outputs, process_alive, read_json, read_manifest, running_marker
+from probe.rundir import (ASIDE, LOCK, MANIFEST, probe_outputs, process_alive, read_json, read_manifest,
+                          running_marker)
 
 RECORDS = ("summary.json", "config.yaml", MANIFEST, "index.html", "timings.json")
 
@@ -104,12 +105,24 @@ def keep_aside(run_dir: Path) -> None:
         _move(run_dir / name, aside / name)
 
 
+def keep_model_aside(folder: Path) -> None:
+    """Before a model folder of the run (``models/<name>``) is replaced by one made with another key:
+    while a rerun keeps the previous run's outputs aside, the previous model goes with them."""
+    run_dir = folder.parent.parent
+    aside = run_dir / ASIDE / "models" / folder.name
+    if folder.parent.name == "models" and (run_dir / ASIDE).is_dir() and folder.is_dir() and not aside.exists():
+        _move(folder, aside)
+
+
 def put_back(run_dir: Path) -> bool:
-    """After a failed or interrupted run: remove what it wrote and move ``.probe-previous/`` back. True
-    when what came back is a complete run (its ``summary.json`` stands, unchanged)."""
+    """After a failed or interrupted run: remove what it wrote and move ``.probe-previous/`` back (model
+    folders whole). True when what came back is a complete run (its ``summary.json`` stands, unchanged)."""
     aside = run_dir / ASIDE
     if not aside.is_dir():
         return False
+    for model in sorted((aside / "models").glob("*")):
+        shutil.rmtree(run_dir / "models" / model.name, ignore_errors=True)
+        _move(model, run_dir / "models" / model.name)
     kept = {str(p.relative_to(aside)) for p in aside.rglob("*") if p.is_file()}
     for name in read_manifest(run_dir) or {}:
         path = run_dir / name
