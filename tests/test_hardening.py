@@ -179,6 +179,24 @@ def test_a_model_without_a_head_is_refused_in_one_line(tmp_path, checkpoints):
     assert "no weights for classifier.bias, classifier.weight" in msg and "at random" in msg
 
 
+def test_an_adapter_that_brings_no_head_onto_a_headless_base_is_refused(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from probe.models.checkpoints import _not_in_adapter
+
+    AutoModel.from_config(_tiny_config()).save_pretrained(tmp_path / "base")
+    missing = ["classifier.bias", "classifier.weight"]
+    for task_type, name in ((None, "no-head"), ("SEQ_CLS", "with-head")):
+        clf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=5)
+        lora = LoraConfig(r=2, target_modules=["query", "value"], task_type=task_type)
+        get_peft_model(clf, lora).save_pretrained(tmp_path / name)
+        config = json.loads((tmp_path / name / "adapter_config.json").read_text())
+        (tmp_path / name / "adapter_config.json").write_text(json.dumps({**config, "task_type": "SEQ_CLS"}))
+    assert _not_in_adapter(missing, str(tmp_path / "with-head")) == []  # peft saved the trained head
+    msg = _refused(tmp_path, **_given(tmp_path / "no-head"))
+    assert "no weights for classifier.bias, classifier.weight" in msg
+
+
 def test_truncated_safetensors_is_one_line_and_exit_2(tmp_path, checkpoints):
     res = subprocess.run([sys.executable, "-m", "probe", "diagnose", str(checkpoints["truncated"]), "--data", "bbc-news",
                           "--reference", "tiny-bert", "--set", "output_dir=out"], cwd=tmp_path, env=ENV,

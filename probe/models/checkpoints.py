@@ -235,11 +235,28 @@ def _load_adapter(ckpt: Checkpoint, auto_class, n: int, kwargs: dict):
 
     if not ckpt.base:
         raise ProbeError(f"model.adapter_base: the adapter {ckpt.source!r} names no base model; give model.adapter_base")
-    base = auto_class.from_pretrained(ckpt.base, num_labels=n, **kwargs)
+    base, info = auto_class.from_pretrained(ckpt.base, num_labels=n, output_loading_info=True, **kwargs)
+    _refuse_missing(ckpt.source, {"missing_keys": _not_in_adapter(info.get("missing_keys") or [], ckpt.source)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = PeftModel.from_pretrained(base, ckpt.source)
         return model.merge_and_unload()
+
+
+def _not_in_adapter(missing: list[str], source: str) -> list[str]:
+    """The base model's missing weights (its new head) that the adapter does not bring either (peft saves
+    a trained head under its module name, e.g. ``...classifier.modules_to_save...``); none when the
+    adapter's weights are not a safetensors file."""
+    from safetensors import safe_open
+
+    files = sorted(Path(source).glob("adapter_model*.safetensors")) if Path(source).is_dir() else []
+    if not missing or not files:
+        return []
+    keys: list[str] = []
+    for f in files:
+        with safe_open(str(f), "pt") as fh:
+            keys += list(fh.keys())
+    return [m for m in missing if not any(f".{m.split('.')[0]}." in f".{k}" for k in keys)]
 
 
 def align_head(model, ckpt_labels: list[str] | None, labels: list[str], source: str):
