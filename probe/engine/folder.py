@@ -10,7 +10,8 @@ when it fails, so that a refused or failed rerun leaves a finished run exactly a
   manifest's list, :func:`probe.rundir.probe_outputs`) and its records (``summary.json``,
   ``config.yaml``, ``manifest.json``, ``index.html``, ``timings.json``); the user's other files stay
   where they are; a model folder the new run replaces (fine-tuned with other settings) joins them. It
-  is dropped once the new run is complete and moved back if the new run fails or is interrupted. A leftover one (the process was killed) is settled when the next run starts.
+  is dropped once the new run is complete and moved back if the new run fails or is interrupted. A
+  leftover one (the process was killed) is settled when the next run starts.
 """
 
 from __future__ import annotations
