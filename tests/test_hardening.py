@@ -245,6 +245,30 @@ def test_a_candidate_without_control_words_is_inconclusive_with_the_reason(capsy
     assert "discovery: causal tests" in err and "candidate" in err
 
 
+def test_a_tagger_marker_without_control_words_is_inconclusive_with_the_reason():
+    from transformers import AutoModelForTokenClassification
+
+    from probe.data.tagging import Sentence
+    from probe.discovery.markers import discover_markers
+    from probe.models.backbones import load_tokenizer
+
+    rng = np.random.default_rng(0)
+    kinds = [("near", ["paris", "rome"], "loc"), ("with", ["bob", "ann"], "per")]
+    sentences = []
+    for i in range(300):
+        marker, names, typ = kinds[i % 2]
+        sentences.append(Sentence([marker, str(rng.choice(names))], ["O", f"B-{typ}"]))
+    tags = ["O", "B-loc", "I-loc", "B-per", "I-per"]
+    torch.manual_seed(0)
+    config = _tiny_config(labels=tags)
+    tagger = AutoModelForTokenClassification.from_config(config).eval()
+    table = discover_markers(tagger, load_tokenizer("tiny-bert"), sentences[:200], sentences[200:], tags,
+                             max_length=16, min_count=5, n_examples=40, bootstrap=100)
+    tested = table[table.n_insert.notna()]
+    assert set(tested.feature) == {"near", "with"} and (tested.verdict == "inconclusive").all()
+    assert tested.note.str.contains("no control word").all()
+
+
 def test_an_analysis_that_raises_is_recorded_and_the_rest_is_written(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("cannot reshape array of size 0")
