@@ -16,10 +16,13 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from probe.discovery.candidates import mark_significant, property_association, word_association, word_key
-from probe.discovery.causal_test import InsertionPool, benjamini_hochberg, candidate_effects
+from probe.discovery.causal_test import (DELETION_CONTROLS, NO_CONTROLS, InsertionPool, benjamini_hochberg,
+                                         candidate_effects)
 from probe.discovery.verdicts import decisive_p, verdict
+from probe.engine.context import log
 
 PROBE_HEAD_TEXTS = 400  # training texts the reference's probe head is fitted on, at most
 ORDER = ["rank", "feature", "kind", "class", "source", "planted", "count", "z", "pmi", "amplification",
@@ -108,7 +111,8 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
              planted: dict[str, str] | None = None, hide_planted: bool = False, min_count: int = 20,
              alpha: float = 0.01, max_candidates: int = 20, n_examples: int = 150, controls: int = 5,
              q: float = 0.05, bootstrap: int = 1000, seed: int = 0, min_effect: float = 0.1,
-             max_position: int = 5, batch_size: int = 64, properties: bool = True, device=None) -> pd.DataFrame:
+             max_position: int = 5, batch_size: int = 64, properties: bool = True, device=None,
+             progress: bool = True) -> pd.DataFrame:
     """Shortcuts nobody planted (docs/design.md §8): one row per tested candidate, ranked by the override
     effect, then the untested data-significant features and property slices.
 
@@ -118,8 +122,9 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
     held-out ``test_texts`` are halved at random: model candidates are ranked by attribution on up to
     ``n_examples`` texts of one half, and every causal test runs on the other half, so a candidate is
     never tested on the texts that selected it. ``planted``: ``{token:
-    class}`` of planted features, always tested and flagged unless ``hide_planted``. The table's
-    ``attrs`` hold ``examples`` (edited texts) and ``seconds``."""
+    class}`` of planted features, always tested and flagged unless ``hide_planted``. The planned
+    number of edited texts and an estimate of the time are logged before the tests, which show a
+    progress bar (``progress``). The table's ``attrs`` hold ``examples`` (edited texts) and ``seconds``."""
     from probe.discovery.model_candidates import amplification_table
 
     t0 = time.perf_counter()
@@ -143,7 +148,7 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
     chosen = _select(data, amp, planted, hide_planted, max_candidates)
     score = scorer(model, tokenizer, max_length, batch_size, device)
     rows, examples = _test_all(chosen, data, score, [test_texts[i] for i in tested], test_labels[tested], classes,
-                               n_examples, controls, max_position, bootstrap, rng)
+                               n_examples, controls, max_position, bootstrap, rng, progress)
     table = _assemble(rows, data, amp, chosen, planted, q, min_effect)
     table.attrs["examples"] = pd.DataFrame(examples, columns=["feature", "class", "edit", "text", "p_before",
                                                               "p_after"])
@@ -153,25 +158,44 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
 
 def _test_all(chosen, data: pd.DataFrame, score, test_texts: list[str], test_labels: np.ndarray,
               classes: list[str], n_examples: int, n_controls: int, max_position: int, n_boot: int,
-              rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
-    """The causal test of every chosen candidate against the controls of its frequency band."""
+              rng: np.random.Generator, progress: bool = False) -> tuple[list[dict], list[dict]]:
+    """The causal test of every chosen candidate against the controls of its frequency band (widened to
+    the closest training counts where the band has too few; a candidate without any control word is
+    not tested: its row says why, and its verdict is inconclusive)."""
+    t0 = time.perf_counter()
     base = score(test_texts)
     pool = InsertionPool(test_texts, test_labels, base, n_examples, max_position, rng)
+    _announce(len(chosen), len(pool.texts), n_examples, n_controls, len(test_texts), time.perf_counter() - t0)
     counts = data[data.kind.isin(["word", "bigram"])].drop_duplicates("feature").set_index("feature")["count"]
     min_count = int(counts.min()) if len(counts) else 1
     exclude = {f for f, *_ in chosen}
     rows, examples = [], []
-    for feature, kind, cls, source in chosen:
+    for feature, kind, cls, source in tqdm(chosen, desc="discovery: causal tests", unit="candidate",
+                                           disable=not progress):
         c = classes.index(cls)
         count = int(counts.get(feature, min_count))
         band = int(np.floor(np.log(max(count, 1) / max(min_count, 1)) / np.log(4)))  # powers of 4 above min_count
         words = _controls(data, exclude, min_count * 4 ** (band + 0.5), n_controls, np.random.default_rng(band))
+        if not words:
+            rows.append({"feature": feature, "kind": kind, "class": cls, "source": source, "controls": "",
+                         "n_insert": 0, "n_delete": 0, "p_insert": np.nan, "p_delete": np.nan, "note": NO_CONTROLS})
+            continue
         control = pool.control_probs(band, words, score)
         out, ex = candidate_effects(feature, c, pool, control, test_texts, base, score, n_examples, n_boot, rng)
         rows.append({"feature": feature, "kind": kind, "class": cls, "source": source,
                      "controls": " ".join(words), **out})
         examples += [{"feature": feature, "class": cls, **e} for e in ex]
     return rows, examples
+
+
+def _announce(n_candidates: int, pool: int, n_examples: int, n_controls: int, n_base: int, seconds: float) -> None:
+    """Log the planned number of edited texts (at most: insertions into the pool, deletions with their
+    random-word controls, control words per frequency band) and the time they take at the speed of
+    the unedited pass that has just run."""
+    edits = n_candidates * (pool + n_examples * (1 + DELETION_CONTROLS) + n_controls * pool)
+    rate = n_base / seconds if seconds > 0 else float("inf")
+    log(f"discovery: {n_candidates} candidates to test, at most {edits} edited texts to score, about "
+        f"{edits / rate:.0f} s at {rate:.0f} texts/s (discover.max_candidates and discover.n_examples bound it)")
 
 
 def _assemble(rows: list[dict], data: pd.DataFrame, amp: pd.DataFrame, chosen, planted: dict[str, str], q: float,
@@ -187,7 +211,7 @@ def _assemble(rows: list[dict], data: pd.DataFrame, amp: pd.DataFrame, chosen, p
     table["amplification"] = [amplification.get(f, np.nan) for f in table.feature]
     table["planted"] = table.feature.isin(list(planted))
     table.insert(0, "rank", np.arange(1, len(table) + 1))
-    return table[[c for c in ORDER if c in table] + ["controls"] * ("controls" in table)]
+    return table[[c for c in ORDER if c in table] + [c for c in ("controls", "note") if c in table]]
 
 
 def score_tested(tested: pd.DataFrame, data: pd.DataFrame, q: float, min_effect: float) -> pd.DataFrame:

@@ -9,6 +9,7 @@ dataset (``<script>`` and friends) renders as inert text.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from probe.errors import ProbeError
 from probe.report import figures, glossary
 from probe.report import tables as tb
 from probe.report.scorecard import scorecard, slug
-from probe.rundir import atomic_write_text, not_complete, read_summary, read_table, run_state
+from probe.rundir import (atomic_write_text, damaged_tables, not_complete, read_summary, read_table, record_outputs,
+                          run_state)
 
 STATUS_LABEL = {"relies": "Relies on the cue", "none": "No reliance found", "inconclusive": "Inconclusive"}
 
@@ -106,6 +108,12 @@ def render_report(run_dir: str | Path, summary_override: dict | None = None) -> 
     else:
         summary = summary_override
     raw = _read_tables(run_dir)
+    damaged = damaged_tables(run_dir)
+    if damaged:
+        note = (f"tables missing or damaged, so this report shows less than the run computed: {'; '.join(damaged)}; "
+                "run the run again to rebuild them")
+        print(f"probe: warning: {note}", file=sys.stderr)
+        summary = {**summary, "warnings": [*summary.get("warnings", []), note]}
     tables = {name: _pooled(df) for name, df in raw.items()}
     config_path = run_dir / "config.yaml"
     config_text = config_path.read_text(encoding="utf-8", errors="replace") if config_path.is_file() else ""
@@ -124,6 +132,7 @@ def render_report(run_dir: str | Path, summary_override: dict | None = None) -> 
         scorecard=cards, glossary=glossary.entries(used), **page)
     out = run_dir / "index.html"
     atomic_write_text(out, html)
+    record_outputs(run_dir, ["index.html"], create=False)
     return out
 
 
