@@ -230,6 +230,6 @@ def test_markup_and_script_payloads_execute_nothing(browser, evil_pages, page):
     assert browser.execute_script("return document.scripts.length") == 1  # the page's own script only
     assert browser.execute_script("return document.querySelectorAll('[onerror]').length") == 0
     srcs = browser.execute_script("return Array.prototype.map.call(document.images, function (i) { return i.src; })")
-    assert all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert all(s.startswith("data:image/svg+xml;base64,") for s in srcs)
     text = browser.execute_script("return document.body.textContent")
     assert PAYLOADS[0] in text and (page == "compare" or all(p in text for p in PAYLOADS))

@@ -85,15 +85,30 @@ def _ranges(layers: list[int]) -> str:
     return ", ".join(out)
 
 
+def erasure_rule(min_gain: float, max_clean_cost: float = 0.03) -> str:
+    """The rule :func:`erasure_sentence` applies, in words (the report prints it beside the table too)."""
+    return (f"a layer counts when the erased − random difference in conflicting accuracy has its whole 95 % "
+            f"interval above {min_gain:g} and clean accuracy drops by at most {max_clean_cost * 100:g} points")
+
+
+def _n(frame: pd.DataFrame, metric: str) -> str:
+    """``n = …`` of ``metric``'s rows (the examples it is computed on), or ``""`` when not recorded."""
+    if "n" not in frame:
+        return ""
+    n = frame.loc[frame.metric == metric, "n"].dropna()
+    return f"n = {int(n.iloc[0])}" if len(n) else ""
+
+
 def erasure_sentence(erasure: pd.DataFrame, feature: str, token: str, min_gain: float,
                      max_clean_cost: float = 0.03) -> str:
     """Where erasing the token's concept raises conflicting accuracy at little cost to clean accuracy.
 
     A layer counts when the paired erased − random difference in conflicting accuracy has its
     whole 95 % interval above ``min_gain`` (the amnesic control, Elazar et al. 2021) and clean
-    accuracy drops by at most ``max_clean_cost`` against the unedited model. One clause per
-    (concept, method); where the position concept works and the document concept does not
-    (or the other way round) says where the cue is moved from its own position into the prediction.
+    accuracy drops by at most ``max_clean_cost`` against the unedited model (:func:`erasure_rule`,
+    stated in the sentence). One clause per (concept, method); where no layer counts, the clause
+    names the largest difference and which half of the rule it misses, so it never reads as a
+    contradiction of the table beside it.
     """
     if erasure is None or erasure.empty or feature not in set(erasure["property"]):
         return ""
@@ -104,28 +119,42 @@ def erasure_sentence(erasure: pd.DataFrame, feature: str, token: str, min_gain: 
         diff = g[(g.condition == "difference") & (g.metric == "conflicting_accuracy")].set_index("layer")
         erased = g[g.condition == "erased"].pivot_table(index="layer", columns="metric", values="value")
         random = g[g.condition == "random"].pivot_table(index="layer", columns="metric", values="value")
+        cost = {layer: base["clean_accuracy"] - erased.loc[layer, "clean_accuracy"] for layer in erased.index}
         good = [int(layer) for layer, r in diff.iterrows()
-                if r.ci_low > min_gain and base["clean_accuracy"] - erased.loc[layer, "clean_accuracy"] <= max_clean_cost]
+                if r.ci_low > min_gain and cost.get(layer, float("inf")) <= max_clean_cost]
         name = f"{concept} concept with {method.upper()}"
         if not good:
-            best = erased["conflicting_accuracy"].idxmax() if not erased.empty else None
-            tail = (f" (best: layer {int(best)}, conflicting accuracy {base['conflicting_accuracy']:.2f} → "
-                    f"{erased.loc[best, 'conflicting_accuracy']:.2f})" if best is not None else "")
-            parts.append(f"erasing the {name} raises conflicting accuracy beyond its random control at no layer "
-                         f"without costing more than {max_clean_cost * 100:.0f} points of clean accuracy{tail}")
+            parts.append(f"erasing the {name} meets the rule at no layer{_miss(diff, cost, min_gain, max_clean_cost)}")
             continue
         best = max(good, key=lambda layer: diff.loc[layer, "value"])
         rnd = (f", random directions of the same rank {random.loc[best, 'conflicting_accuracy']:.2f}"
                if best in random.index else "")
         where = f"layer {good[0]}" if len(good) == 1 else f"layers {_ranges(good)}"
-        parts.append(f"erasing the {name} raises conflicting accuracy beyond its random control at {where} "
-                     f"(best: layer {best}, "
+        parts.append(f"erasing the {name} meets it at {where} "
+                     f"(best: layer {best}, conflicting accuracy "
                      f"{base['conflicting_accuracy']:.2f} → {erased.loc[best, 'conflicting_accuracy']:.2f}{rnd}; "
                      f"clean accuracy {base['clean_accuracy']:.2f} → {erased.loc[best, 'clean_accuracy']:.2f})")
     if not parts:
         return ""
-    text = "; ".join(parts)
-    return f'Causal test for "{token}": {text[0].lower()}{text[1:]}.'
+    sizes = ", ".join(x for x in (_n(e, "conflicting_accuracy").replace("n", "n conflicting", 1),
+                                  _n(e, "clean_accuracy").replace("n", "n clean", 1)) if x)
+    sizes = f" ({sizes} held-out examples)" if sizes else ""
+    return f'Causal test for "{token}"{sizes}, where {erasure_rule(min_gain, max_clean_cost)}: ' + "; ".join(parts) + "."
+
+
+def _miss(diff: pd.DataFrame, cost: dict, min_gain: float, max_clean_cost: float) -> str:
+    """Why no layer counted: the largest difference with its interval, and the half of the rule it misses."""
+    if diff.empty:
+        return ""
+    best = diff["value"].astype(float).idxmax()
+    r = diff.loc[best]
+    why = []
+    if not r.ci_low > min_gain:
+        why.append(f"its lower bound {r.ci_low:+.3f} is not above {min_gain:g}")
+    if not cost.get(best, float("inf")) <= max_clean_cost:
+        why.append(f"clean accuracy drops {cost.get(best, float('nan')) * 100:.1f} points")
+    return (f" (largest difference {r.value:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] at layer {int(best)}: "
+            f"{' and '.join(why)})")
 
 
 def feature_record(planted, rates: tuple[float, float, float], metrics: dict[str, dict], majority_rate: float,
