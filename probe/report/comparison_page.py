@@ -17,7 +17,7 @@ from probe.report.scorecard import CHIPS, SEVERITY, slug
 from probe.report.tables import interval, number
 from probe.rundir import atomic_write_text, read_summary
 
-LABELS = {"flip_to_target": "flips to the token's class",
+LABELS = {"flip_to_target": "flips to the token's class", "seeds": "seeds (collapsed)",
           "clean_accuracy": "clean accuracy", "conflicting_accuracy": "conflicting accuracy",
           "s_only_error": "s-only error", "flip_rate": "flip rate", "reliance_gap": "reliance gap",
           "spurious_attribution_share": "IG share on token", "top_layer_cka_drift": "top-layer CKA drift"}
@@ -32,6 +32,8 @@ COLUMN_HELP = {
     "conflicting_accuracy": "accuracy on other-class test examples with the planted token inserted",
     "s_only_error": "fraction of those conflicting examples predicted as the token's class",
     "flip_rate": "fraction of conflicting examples whose prediction changes when the token is inserted",
+    "flip_to_target": "conflicting examples not predicted as the token's class before insertion and predicted as it "
+                      "after: the s-only error without the model's prior bias toward that class",
     "reliance_gap": "paired drop in accuracy of the conflicting examples when the token is inserted (0 = no reliance)",
     "spurious_attribution_share": "share of integrated-gradients attribution on the planted token, "
                                   "conflicting examples (n/a when attribution did not run)",

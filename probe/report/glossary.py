@@ -58,6 +58,14 @@ TERMS: dict[str, tuple[str, str]] = {
              "for the concept and project its directions out until a fresh probe is near chance"),
     "random_control": ("random control", "as many random directions erased at the same layer (amnesic probing, "
                        "Elazar et al. 2021): what erasing any directions does"),
+    "verdict_relies": ("relies", "verdict: the deciding number's whole 95 % interval lies above its threshold "
+                       "(for discovered words: the insertion test passes the false-discovery control too)"),
+    "verdict_none": ("no reliance", "verdict: the deciding number's whole 95 % interval lies below the threshold "
+                     "and the model learned the task"),
+    "verdict_inconclusive": ("inconclusive", "verdict: the interval straddles the threshold, too few examples, or "
+                             "a model that never learned the task"),
+    "verdict_relevant": ("used, plausibly task-relevant", "discovery verdict: deleting the word lowers the "
+                         "probability of its class beyond controls, but inserting it does not override a text"),
     "uninformative": ("uninformative", "a natural property no probe predicts better than its majority value at "
                       "any layer: nothing to read either way"),
     "correlational": ("correlational only", "found by probing or by association in the data, not by an "
@@ -130,6 +138,7 @@ TERMS: dict[str, tuple[str, str]] = {
     "s_only_error_scan": ("s-only error (head scan)", "s-only error with one attention head's output zeroed"),
     # columns
     "value": ("value", "the metric's point estimate"),
+    "value_ci": ("value [95 %]", "the metric's point estimate, its 95 % interval under it"),
     "ci_low": ("95 % low", "lower end of the 95 % interval (bootstrap over test examples, or across seeds)"),
     "ci_high": ("95 % high", "upper end of the 95 % interval"),
     "n": ("n", "examples the number is computed on"),

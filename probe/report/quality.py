@@ -32,7 +32,7 @@ def _per_class_table(report: pd.DataFrame, tid: str) -> dict:
 
 
 def _confusion_table(m: pd.DataFrame, tid: str) -> dict:
-    cols = [tb.column("true", label="true class \u2193 / predicted \u2192")]
+    cols = [tb.column("true")]
     cols += [tb.column(str(c), True, label=str(c)) for c in m.columns]
     rows = [[{"text": str(c), "sort": str(c)}] + [{"text": str(int(v)), "sort": tb.sort_key(float(v))}
                                                    for v in m.loc[c]] for c in m.index]

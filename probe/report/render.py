@@ -160,7 +160,8 @@ def render_report(run_dir: str | Path, summary_override: dict | None = None) -> 
                       _setting(cfg, "discover", "min_effect", 0.1))
     shown = [t for t in page["sections"].values() if t] + page["appendix"] + \
         ([page["discovery"]["table"]] if page["discovery"] else []) + \
-        ([page["quality"]["report_table"]] if page["quality"].get("report_table") else [])
+        ([page["quality"]["report_table"]] if page["quality"].get("report_table") else []) + \
+        page["quality"].get("tables", [])
     used = tb.names_used(shown) | {r["metric"] for r in cards} | set(HEADLINE)
     html = environment().get_template("report.html.j2").render(
         s=summary, features=features, config_text=config_text, status_label=STATUS_LABEL, toc=toc,

@@ -35,6 +35,9 @@ from probe.report.tables import interval, number
 CHIPS = {"relies": "relies", "none": "no reliance", "inconclusive": "inconclusive",
          "correlational": "correlational only", "relevant": "used, plausibly task-relevant",
          "uninformative": "uninformative"}
+#: each chip's glossary entry (probe.report.glossary.TERMS)
+CHIP_TERMS = {"relies": "verdict_relies", "none": "verdict_none", "inconclusive": "verdict_inconclusive",
+              "relevant": "verdict_relevant", "correlational": "correlational", "uninformative": "uninformative"}
 #: the order rows sort in: most severe first
 SEVERITY = ("relies", "relevant", "inconclusive", "none", "correlational", "uninformative")
 
@@ -47,7 +50,8 @@ def slug(text: str) -> str:
 def _row(feature: str, kind: str, status: str, metric: str, value, lo, hi, href: str, signed: bool = False,
          note: str = "", n=None, threshold: str = "", rule: str = "") -> dict:
     known_n = isinstance(n, (int, float)) and n == n
-    return {"feature": feature, "kind": kind, "status": status, "chip": CHIPS[status], "metric": metric,
+    return {"feature": feature, "kind": kind, "status": status, "chip": CHIPS[status], "chip_term": CHIP_TERMS[status],
+            "metric": metric,
             "value": number(value, 2, signed), "ci": interval(lo, hi, 2, signed), "href": href, "note": note,
             "n": f"n = {int(n)}" if known_n else "", "threshold": threshold, "rule": rule,
             "severity": SEVERITY.index(status)}

@@ -102,8 +102,8 @@ def tidy(df: pd.DataFrame, tid: str, csv: str, collapsed: bool | None = None, ca
     become one cell (the value, its interval under it)."""
     merged = {"value", "ci_low", "ci_high"} <= set(df.columns)
     names = [c for c in df.columns if not (merged and c in ("ci_low", "ci_high"))]
-    cols = [column(c, numeric=pd.api.types.is_numeric_dtype(df[c]) or c == "value",
-                   label="value [95 %]" if merged and c == "value" else None) for c in names]
+    cols = [column("value_ci" if merged and c == "value" else c,
+                   numeric=pd.api.types.is_numeric_dtype(df[c]) or c == "value") for c in names]
     rows = []
     for r in df.to_dict("records"):
         rows.append([value_cell(r["value"], r["ci_low"], r["ci_high"]) if merged and c == "value"
@@ -120,7 +120,7 @@ def layer_grid(df: pd.DataFrame, index: list[str], tid: str, csv: str, signed: b
     low = 0.0 if signed or finite.empty else float(finite.min())
     scale = (float(finite.abs().max()) if signed else float(finite.max()) - low) if not finite.empty else 0.0
     layers = sorted({int(v) for v in df["layer"].dropna()})
-    cols = [column(c) for c in index] + [column("layer", True, label=f"layer {layer}") for layer in layers]
+    cols = [column(c) for c in index] + [{"label": f"layer {layer}", "title": "", "numeric": True} for layer in layers]
     rows = []
     for key, g in df.groupby(index, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
