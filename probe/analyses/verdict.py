@@ -56,22 +56,23 @@ def decodability_sentence(probing: pd.DataFrame, prop: str, margin: float = 0.05
     fine_layers = sorted(l for (m, l) in acc.index if m == "finetuned")
     decodable = [l for l in fine_layers if acc.loc[("finetuned", l), "ci_low"] > base.loc[("finetuned", l)] + margin]
     if decodable:
-        parts.append(f"Decodable in the fine-tuned model at layers {_ranges(decodable)}")
+        parts.append(f"Decodable in the fine-tuned model at layers {layer_ranges(decodable)}")
     else:
         parts.append("Not decodable above the majority baseline in any fine-tuned layer")
     if ("pretrained", fine_layers[0]) in acc.index:
         more = [l for l in fine_layers if acc.loc[("finetuned", l), "ci_low"] > acc.loc[("pretrained", l), "ci_high"]]
         less = [l for l in fine_layers if acc.loc[("finetuned", l), "ci_high"] < acc.loc[("pretrained", l), "ci_low"]]
         if more:
-            parts.append(f"fine-tuning made it more decodable at layers {_ranges(more)}")
+            parts.append(f"fine-tuning made it more decodable at layers {layer_ranges(more)}")
         if less:
-            parts.append(f"less decodable at layers {_ranges(less)}")
+            parts.append(f"less decodable at layers {layer_ranges(less)}")
         if not more and not less:
             parts.append("fine-tuning did not change its decodability beyond the intervals")
     return "; ".join(parts) + "."
 
 
-def _ranges(layers: list[int]) -> str:
+def layer_ranges(layers: list[int]) -> str:
+    """``[0, 1, 2, 5]`` → ``"0–2, 5"``."""
     out, start, prev = [], None, None
     for l in layers:
         if start is None:
@@ -129,7 +130,7 @@ def erasure_sentence(erasure: pd.DataFrame, feature: str, token: str, min_gain: 
         best = max(good, key=lambda layer: diff.loc[layer, "value"])
         rnd = (f", random directions of the same rank {random.loc[best, 'conflicting_accuracy']:.2f}"
                if best in random.index else "")
-        where = f"layer {good[0]}" if len(good) == 1 else f"layers {_ranges(good)}"
+        where = f"layer {good[0]}" if len(good) == 1 else f"layers {layer_ranges(good)}"
         parts.append(f"erasing the {name} meets it at {where} "
                      f"(best: layer {best}, conflicting accuracy "
                      f"{base['conflicting_accuracy']:.2f} → {erased.loc[best, 'conflicting_accuracy']:.2f}{rnd}; "

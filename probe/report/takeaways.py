@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from probe.analyses.verdict import _ranges
+from probe.analyses.verdict import layer_ranges
 
 
 def _f(v, d: int = 2, signed: bool = False) -> str:
@@ -71,7 +71,7 @@ def cka_matrix(matrix: pd.DataFrame) -> str:
     m = matrix[matrix.metric == metric].pivot(index="layer_pre", columns="layer_fine", values="value")
     same = [int(f) for f in m.columns if m[f].idxmax() == f]
     return (f"Each fine-tuned layer is most similar to the pretrained layer of the same depth at "
-            f"{len(same)} of {m.shape[1]} layers{f' ({_ranges(same)})' if same else ''}.")
+            f"{len(same)} of {m.shape[1]} layers{f' ({layer_ranges(same)})' if same else ''}.")
 
 
 def behaviour(rows: pd.DataFrame, feature: str) -> str:
