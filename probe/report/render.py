@@ -45,7 +45,7 @@ def environment(used: set | None = None):
     used = set() if used is None else used
     env = Environment(loader=PackageLoader("probe.report", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
-    env.filters["num"] = lambda v, d=2: "n/a" if v is None or v != v else f"{v:.{d}f}"
+    env.filters["num"] = lambda v, d=2: f"{v:.{d}f}" if isinstance(v, (int, float)) and v == v else "n/a"
     env.filters["ci"] = _ci_filter
 
     def term(name: str) -> str:
