@@ -65,15 +65,19 @@ def gap_sentence(summary: dict, report: pd.DataFrame | None, threshold: float) -
 
 def section(summary: dict, raw: dict[str, pd.DataFrame], threshold: float, n_boot: int = 1000) -> dict:
     """``{"report": per-class table, "confusions": {view: matrix}, "figure", "tables": [confusion tables],
-    "gap": sentence}``; empty when the run has no ``tables/predictions.csv``."""
+    "gap": sentence}``; empty when the run has no ``tables/predictions.csv``. Taggers: entity spans by the
+    type predicted at their first word (indices into ``entity_types``), confusion matrices only."""
     task = summary.get("task") or {}
-    classes = [str(c) for c in (task.get("classes") or task.get("entity_types") or [])]
+    tagger = task.get("type") == "token-classification" or bool(task.get("entity_types"))
+    classes = [str(c) for c in ((task.get("entity_types") if tagger else task.get("classes")) or [])]
     views = partitions(raw.get("predictions"), summary.get("features") or [], classes) if classes else {}
     if not views:
         return {}
     matrices = {name: confusion(v["label"], v["prediction"], classes) for name, v in views.items()}
+    # a conflicting view has no examples of the feature's own class: its empty row would only read as a zero
+    matrices = {name: m if name == "clean" else m[m.sum(axis=1) > 0] for name, m in matrices.items()}
     out = {"confusions": matrices, "tables": [], "report_table": None, "report": None}
-    if "clean" in views:
+    if "clean" in views and not tagger:  # taggers: the entity table (seqeval) is the per-type report
         report = class_report(views["clean"]["label"], views["clean"]["prediction"], classes, n_boot=n_boot)
         out["report"] = report
         out["report_table"] = _per_class_table(report, "table-per-class")
