@@ -259,6 +259,10 @@ def test_impact_banner_reads_costs_per_class_and_gives_the_measured_remedy():
     assert load_config(None, sets).finetune.augmentation.counterfactual_rate == 0.5
     lead = lead_sentence(summary)
     assert "discovery found 1 shortcut" in lead and "only task quality" not in lead  # leads with what was found
+    from probe.analyses.verdict import headline_verdict
+
+    assert headline_verdict([], summary["verdict"], [found]) == lead  # summary.json's verdict says the same
+    assert headline_verdict([], summary["verdict"], None) == summary["verdict"]  # discovery did not run
 
 
 def test_validation_test_gap_is_explained_by_the_planted_class():

@@ -176,8 +176,23 @@ def feature_record(planted, rates: tuple[float, float, float], metrics: dict[str
     }
 
 
-def headline_verdict(features: list[dict], nothing_planted: str) -> str:
-    """The run's one-paragraph verdict: the first sentence of each feature's verdict."""
+def discovery_lead(discovered: list[dict] | None) -> str:
+    """What discovery found, for a run with nothing declared (``""`` when discovery did not run): the used
+    shortcuts lead, so the page never says "only task quality was measured" beside a found shortcut."""
+    if discovered is None:
+        return ""
+    used = [d for d in discovered if d.get("verdict") == "used shortcut"]
+    if used:
+        names = ", ".join(f'"{d.get("feature")}" → {d.get("class")}' for d in used)
+        return (f"No spurious feature was declared, but discovery found {len(used)} shortcut"
+                f"{'s' if len(used) != 1 else ''} the model uses: {names} (see Shortcuts found).")
+    return ("No spurious feature was declared, and discovery found no shortcut the model uses; task quality "
+            "and layer comparisons follow.")
+
+
+def headline_verdict(features: list[dict], nothing_planted: str, discovered: list[dict] | None = None) -> str:
+    """The run's one-paragraph verdict: the first sentence of each feature's verdict; with nothing declared,
+    what discovery found (:func:`discovery_lead`), else ``nothing_planted``."""
     if not features:
-        return nothing_planted
+        return discovery_lead(discovered) or nothing_planted
     return " ".join(f["verdict"].split(". ")[0].rstrip(".") + "." for f in features)

@@ -57,10 +57,10 @@ def command(config_path: str, name: str, overrides: list[str]) -> str:
 def _planted(f: dict, confusions: dict, noun: str, config_path: str, name: str) -> dict:
     target, token = f.get("target_class", ""), f.get("token", "")
     s = f.get("s_only_error") or {}
+    share = f"{s['value'] * 100:.0f} %" if _known(s.get("value")) else "n/a"
     verdict = (f'The model relies on the planted token "{token}" → {target}: inserted into {noun} of other classes, '
-               f"it makes {number(s.get('value', float('nan')) * 100, 0)} % of them {target} "
-               f"(s-only error {number(s.get('value'), 2)} [{number(s.get('ci_low'), 2)}, "
-               f"{number(s.get('ci_high'), 2)}]).")
+               f"it makes {share} of them {target} (s-only error {number(s.get('value'), 2)} "
+               f"[{number(s.get('ci_low'), 2)}, {number(s.get('ci_high'), 2)}]).")
     without = _counts(confusions.get("clean"), target, noun)
     inserted = _into(confusions.get(f"conflicting: {f.get('name')}"), target, noun)
     costs = ([f"Without the token, {without}."] if without else []) + \

@@ -16,7 +16,7 @@ import pandas as pd
 
 from probe.analyses.aggregate import pooled_rows
 from probe.errors import ProbeError
-from probe.analyses.verdict import erasure_rule, erasure_sentence
+from probe.analyses.verdict import discovery_lead, erasure_rule, erasure_sentence
 from probe.report import figures, glossary, impact, quality, takeaways
 from probe.report import tables as tb
 from probe.report.scorecard import SEVERITY, scorecard, slug
@@ -192,15 +192,7 @@ def lead_sentence(summary: dict) -> str:
     """The verdict section's sentence when no feature was declared: what discovery found leads."""
     if summary.get("features"):
         return ""
-    used = [d for d in summary.get("discovered") or [] if d.get("verdict") == "used shortcut"]
-    if used:
-        names = ", ".join(f'"{d.get("feature")}" → {d.get("class")}' for d in used)
-        return (f"No spurious feature was declared, but discovery found {len(used)} shortcut"
-                f"{'s' if len(used) != 1 else ''} the model uses: {names} (see Shortcuts found).")
-    if summary.get("discovered") is not None:
-        return ("No spurious feature was declared, and discovery found no shortcut the model uses; task quality "
-                "and layer comparisons follow.")
-    return str(summary.get("verdict", ""))
+    return discovery_lead(summary.get("discovered")) or str(summary.get("verdict", ""))
 
 
 def _methods(tables: dict[str, pd.DataFrame]) -> dict:
