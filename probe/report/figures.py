@@ -28,7 +28,7 @@ def _plt():
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
+    plt.rcParams.update({"font.size": 9.5, "axes.spines.top": False, "axes.spines.right": False,
                          "svg.hashsalt": "probe", "svg.fonttype": "none", "text.parse_math": False,
                          "text.usetex": False})
     return plt
@@ -168,7 +168,7 @@ def cka_heatmap(matrix: pd.DataFrame) -> str:
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             v = m.iat[i, j]
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v < 0.6 else "black")
     ax.set_xticks(range(m.shape[1]), m.columns)
     ax.set_yticks(range(m.shape[0]), m.index)
     ax.set_xlabel("fine-tuned layer")

@@ -80,6 +80,10 @@ TERMS: dict[str, tuple[str, str]] = {
                       "the share predicted c after inserting the word once among the first five words"),
     "deletion_drop": ("deletion effect", "held-out examples containing the word: the mean drop of P(c) when "
                       "every occurrence is removed"),
+    "n_insert": ("n inserted", "held-out texts of other classes the word was inserted into: the n of the override "
+                 "rate"),
+    "amplification": ("attribution amplification", "fine-tuned / pretrained attribution mass of the word relative to its share "
+                      "of the words: how much more fine-tuning made the model look at it"),
     "q_value": ("q-value", "Benjamini–Hochberg adjusted p-value of the paired test against frequency-matched "
                 "control words"),
     "z": ("z", "Gardner et al. 2021: (p̂ − p0) / sqrt(p0 (1 − p0) / n) for the word and class in the training split"),

@@ -200,7 +200,12 @@ def _methods(tables: dict[str, pd.DataFrame]) -> dict:
     erasure = tables.get("erasure")
     methods = set() if erasure is None else {str(m) for m in erasure["method"].dropna()} - {"random", "nan", ""}
     ablation = tables.get("ablation")
-    return {"erasure": methods, "swaps": ablation is not None and not ablation.empty,
+    attr = tables.get("attribution")
+    names = {"integrated_gradients": "integrated gradients", "saliency": "saliency",
+             "input_x_gradient": "input × gradient", "occlusion": "occlusion"}
+    ran = [] if attr is None or "method" not in attr else [names.get(str(m), str(m)) for m in
+                                                           dict.fromkeys(attr["method"].dropna()) if m != "random"]
+    return {"erasure": methods, "attribution": ran, "swaps": ablation is not None and not ablation.empty,
             "heads": ablation is not None and (ablation.get("intervention") == "head").any()}
 
 
@@ -333,10 +338,10 @@ def _causal_sections(tables: dict[str, pd.DataFrame], page: dict, threshold: flo
 
 #: the ranked table's columns: machine name (glossary key) → heading; override and deletion read value [interval]
 DISCOVERY_COLUMNS = {"rank": "rank", "feature": "feature", "kind": "kind", "class": "class", "source": "from",
-                     "count": "training count", "z": "z", "amplification": "amplification",
-                     "override_rate": "override rate", "override_control": "control", "deletion_drop": "deletion effect",
+                     "count": "training count", "z": "z", "amplification": "attribution amplification",
+                     "n_insert": "n inserted", "override_rate": "override rate", "override_control": "control", "deletion_drop": "deletion effect",
                      "q_value": "q", "verdict": "verdict"}
-NUMERIC = {"rank", "count", "z", "amplification", "override_rate", "override_control", "deletion_drop", "q_value"}
+NUMERIC = {"rank", "count", "n_insert", "z", "amplification", "override_rate", "override_control", "deletion_drop", "q_value"}
 #: rows of the ranked table shown (tables/discovery.csv has every row)
 DISCOVERY_ROWS = 20
 
@@ -361,7 +366,7 @@ def _discovery_section(tables: dict[str, pd.DataFrame], summary: dict) -> dict |
         if name == "feature":
             v = str(v) + (" (planted)" if r.get("planted") in (True, "True") else "")
         if isinstance(v, float):
-            text = ("" if v != v else f"{v:.2g}" if name == "q_value" else f"{int(v)}" if name in ("rank", "count")
+            text = ("" if v != v else f"{v:.2g}" if name == "q_value" else f"{int(v)}" if name in ("rank", "count", "n_insert")
                     else f"{v:.2f}")
             return {"text": text, "sort": tb.sort_key(v)}
         return {"text": "" if v is None else str(v), "sort": tb.sort_key(v)}
