@@ -140,7 +140,8 @@ def erasure_sentence(erasure: pd.DataFrame, feature: str, token: str, min_gain: 
     sizes = ", ".join(x for x in (_n(e, "conflicting_accuracy").replace("n", "n conflicting", 1),
                                   _n(e, "clean_accuracy").replace("n", "n clean", 1)) if x)
     sizes = f" ({sizes} held-out examples)" if sizes else ""
-    return f'Causal test for "{token}"{sizes}, where {erasure_rule(min_gain, max_clean_cost)}: ' + "; ".join(parts) + "."
+    rule = erasure_rule(min_gain, max_clean_cost)
+    return f'Causal test for "{token}"{sizes}, where {rule}: ' + "; ".join(parts) + "."
 
 
 def _miss(diff: pd.DataFrame, cost: dict, min_gain: float, max_clean_cost: float) -> str:

@@ -82,8 +82,8 @@ TERMS: dict[str, tuple[str, str]] = {
                       "every occurrence is removed"),
     "n_insert": ("n inserted", "held-out texts of other classes the word was inserted into: the n of the override "
                  "rate"),
-    "amplification": ("attribution amplification", "fine-tuned / pretrained attribution mass of the word relative to its share "
-                      "of the words: how much more fine-tuning made the model look at it"),
+    "amplification": ("attribution amplification", "fine-tuned / pretrained attribution mass of the word relative "
+                      "to its share of the words: how much more fine-tuning made the model look at it"),
     "q_value": ("q-value", "Benjamini–Hochberg adjusted p-value of the paired test against frequency-matched "
                 "control words"),
     "z": ("z", "Gardner et al. 2021: (p̂ − p0) / sqrt(p0 (1 − p0) / n) for the word and class in the training split"),

@@ -66,7 +66,8 @@ def _planted(f: dict, confusions: dict, noun: str, config_path: str, name: str) 
     costs = ([f"Without the token, {without}."] if without else []) + \
         ([f"With it inserted, {inserted}."] if inserted else [])
     return {"status": "relies", "verdict": verdict, "costs": costs,
-            "command": command(config_path, f"{name}-counterfactual", ["finetune.augmentation.counterfactual_rate=0.5"]),
+            "command": command(config_path, f"{name}-counterfactual",
+                               ["finetune.augmentation.counterfactual_rate=0.5"]),
             "why": f"Next step: counterfactual augmentation, planting \"{token}\" into half of the other classes' "
                    f"training examples (labels unchanged), {SWEEP}.", "caveat": MEASURED}
 

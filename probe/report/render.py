@@ -179,7 +179,8 @@ def _feature(f: dict, tables: dict[str, pd.DataFrame], threshold: float) -> dict
     name = f.get("name")
     out = dict(f, severity=SEVERITY.index(f.get("verdict_status")) if f.get("verdict_status") in SEVERITY else 2)
     if "erasure" in tables:
-        out["causal"] = erasure_sentence(tables["erasure"], name, f.get("token", name), threshold) or f.get("causal", "")
+        out["causal"] = (erasure_sentence(tables["erasure"], name, f.get("token", name), threshold)
+                         or f.get("causal", ""))
     b = tables.get("behaviour")
     out["n"] = {}
     if b is not None and "n" in b:
@@ -366,8 +367,8 @@ def _discovery_section(tables: dict[str, pd.DataFrame], summary: dict) -> dict |
         if name == "feature":
             v = str(v) + (" (planted)" if r.get("planted") in (True, "True") else "")
         if isinstance(v, float):
-            text = ("" if v != v else f"{v:.2g}" if name == "q_value" else f"{int(v)}" if name in ("rank", "count", "n_insert")
-                    else f"{v:.2f}")
+            text = ("" if v != v else f"{v:.2g}" if name == "q_value"
+                    else f"{int(v)}" if name in ("rank", "count", "n_insert") else f"{v:.2f}")
             return {"text": text, "sort": tb.sort_key(v)}
         return {"text": "" if v is None else str(v), "sort": tb.sort_key(v)}
 

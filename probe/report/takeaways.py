@@ -80,7 +80,8 @@ def behaviour(rows: pd.DataFrame, feature: str) -> str:
         return f"Fine-tuned accuracy per partition for {feature}."
     n = b.loc["conflicting_accuracy"].get("n")
     n_text = f" (n = {int(n)})" if n == n and n is not None else ""
-    return (f"Inserting the token takes accuracy on other-class examples from {b.loc['conflicting_accuracy_before', 'value']:.2f} "
+    before = b.loc["conflicting_accuracy_before", "value"]
+    return (f"Inserting the token takes accuracy on other-class examples from {before:.2f} "
             f"to {b.loc['conflicting_accuracy', 'value']:.2f}{n_text}"
             + (f"; clean accuracy {b.loc['clean_accuracy', 'value']:.2f}." if "clean_accuracy" in b.index else "."))
 
