@@ -58,7 +58,7 @@ def mdl(mdl_rows: pd.DataFrame) -> str:
 
 
 def cka(cka_rows: pd.DataFrame) -> str:
-    c = cka_rows[cka_rows.metric == "linear_cka"].dropna(subset=["layer"]).sort_values("layer")
+    c = cka_rows[cka_rows.metric == "linear_cka"].dropna(subset=["layer", "value"]).sort_values("layer")
     if c.empty:
         return "CKA between pretrained and fine-tuned activations by layer."
     low = c.loc[c["value"].astype(float).idxmin()]
@@ -69,9 +69,12 @@ def cka(cka_rows: pd.DataFrame) -> str:
 def cka_matrix(matrix: pd.DataFrame) -> str:
     metric = "debiased_linear_cka" if (matrix.metric == "debiased_linear_cka").any() else "linear_cka"
     m = matrix[matrix.metric == metric].pivot(index="layer_pre", columns="layer_fine", values="value")
-    same = [int(f) for f in m.columns if m[f].idxmax() == f]
+    known = [f for f in m.columns if m[f].notna().any()]
+    if not known:
+        return "CKA of every pretrained layer against every fine-tuned layer (no finite value)."
+    same = [int(f) for f in known if m[f].idxmax() == f]
     return (f"Each fine-tuned layer is most similar to the pretrained layer of the same depth at "
-            f"{len(same)} of {m.shape[1]} layers{f' ({layer_ranges(same)})' if same else ''}.")
+            f"{len(same)} of {len(known)} layers{f' ({layer_ranges(same)})' if same else ''}.")
 
 
 def behaviour(rows: pd.DataFrame, feature: str) -> str:
