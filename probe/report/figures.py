@@ -277,8 +277,8 @@ def confusion_figure(matrices: dict[str, pd.DataFrame]) -> str:
     plt = _plt()
     names = list(matrices)
     k = max(m.shape[1] for m in matrices.values())
-    fig, axes = plt.subplots(1, len(names), figsize=(0.55 * k * len(names) + 2.2, 0.45 * k + 1.5), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(1, len(names), figsize=(0.62 * k * len(names) + 3.2, 0.45 * k + 1.6), squeeze=False,
+                             layout="constrained")
     im = None
     for ax, name in zip(axes[0], names):
         m = matrices[name]
@@ -291,9 +291,7 @@ def confusion_figure(matrices: dict[str, pd.DataFrame]) -> str:
                 ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=8,
                         color="white" if share[i, j] > 0.55 else "black")
         ax.set_xticks(range(counts.shape[1]), [str(c) for c in m.columns], rotation=35, ha="right", fontsize=8)
-        if ax is axes[0][0]:
-            ax.set_yticks(range(counts.shape[0]), [str(c) for c in m.index], fontsize=8)
-        ax.tick_params(axis="y", left=ax is axes[0][0], labelleft=ax is axes[0][0])
+        ax.set_yticks(range(counts.shape[0]), [str(c) for c in m.index], fontsize=8)  # each panel its own rows
         ax.set_xlabel("predicted")
         ax.set_title(f"{name} (n = {int(counts.sum())})", fontsize=9)
     axes[0][0].set_ylabel("true class")
