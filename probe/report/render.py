@@ -263,9 +263,12 @@ def _attribution_sections(tables: dict[str, pd.DataFrame], raw: dict[str, pd.Dat
     if "attribution" in tables and not tables["attribution"].empty:
         attr = tables["attribution"]
         spur = attr[attr.metric.isin(["spurious_attribution_share", "spurious_input_share", "spurious_top1_rate"])]
+        if (spur.get("partition") == "conflicting").any():  # the partition that decides; the rest: the appendix
+            spur = spur[spur.partition == "conflicting"]
         if not spur.empty:
             sections["spurious_attribution"] = tb.wide(spur, ["model", "property", "partition", "method"],
                                                        "table-spurious-attribution", "tables/attribution.csv")
+            sections["spurious_attribution"]["note"] = "Other partitions: the appendix's attribution rows."
         faith = attr[attr.metric.isin(["comprehensiveness_aopc", "sufficiency_aopc"])]
         if not faith.empty:
             sections["faithfulness"] = tb.wide(faith, ["model", "partition", "method"], "table-faithfulness",
