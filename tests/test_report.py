@@ -301,3 +301,39 @@ def test_comparison_next_step_is_the_cheapest_variant_that_removed_the_shortcut(
     assert step["command"].endswith("--set finetune.augmentation.counterfactual_rate=0.5")
     assert "learning_rate" not in step["command"]
     assert next_step(df, ["relies", "relies", "inconclusive", "relies"])["command"] == ""
+
+
+def test_page_sentence_and_table_state_the_same_erasure_rule(tmp_path, tiny_run):
+    """The page-level regression of issue #28: the verdict card's causal sentence, made from the erasure table
+    the page shows, names the rule the table's note prints and the very number the table shows."""
+    import html as html_lib
+    import shutil
+
+    from probe.analyses.verdict import erasure_rule
+    from probe.report.render import render_report
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run, ignore=shutil.ignore_patterns("models", "cache"))
+    _erasure_rows((0.091, 0.045, 0.136)).assign(seed=0, model="finetuned", rank=1).to_csv(
+        run / "tables" / "erasure.csv", index=False)
+    page = html_lib.unescape(render_report(run).read_text())
+    rule = erasure_rule(0.05)
+    card = page[page.index('id="verdict-token-zebra"'):page.index('id="shortcuts-found"') if 'id="shortcuts-found"'
+                in page else page.index('id="task-quality"')]
+    assert rule in card and "meets the rule at no layer" in card and "+0.091 [+0.045, +0.136] at layer 0" in card
+    grid = page[page.index('id="table-erasure-difference"'):]
+    assert "+0.091" in grid[:grid.index("</table>")] and f"Rule of the causal sentence: {rule}." in grid
+
+
+def test_figure_takeaways_survive_missing_values():
+    import numpy as np
+
+    from probe.report import takeaways
+
+    cka = pd.DataFrame({"metric": ["linear_cka"] * 2, "layer": [0, 1], "value": [np.nan, np.nan],
+                        "ci_low": np.nan, "ci_high": np.nan})
+    assert takeaways.cka(cka).startswith("CKA between")
+    matrix = pd.DataFrame({"metric": "linear_cka", "layer_pre": [0, 0, 1, 1], "layer_fine": [0, 1, 0, 1],
+                           "value": [np.nan, 0.2, np.nan, 0.9]})
+    assert takeaways.cka_matrix(matrix) == ("Each fine-tuned layer is most similar to the pretrained layer of the same "
+                                            "depth at 1 of 1 layers (1).")
