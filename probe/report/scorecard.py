@@ -137,8 +137,13 @@ def _natural(probing: pd.DataFrame | None, planted: set[str]) -> list[dict]:
         amp = probing[(probing["property"].astype(str) == prop) & (probing.metric == "accuracy_difference")]
         amp = amp[amp["value"].astype(float).notna()]
         if uninformative(probing, prop):
-            rows.append(_row(prop.replace("_", " "), "natural property", "uninformative", "accuracy", None, None,
-                             None, "#probing", note="no probe beats the majority rate at any layer",
+            p = probing[probing["property"].astype(str) == prop]
+            acc = p[p.metric == "accuracy"].dropna(subset=["value"])
+            best = acc.loc[acc["value"].astype(float).idxmax()] if not acc.empty else {}
+            base = p.loc[p.metric == "majority_baseline", "value"].astype(float)
+            rows.append(_row(prop.replace("_", " "), "natural property", "uninformative", "accuracy",
+                             best.get("value"), best.get("ci_low"), best.get("ci_high"), "#probing",
+                             note=f"best probe; majority baseline {base.max():.2f}" if len(base) else "",
                              rule="uninformative: no probe's interval rises above the majority baseline"))
             continue
         if amp.empty:
