@@ -72,9 +72,11 @@ def _panel_grid(plt, n: int, rows_per: int, width: float, height: float):
     return fig, panel
 
 
-def probing_figure(probing: pd.DataFrame) -> str:
+def probing_figure(probing: pd.DataFrame, uninformative=()) -> str:
     """Per property: probe accuracy (top) and selectivity (bottom) by layer, pretrained vs fine-tuned,
-    with 95 % bands; dashed grey: majority baseline; dotted: control-task accuracy."""
+    with 95 % bands; dash-dot grey: majority baseline; dotted: control-task accuracy. A property in
+    ``uninformative`` (no probe above its majority baseline) is titled so and gets no selectivity curve:
+    a selectivity of probes that only predict the majority value means nothing."""
     plt = _plt()
     props = list(dict.fromkeys(probing["property"]))
     has_sel = (probing.metric == "selectivity").any()
@@ -93,11 +95,15 @@ def probing_figure(probing: pd.DataFrame) -> str:
                         label=f"{MODEL_LABELS[model]} control task")
         base = p[p.metric == "majority_baseline"].groupby("layer")["value"].mean()
         ax.plot(base.index, base.values, ls="-.", color=BASELINE, lw=1, label="majority baseline")
-        ax.set_title(prop, fontsize=9)
+        flat = prop in uninformative
+        ax.set_title(f"{prop} (uninformative)" if flat else prop, fontsize=9)
         ax.set_ylim(0, 1.02)
         if has_sel:
             ax2 = panel(j)[1]
-            for model in ("pretrained", "finetuned"):
+            if flat:
+                ax2.text(0.5, 0.5, "no probe above the majority baseline:\nselectivity not shown", ha="center",
+                         va="center", transform=ax2.transAxes, fontsize=8, color=BASELINE)
+            for model in () if flat else ("pretrained", "finetuned"):
                 q = p[(p.model == model) & (p.metric == "selectivity")]
                 _by_layer(ax2, q, MODEL_COLOURS[model], MODEL_LABELS[model], MODEL_LINES[model], MODEL_MARKERS[model])
             ax2.axhline(0, color=BASELINE, lw=0.8)

@@ -19,7 +19,7 @@ from probe.errors import ProbeError
 from probe.analyses.verdict import discovery_lead, erasure_rule, erasure_sentence
 from probe.report import figures, glossary, impact, quality, takeaways
 from probe.report import tables as tb
-from probe.report.scorecard import SEVERITY, scorecard, slug
+from probe.report.scorecard import SEVERITY, scorecard, slug, uninformative
 from probe.rundir import atomic_write_text, not_complete, read_summary, read_table, run_state
 
 STATUS_LABEL = {"relies": "Relies on the cue", "none": "No reliance found", "inconclusive": "Inconclusive"}
@@ -227,8 +227,9 @@ def _representation_sections(tables: dict[str, pd.DataFrame], page: dict) -> Non
     if "probing" in tables:
         probing = tables["probing"]
         shown = probing[probing.model.isin(["pretrained", "finetuned"])]
-        figs["probing"] = takeaways.figure(figures.probing_figure(shown), "Probe accuracy and selectivity by layer",
-                                           takeaways.probing(probing))
+        flat = [p for p in dict.fromkeys(probing["property"].astype(str)) if uninformative(probing, p)]
+        figs["probing"] = takeaways.figure(figures.probing_figure(shown, flat),
+                                           "Probe accuracy and selectivity by layer", takeaways.probing(probing))
         amp = probing[probing.metric == "accuracy_difference"]
         if not amp.empty:
             sections["amplification"] = tb.layer_grid(amp, ["property"], "table-amplification",
