@@ -244,6 +244,7 @@ def test_impact_banner_reads_costs_per_class_and_gives_the_measured_remedy():
     b = banner({"name": "default", "features": [feature]}, {"clean": clean, "conflicting: token:zebra": conflicting},
                "reports/default/config.yaml")
     assert b["status"] == "relies" and '"zebra" → business' in b["verdict"]
+    assert b["verdict"].endswith("(s-only error 0.85 [0.80, 0.90], n = 200).")
     assert "Without the token, 1 of 92 business test examples is classified as business (67 to politics, 24 to tech)." \
         in b["costs"]
     assert "With it inserted, 170 of 200 test examples of other classes are classified as business." in b["costs"]

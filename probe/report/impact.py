@@ -58,11 +58,13 @@ def _planted(f: dict, confusions: dict, noun: str, config_path: str, name: str) 
     target, token = f.get("target_class", ""), f.get("token", "")
     s = f.get("s_only_error") or {}
     share = f"{s['value'] * 100:.0f} %" if _known(s.get("value")) else "n/a"
+    conflicting = confusions.get(f"conflicting: {f.get('name')}")
+    n = f", n = {int(conflicting.to_numpy().sum())}" if conflicting is not None else ""
     verdict = (f'The model relies on the planted token "{token}" → {target}: inserted into {noun} of other classes, '
                f"it makes {share} of them {target} (s-only error {number(s.get('value'), 2)} "
-               f"[{number(s.get('ci_low'), 2)}, {number(s.get('ci_high'), 2)}]).")
+               f"[{number(s.get('ci_low'), 2)}, {number(s.get('ci_high'), 2)}]{n}).")
     without = _counts(confusions.get("clean"), target, noun)
-    inserted = _into(confusions.get(f"conflicting: {f.get('name')}"), target, noun)
+    inserted = _into(conflicting, target, noun)
     costs = ([f"Without the token, {without}."] if without else []) + \
         ([f"With it inserted, {inserted}."] if inserted else [])
     return {"status": "relies", "verdict": verdict, "costs": costs,
