@@ -185,9 +185,9 @@ def discovery_lead(discovered: list[dict] | None) -> str:
     used = [d for d in discovered if d.get("verdict") == "used shortcut"]
     if used:
         names = ", ".join(f'"{d.get("feature")}" → {d.get("class")}' for d in used)
-        return (f"No spurious feature was declared, but discovery found {len(used)} shortcut"
+        return (f"No spurious features were configured, but discovery found {len(used)} shortcut"
                 f"{'s' if len(used) != 1 else ''} the model uses: {names} (see Shortcuts found).")
-    return ("No spurious feature was declared, and discovery found no shortcut the model uses; task quality "
+    return ("No spurious features were configured, and discovery found no shortcut the model uses; task quality "
             "and layer comparisons follow.")
 
 
