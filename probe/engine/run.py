@@ -260,9 +260,14 @@ def _summary(ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict)
     headline = {k: first.get(k) for k in ("aligned_accuracy", "conflicting_accuracy", "s_only_error", "flip_rate",
                                           "reliance_gap")}
     train_speed = [t["tokens_per_second"] for t in train_logs.values() if t.get("tokens_per_second")]
+    found = None
+    if "discovery" in tables:
+        from probe.discovery.verdicts import discovered
+
+        found = discovered(pooled_rows(tables["discovery"]))
     summary = {
         "status": "running", "name": config.name, "config_hash": config.hash(),
-        "verdict": headline_verdict(features, part.pop("nothing_planted")),
+        "verdict": headline_verdict(features, part.pop("nothing_planted"), found),
         "task_metric": part.pop("task_metric"), "task_accuracy": part.pop("task_accuracy"), **headline,
         "features": features, "seeds": config.run_seeds, "per_seed": part.pop("per_seed"),
         "probe_family": config.analyses.probe_family, **part,
@@ -278,10 +283,8 @@ def _summary(ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict)
         **({"analysis_errors": ctx.analysis_errors} if ctx.analysis_errors else {}),
         "reused_stages": ctx.reused, "device": str(ctx.device), "seed": config.seed, "versions": _versions(),
     }
-    if "discovery" in tables:
-        from probe.discovery.verdicts import discovered
-
-        summary["discovered"] = discovered(pooled_rows(tables["discovery"]))
+    if found is not None:
+        summary["discovered"] = found
     if ctx.pretraining is not None:
         summary["pretraining"] = ctx.pretraining
     if ctx.dist.enabled:
