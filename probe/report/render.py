@@ -241,8 +241,9 @@ def _causal_sections(tables: dict[str, pd.DataFrame], page: dict) -> None:
 DISCOVERY_COLUMNS = {"rank": "rank", "feature": "feature", "kind": "kind", "class": "class", "source": "from",
                      "count": "training count", "z": "z", "amplification": "amplification",
                      "override_rate": "override rate", "override_control": "control", "deletion_drop": "deletion effect",
-                     "q_value": "q", "verdict": "verdict"}
-NUMERIC = {"rank", "count", "z", "amplification", "override_rate", "override_control", "deletion_drop", "q_value"}
+                     "q_value": "q", "verdict": "verdict", "reference_override_rate": "reference override"}
+NUMERIC = {"rank", "count", "z", "amplification", "override_rate", "override_control", "deletion_drop", "q_value",
+           "reference_override_rate"}
 #: rows of the ranked table shown (tables/discovery.csv has every row)
 DISCOVERY_ROWS = 20
 
