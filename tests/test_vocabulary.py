@@ -154,3 +154,42 @@ def test_shuffled_labels_no_vocabulary_word_passes(one_thread, tokenizer, unseen
                      **FAST, vocabulary_min_screen=0.0)
     assert not table.verdict.isin(USED).any(), table[table.verdict.isin(USED)]
     assert (table.source == "vocabulary").sum() == 3  # vocabulary words were tested, not skipped
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "gpt2", "llama"])
+def test_the_first_order_score_is_the_slope_of_real_insertion_in_every_family(one_thread, family):
+    """With two whole words a, b whose embeddings are set to ē ± ε·d, inserting a instead of b (as a word, at
+    the start of the text) changes log P(c) by 2·score_c(a) to first order: the slot is where a real early
+    insertion lands, and a decoder's last token sees it."""
+    import pandas as pd
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from probe.discovery.vocabulary import gradient_scores
+    from probe.models.backbones import load_tokenizer
+    from probe.models.batching import pad_batch, tokenize
+    from tests.test_given import CONFIGS
+
+    tok = load_tokenizer("minilm")
+    torch.manual_seed(0)
+    config = CONFIGS[family]()
+    config.num_labels = 3
+    model = AutoModelForSequenceClassification.from_config(config).double().eval()  # tiny random effects
+    ids = tok.convert_tokens_to_ids(["river", "garden"])
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():
+        mean, d = emb[ids].mean(0), (emb[ids[0]] - emb[ids[1]]) / 2
+        emb[ids[0]], emb[ids[1]] = mean + 0.01 * d, mean - 0.01 * d
+    vocab = pd.DataFrame({"id": ids, "word": ["river", "garden"], "rank": [1, 2]})
+    texts = ["the match ended in a draw after extra time", "shares fell sharply on monday", "a new phone"]
+    targets = np.array([0, 1, 2])
+    scores = gradient_scores(model, tok, texts, targets, 3, vocab, 24, 2, "cpu")
+
+    def logp(word: str) -> np.ndarray:
+        batch = pad_batch(tok, tokenize(tok, [f"{word} {t}" for t in texts], 24))
+        with torch.no_grad():
+            return torch.log_softmax(model(**batch).logits, -1).numpy()[np.arange(3), targets]
+
+    real = (logp("river") - logp("garden")).mean()
+    first_order = 2 * np.mean([scores[0, c] for c in targets])  # each class's mean over its one text
+    assert abs(real) > 1e-9 and real == pytest.approx(first_order, rel=0.02), (real, first_order)

@@ -117,6 +117,8 @@ def gradient_scores(model, tokenizer, texts: list[str], targets: np.ndarray, n_c
         width = batch["input_ids"].shape[1]
         left = tokenizer.padding_side == "left"
         cols = torch.as_tensor([rows[i][1] + (width - len(rows[i][0]) if left else 0) for i in idx], device=device)
+        if not bool((batch["input_ids"][torch.arange(len(idx), device=device), cols] == placeholder).all()):
+            raise RuntimeError("vocabulary search: the slot is not where the placeholder is")  # a padding-side bug
         slot = mean.to(device).expand(len(idx), -1).clone().requires_grad_(True)
         with _slot_filled(emb, torch.arange(len(idx), device=device), cols, slot):
             logp = torch.log_softmax(model(**batch).logits.float(), -1)
