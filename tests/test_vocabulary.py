@@ -193,3 +193,26 @@ def test_the_first_order_score_is_the_slope_of_real_insertion_in_every_family(on
     real = (logp("river") - logp("garden")).mean()
     first_order = 2 * np.mean([scores[0, c] for c in targets])  # each class's mean over its one text
     assert abs(real) > 1e-9 and real == pytest.approx(first_order, rel=0.02), (real, first_order)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"discover.vocabulary": "maybe"}, "discover.vocabulary"),
+    ({"discover.vocabulary_k": 0}, "discover.vocabulary_k: got 0"),
+])
+def test_bad_vocabulary_config_names_the_key(setting, message):
+    from probe.config import load_config
+    from probe.errors import ProbeError
+
+    with pytest.raises(ProbeError) as err:
+        load_config(None, setting)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_vocabulary_search_is_on_by_default_only_for_given_checkpoints():
+    from probe.config import load_config
+
+    d = load_config(None, {}).discover
+    assert d.vocabulary_on(given=True) and not d.vocabulary_on(given=False)
+    forced = load_config(None, {"discover.vocabulary": False}).discover
+    assert not forced.vocabulary_on(given=True)
+    assert load_config(None, {"discover.vocabulary": True}).discover.vocabulary_on(given=False)

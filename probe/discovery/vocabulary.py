@@ -52,7 +52,8 @@ def whole_words(tokenizer) -> pd.DataFrame:
     pairs = sorted((i, t) for t, i in tokenizer.get_vocab().items())
     ids = [i for i, _ in pairs]
     words = [tokenizer.decode([i]).strip() for i in ids]
-    keep = [(i, w) for i, w in zip(ids, words) if WORD.match(w) and i not in set(tokenizer.all_special_ids)]
+    special = set(tokenizer.all_special_ids)
+    keep = [(i, w) for i, w in zip(ids, words) if WORD.match(w) and i not in special]
     if not keep:
         return pd.DataFrame({"id": [], "word": [], "rank": []})
     the = tokenizer("the", add_special_tokens=False)["input_ids"]
