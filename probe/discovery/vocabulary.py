@@ -75,7 +75,7 @@ def _slot_filled(embeddings, rows, cols, value) -> Iterator[None]:
 
     def hook(_module, _args, output):
         output = output.clone()
-        output[rows, cols] = value.to(output.dtype)
+        output[rows.to(output.device), cols.to(output.device)] = value.to(output.device, output.dtype)
         return output
 
     handle = embeddings.register_forward_hook(hook)
