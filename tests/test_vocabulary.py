@@ -97,6 +97,8 @@ def test_the_token_a_head_reads_ranks_first_and_insertion_confirms_it(one_thread
     row = found[found["class"] == 1].iloc[0]
     assert row.word == "zebra" and row.grad_rank == 1 and row.screen_override == 1.0 and row.screen_n == 16
     assert not (found["class"] == 0).any()  # class 0 is predicted everywhere: nothing to screen for it
+    screened = found.attrs["screened"]
+    assert len(screened) == 5 and (screened["class"] == 1).all() and list(screened.grad_rank) == [1, 2, 3, 4, 5]
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +136,8 @@ def test_a_trigger_the_data_never_holds_is_found_and_proved(one_thread, tokenize
     ranks = whole_words(tokenizer).set_index("word")["rank"]
     assert {rank_band(int(ranks[w])) for w in controls} == {rank_band(int(ranks["zebra"]))}
     assert row["reference_override_rate"] == 0.0 and table.attrs["vocabulary_seconds"] > 0
+    screened = table.attrs["vocabulary_screen"]
+    assert "zebra" in set(screened.word) and set(screened["class"]) <= {"x", "y"}
     assert (table.drop(index="zebra").verdict != "used shortcut").all()
     from probe.discovery.verdicts import discovered
 

@@ -128,7 +128,8 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
     (:mod:`probe.discovery.vocabulary`, ``vocabulary_k`` per class screened by insertion on the ranking
     half, ``vocabulary_tested`` per class tested if they override at least ``vocabulary_min_screen`` of
     the screen) join with source "vocabulary". The table's ``attrs``
-    hold ``examples`` (edited texts), ``seconds`` and ``vocabulary_seconds``."""
+    hold ``examples`` (edited texts), ``seconds``, and with ``vocabulary`` ``vocabulary_seconds`` and
+    ``vocabulary_screen`` (every screened word: gradient score and rank, screened override rate and ΔP)."""
     from probe.discovery.model_candidates import amplification_table
 
     t0 = time.perf_counter()
@@ -160,7 +161,7 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
             max_length=max_length, max_position=max_position, batch_size=batch_size, device=device, rng=rng,
             exclude={f for f, *_ in chosen}, progress=progress)
         chosen += [(w, "word", classes[c], "vocabulary") for w, c in zip(found.word, found["class"])]
-        t_search = time.perf_counter() - t_vocab
+        t_search, screened = time.perf_counter() - t_vocab, found.attrs.get("screened")
     rows, examples, pool = _test_all(chosen, data, score, [test_texts[i] for i in tested], test_labels[tested],
                                      classes, n_examples, controls, max_position, bootstrap, rng, vocab)
     table = _assemble(rows, data, amp, chosen, planted, q, min_effect)
@@ -169,6 +170,8 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
         table = _reference_columns(table, head, tokenizer, pool, classes, max_length, batch_size)
         table.attrs["vocabulary_seconds"] = time.perf_counter() - t_ref + t_search + sum(
             r["seconds"] for r in rows if r["source"] == "vocabulary")
+        if screened is not None:
+            table.attrs["vocabulary_screen"] = screened.assign(**{"class": [classes[c] for c in screened["class"]]})
     table.attrs["examples"] = pd.DataFrame(examples, columns=["feature", "class", "edit", "text", "p_before",
                                                               "p_after"])
     table.attrs["seconds"] = time.perf_counter() - t0

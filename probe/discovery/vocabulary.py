@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from probe.data.planted import insert_token
+from probe.engine.context import log
 
 WORD = re.compile(r"^[a-z]{2,}$")
 SCREEN_MIN = 0.25  # share of the screened texts a word must override to be given the causal test
@@ -167,10 +168,12 @@ def vocabulary_candidates(model, tokenizer, score, texts: list[str], labels: np.
                           n_texts: int, n_screen: int, per_class: int, max_length: int, max_position: int,
                           batch_size: int, device, rng: np.random.Generator, exclude: set[str] = frozenset(),
                           min_screen: float = SCREEN_MIN,
-                          progress: bool = False, log: Callable[[str], None] = print) -> tuple[pd.DataFrame, pd.DataFrame]:
+                          progress: bool = False,
+                          log: Callable[[str], None] = log) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The vocabulary words sent to the causal test (module docstring), at most ``per_class`` per class:
     ``word``, ``class`` (index), ``rank`` (tokenizer rank), ``grad_score``, ``grad_rank`` and the screen's
-    numbers; and the whole-word vocabulary (for the controls). ``texts``: the held-out ranking half."""
+    numbers; and the whole-word vocabulary (for the controls). ``texts``: the held-out ranking half. The
+    candidates' ``attrs["screened"]`` holds every screened word with its numbers."""
     vocab = whole_words(tokenizer)
     if vocab.empty or not len(texts):
         return pd.DataFrame(columns=["word", "class", "rank", "grad_score", "grad_rank", "screen_override",
@@ -194,11 +197,13 @@ def vocabulary_candidates(model, tokenizer, score, texts: list[str], labels: np.
     index = dict(zip(vocab.word, range(len(vocab))))
     found["rank"] = [int(vocab["rank"].iloc[index[w]]) for w in found.word]
     found["grad_score"] = [float(scores[index[w], c]) for w, c in zip(found.word, found["class"])]
-    found["grad_rank"] = [int(np.flatnonzero(order[:, c] == index[w])[0]) + 1 for w, c in zip(found.word, found["class"])]
+    found["grad_rank"] = [int(np.flatnonzero(order[:, c] == index[w])[0]) + 1
+                          for w, c in zip(found.word, found["class"])]
     best = found[found.screen_override >= min_screen].sort_values(
         ["screen_override", "screen_delta_p", "word"], ascending=[False, False, True], kind="stable")
-    best = best.drop_duplicates("word").groupby("class", sort=False).head(per_class)
-    return best.reset_index(drop=True), vocab
+    best = best.drop_duplicates("word").groupby("class", sort=False).head(per_class).reset_index(drop=True)
+    best.attrs["screened"] = found.sort_values(["class", "grad_rank"], kind="stable").reset_index(drop=True)
+    return best, vocab
 
 
 def vocabulary_controls(vocab: pd.DataFrame, rank: int, exclude: set[str], n: int) -> tuple[int, list[str]]:
