@@ -220,3 +220,27 @@ def test_vocabulary_search_is_on_by_default_only_for_given_checkpoints():
     forced = load_config(None, {"discover.vocabulary": False}).discover
     assert not forced.vocabulary_on(given=True)
     assert load_config(None, {"discover.vocabulary": True}).discover.vocabulary_on(given=False)
+
+
+def test_probe_diagnose_searches_the_vocabulary_of_a_decoder(tmp_path, one_thread):
+    """``probe diagnose`` (a given checkpoint: discover.vocabulary auto is on) runs the search on a GPT-2
+    classifier, times it and writes its columns."""
+    import json
+
+    import pandas as pd
+
+    from probe.cli import main
+    from tests.test_given import CLASSES as BBC, save_family
+
+    ref_dir, clf_dir, _ = save_family("gpt2", tmp_path, BBC)
+    code = main(["diagnose", str(clf_dir), "--data", "bbc-news", "--reference", str(ref_dir), "--quiet",
+                 "--set", f"output_dir={tmp_path}", "--set", "task.test_size=80", "--set", "task.train_size=40",
+                 "--set", "task.validation_size=20", "--set", "task.max_length=24", "--set", "causal.enabled=false",
+                 "--set", "analyses.attribution=false", "--set", "analyses.bootstrap_samples=100",
+                 "--set", "discover.n_examples=20", "--set", "discover.bootstrap=100"])
+    assert code == 0
+    run = tmp_path / "diagnose-gpt2-clf"
+    timings = json.loads((run / "timings.json").read_text())
+    assert 0 < timings["discovery_vocabulary"] <= timings["discovery"]
+    table = pd.read_csv(run / "tables" / "discovery.csv")
+    assert "reference_override_rate" in table.columns
