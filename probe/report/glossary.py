@@ -87,6 +87,9 @@ TERMS: dict[str, tuple[str, str]] = {
     "q_value": ("q-value", "Benjamini–Hochberg adjusted p-value of the paired test against frequency-matched "
                 "control words"),
     "z": ("z", "Gardner et al. 2021: (p̂ − p0) / sqrt(p0 (1 − p0) / n) for the word and class in the training split"),
+    "reference_override_rate": ("reference override", "a trigger found by searching the vocabulary (from: "
+                                "vocabulary): the pretrained reference's override rate for the same word, on "
+                                "texts it does not predict as c"),
     # probing
     "accuracy": ("probe accuracy", "held-out accuracy of a logistic-regression probe on standardised pooled "
                  "activations of this layer"),

@@ -353,9 +353,11 @@ def _causal_sections(tables: dict[str, pd.DataFrame], page: dict, threshold: flo
 #: the ranked table's columns: machine name (glossary key) → heading; override and deletion read value [interval]
 DISCOVERY_COLUMNS = {"rank": "rank", "feature": "feature", "kind": "kind", "class": "class", "source": "from",
                      "count": "training count", "z": "z", "amplification": "attribution amplification",
-                     "n_insert": "n inserted", "override_rate": "override rate", "override_control": "control", "deletion_drop": "deletion effect",
-                     "q_value": "q", "verdict": "verdict"}
-NUMERIC = {"rank", "count", "n_insert", "z", "amplification", "override_rate", "override_control", "deletion_drop", "q_value"}
+                     "n_insert": "n inserted",
+                     "override_rate": "override rate", "override_control": "control", "deletion_drop": "deletion effect",
+                     "q_value": "q", "verdict": "verdict", "reference_override_rate": "reference override"}
+NUMERIC = {"rank", "count", "n_insert", "z", "amplification", "override_rate", "override_control", "deletion_drop", "q_value",
+           "reference_override_rate"}
 #: rows of the ranked table shown (tables/discovery.csv has every row)
 DISCOVERY_ROWS = 20
 

@@ -163,6 +163,8 @@ def tagger_discovery(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFram
     """The ``discovery`` table of one tagger: marker words before entities of a type."""
     config, data = ctx.config, ctx.data
     d = config.discover
+    if d.vocabulary is True:
+        log("discovery: discover.vocabulary is for text classification; taggers draw no vocabulary candidates yet")
     with ctx.timer.stage("discovery"):
         model.to(ctx.device).eval()
         table = discover_markers(model, ctx.tokenizer, data.train, data.test, data.tags,
