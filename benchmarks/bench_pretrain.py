@@ -43,10 +43,10 @@ import torch
 from probe.config import ComputeConfig, FinetuneConfig, PretrainConfig, ScratchSize
 from probe.data.sources import load_text_classification
 from probe.models.backbones import load_tokenizer
-from probe.models.classifier import finetune_classifier as finetune
 from probe.models.compute import peak_flops
 from probe.models.lm import build_lm
 from probe.models.pretrain import make_blocks, pretrain_lm
+from probe.tasks.sequence.objective import finetune_classifier as finetune
 
 SIZES = {  # layers, hidden, heads, intermediate
     "tiny": (2, 64, 2, 128),

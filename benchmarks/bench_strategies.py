@@ -30,8 +30,8 @@ from probe.config import FinetuneConfig
 from probe.data.sources import load_text_classification
 from probe.models.backbones import load_tokenizer
 from probe.models.backbones import build_classifier
-from probe.models.classifier import finetune_classifier as finetune
 from probe.models.strategies import prepare_model
+from probe.tasks.sequence.objective import finetune_classifier as finetune
 
 BASE = dict(epochs=1, batch_size=16)
 STRATEGIES: dict[str, dict] = {

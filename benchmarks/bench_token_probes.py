@@ -5,7 +5,7 @@ On WNUT-16 sentences (``probe.data.sources.load_wnut16``; words = ``sentence.tok
 (a) word vectors of every layer (first subword of each word): a per-sentence forward pass with
     a Python loop mapping pieces to words, vs :func:`extract_words` (length-sorted batches under
     a token budget, gathered with index tensors); both must agree;
-(b) probes for every (layer, label set) — the word properties of :mod:`probe.data.token_properties`,
+(b) probes for every (layer, label set) — the word properties of :mod:`probe.tasks.tokens.properties`,
     the BIO tag and entity / not-entity — on the same sentence-grouped split and fixed C:
     ``make_pipeline(StandardScaler(), LogisticRegression(lbfgs))`` fitted per layer and per property,
     vs :func:`token_probe_table` (batched solves; its time includes the bootstrap intervals) and
@@ -34,11 +34,11 @@ import numpy as np
 import torch
 
 from probe.analyses.probing import fit_probes_batched
-from probe.analyses.token_probing import token_probe_split, token_probe_table
 from probe.data.sources import load_wnut16
-from probe.data.token_properties import word_properties, word_types
 from probe.models.backbones import load_encoder, load_tokenizer
-from probe.representations.word_extract import extract_words, words_at
+from probe.tasks.tokens.extract import extract_words, words_at
+from probe.tasks.tokens.probing import token_probe_split, token_probe_table
+from probe.tasks.tokens.properties import word_properties, word_types
 from sklearn_reference import sklearn_probe_accuracy
 
 

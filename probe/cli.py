@@ -24,6 +24,7 @@ EPILOG = """examples:
 
 def _parser() -> argparse.ArgumentParser:
     from probe import __version__
+    from probe.tasks import DEFAULT_KIND, TASK_KINDS
 
     p = argparse.ArgumentParser(prog="probe", description="Did a fine-tuned transformer learn its task or a shortcut?",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,8 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                    "config or adapter config records)")
     d.add_argument("--text-column", metavar="NAME", help="the dataset's text column (default: text)")
     d.add_argument("--label-column", metavar="NAME", help="the dataset's label column (default: label)")
-    d.add_argument("--task-type", choices=["text-classification", "token-classification"],
-                   help="the task (default: text-classification)")
+    d.add_argument("--task-type", choices=list(TASK_KINDS),
+                   help=f"the task (default: {DEFAULT_KIND})")
     d.add_argument("--name", help="the run folder's name (default: diagnose-<model folder or name>)")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any other config value (repeatable)")
@@ -162,9 +163,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
     from probe.data.sources import BUILTIN_DATASETS
+    from probe.tasks import dataset_kind
 
     for d in BUILTIN_DATASETS.values():
-        print(f"{d.name:<10} {d.task_type:<21} {d.description}")
+        kind = dataset_kind(d.name)
+        print(f"{d.name:<10} {kind.name if kind else '':<21} {d.description}")
     print("also: a .csv/.tsv/.jsonl file, a saved datasets folder, or hf:<name>[:<config>] (needs a network)")
     return 0
 

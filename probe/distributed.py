@@ -112,8 +112,6 @@ def current() -> Dist:
 
     from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
 
-    # a token-classification model never uses its pooler: let DDP skip weights without gradients;
-    # helper processes wait at the next collective while the main process runs the analyses
     import torch
 
     # without CUDA, several processes are CPU processes (gloo): `accelerate launch --multi_gpu

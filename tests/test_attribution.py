@@ -22,9 +22,10 @@ from probe.analyses.faithfulness import faithfulness_metrics, top_k_count
 from probe.config import FinetuneConfig
 from probe.data.planted import insert_token
 from probe.models.backbones import build_classifier, load_tokenizer
-from probe.models.classifier import finetune_classifier as finetune, predict_logits
+from probe.models.batching import predict_logits
 from probe.models.probe_head import ProbeHeadClassifier, fit_probe_head, pooled_last_layer
 from probe.report.heatmap import render_heatmap_html
+from probe.tasks.sequence.objective import finetune_classifier as finetune
 
 WORDS = (
     "time year people way day man thing woman life child world school state family student group country "

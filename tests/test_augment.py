@@ -16,12 +16,12 @@ import torch
 from probe.config import FinetuneConfig, load_config
 from probe.data.augment import (contextual_replace, insert_synonyms, is_variant, replace_synonyms, stop_words,
                                 swap_words)
-from probe.data.tagging import Sentence, entity_spans
 from probe.errors import ProbeError
 from probe.models.augmenters import (Augmenter, BackTranslator, MaskedFiller, build_augmenter, check_sources,
                                      load_mlm, load_seq2seq)
 from probe.models.backbones import build_classifier, load_tokenizer
 from probe.models.thesaurus import EmbeddingThesaurus, whole_word_vocabulary
+from probe.tasks.tokens.tagging import Sentence, entity_spans
 from tests.conftest import tiny_overrides
 
 CPU = torch.device("cpu")
@@ -216,7 +216,7 @@ def test_back_translation_rate_and_cache(tiny_models, tmp_path):
 
 def test_augmentation_touches_training_texts_only_keeps_labels_and_reports_counts(tokenizer, monkeypatch):
     from probe.data.sources import load_text_classification
-    from probe.models.classifier import finetune_classifier
+    from probe.tasks.sequence.objective import finetune_classifier
 
     texts, labels, classes = load_text_classification("bbc-news", "text", "label")
     train, val = [" ".join(t.split()[:30]) for t in texts[:48]], [" ".join(t.split()[:30]) for t in texts[48:64]]

@@ -8,8 +8,9 @@ from probe.config import load_config
 from probe.data.conll import read_conll
 from probe.data.planted import insert_token, insertion_positions, plant_mask
 from probe.data.sources import load_table, load_text_classification, load_wnut16
-from probe.data.task import build_task_data, stratified_splits
+from probe.data.splits import stratified_splits
 from probe.errors import ProbeError
+from probe.tasks.sequence.data import build_task_data
 
 
 def test_bbc_news_is_the_documented_corpus():
@@ -30,8 +31,9 @@ def test_wnut16_loads_as_bio_sentences():
 
 
 def test_wnut16_is_refused_for_text_classification():
-    with pytest.raises(ProbeError, match="token-classification dataset"):
-        load_text_classification("wnut16", "text", "label")
+    with pytest.raises(ProbeError, match="^task.dataset: 'wnut16' is a token-classification dataset, but task.type is "
+                       "text-classification; set task.type: token-classification"):
+        build_task_data(load_config(None, {"task.dataset": "wnut16"}))
 
 
 def test_conll_edge_cases(tmp_path):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probe.analyses.entity_metrics import entity_counts, entity_scores, entity_table
-from probe.analyses.span_behaviour import METRICS, span_majority_rate, span_reliance_metrics
 from probe.config import PlantedFeature
-from probe.data.token_task import PlantedSpans, SpanPair
+from probe.tasks.tokens.behaviour import METRICS, span_majority_rate, span_reliance_metrics
+from probe.tasks.tokens.data import PlantedSpans, SpanPair
+from probe.tasks.tokens.entities import entity_counts, entity_scores, entity_table
 
 GOLD = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O", "B-PER"], ["B-LOC", "I-LOC"], ["O", "O"]]
 PRED = [["B-PER", "I-PER", "O", "B-ORG"], ["B-ORG", "O", "I-PER"], ["B-LOC", "O"], ["B-PER", "O"]]

@@ -81,9 +81,9 @@ def test_a_saved_classifier_of_each_family_is_diagnosed_with_every_analysis(tmp_
     assert "training" not in run.tables and s["training"]["strategy"] == "given"
     # the predictions are the checkpoint's own, read through its id2label in the dataset's class order
     from probe.config import load_config
-    from probe.data.task import build_task_data
     from probe.models.backbones import load_tokenizer
-    from probe.models.classifier import predict_logits
+    from probe.models.batching import predict_logits
+    from probe.tasks.sequence.data import build_task_data
 
     data = build_task_data(load_config(run.path / "config.yaml"))
     assert data.classes == CLASSES
@@ -113,13 +113,13 @@ def test_a_lora_adapter_folder_is_diagnosed_on_its_base(tmp_path):
     assert run.summary["status"] == "complete" and run.summary["task"]["n_test"] == 60
     merged = peft_model.merge_and_unload().eval()
     from probe.models.backbones import load_tokenizer
-    from probe.models.classifier import predict_logits
+    from probe.models.batching import predict_logits
 
     texts = [t for t in probe.load_run(run.path).table("predictions").example.unique()]
     assert len(texts) == 60
     clean = run.table("predictions")
     from probe.config import load_config
-    from probe.data.task import build_task_data
+    from probe.tasks.sequence.data import build_task_data
 
     data = build_task_data(load_config(run.path / "config.yaml"))
     want = predict_logits(merged, load_tokenizer("minilm"), data.test_texts, 24, 16, "cpu").argmax(1)

@@ -18,7 +18,7 @@ from probe.config import FinetuneConfig
 from probe.data.planted import insert_token
 from probe.models.backbones import load_tokenizer
 from probe.models.backbones import build_classifier
-from probe.models.classifier import finetune_classifier as finetune
+from probe.tasks.sequence.objective import finetune_classifier as finetune
 
 WORDS = ("Time year people way day man thing woman life child world school state family student group country "
          "problem hand part place case week company system program question work government number night point "

@@ -101,3 +101,36 @@ def test_modules_and_functions_stay_small():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
                 long.append(f"{m}.{node.name}")
     assert big == [] and long == []
+
+
+def _kind_names() -> list[str]:
+    from probe.tasks import TASK_KINDS
+
+    return list(TASK_KINDS)
+
+
+def test_no_module_outside_the_kind_packages_names_a_task_kind():
+    """A task kind's ``task.type`` string (in code, comments or docstrings) appears only under
+    ``probe/tasks/``: everything else asks the registry (:mod:`probe.tasks`) for a kind's facts.
+    Covers every Python module of the package; the report's templates read a run's summary, not code."""
+    tasks = PACKAGE / "tasks"
+    names = _kind_names()
+    assert len(names) >= 2
+    found = [f"{f.relative_to(PACKAGE.parent)}:{i}: {name}"
+             for f in sorted(PACKAGE.rglob("*.py")) if tasks not in f.parents
+             for i, line in enumerate(f.read_text().splitlines(), 1) for name in names if name in line]
+    assert found == []
+
+
+def test_shared_packages_import_no_kind_package():
+    """``data``, ``models``, ``analyses``, ``causal``, ``discovery``, ``representations`` and the engine hold
+    what every kind shares: they may ask the registry (``probe.tasks``, ``probe.tasks.spec``) but import
+    no kind's own modules (``probe.tasks.<kind>...``, ``probe.tasks.base``)."""
+    mods = _modules()
+    shared = ("probe.data", "probe.models", "probe.analyses", "probe.causal", "probe.discovery",
+              "probe.representations", "probe.engine", "probe.config")
+    allowed = {"probe.tasks", "probe.tasks.spec"}
+    bad = [f"{m} imports {target}" for m, f in mods.items() if m.startswith(shared)
+           for target, _ in _imports(ast.parse(f.read_text()), mods)
+           if target.startswith("probe.tasks") and target not in allowed]
+    assert bad == []

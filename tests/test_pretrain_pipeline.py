@@ -28,8 +28,8 @@ def _run(tmp_path, name, **more):
 def test_pretrained_checkpoint_feeds_the_run_and_is_reused(tmp_path):
     from transformers import AutoModel
 
-    from probe.data.task import build_task_data
     from probe.config import load_config
+    from probe.tasks.sequence.data import build_task_data
 
     run = _run(tmp_path, "pre")
     s = run.summary

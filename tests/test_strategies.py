@@ -15,8 +15,9 @@ from probe.data.augment import counterfactual_plant, delete_words
 from probe.errors import ProbeError
 from probe.models.adversarial import fgm_perturbation, pgd_step, project_l2
 from probe.models.backbones import build_classifier
-from probe.models.classifier import finetune_classifier as finetune, predict_logits
+from probe.models.batching import predict_logits
 from probe.models.strategies import for_analysis, load_trained, prepare_model, save_trained
+from probe.tasks.sequence.objective import finetune_classifier as finetune
 
 MAX_LEN = 32
 CPU = torch.device("cpu")

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from probe.config import FinetuneConfig, load_config
-from probe.data.tagging import Sentence
-from probe.data.token_task import build_token_task_data
 from probe.errors import ProbeError
 from probe.models.backbones import build_classifier
-from probe.models.strategies import for_analysis, load_trained, prepare_model, save_trained
 from probe.models.backbones import build_tagger
-from probe.models.tagger import TaggingObjective, finetune_tagger, predict_word_tags
+from probe.models.strategies import for_analysis, load_trained, prepare_model, save_trained
 from probe.models.words import IGNORE, align_labels, encode_words
+from probe.tasks.tokens.data import build_token_task_data
+from probe.tasks.tokens.objective import TaggingObjective, finetune_tagger, predict_word_tags
+from probe.tasks.tokens.tagging import Sentence
 
 CPU = torch.device("cpu")
 MAX_LEN = 48
@@ -112,9 +112,9 @@ def test_tagger_learns_lexical_entities_and_early_stopping_watches_f1(tokenizer)
 
 
 def test_wnut16_tagger_with_planted_marker_runs_end_to_end(tokenizer, wnut):
-    from probe.analyses.entity_metrics import entity_table
-    from probe.analyses.span_behaviour import METRICS, span_reliance_metrics
-    from probe.models.tagger import decode_tags
+    from probe.tasks.tokens.behaviour import METRICS, span_reliance_metrics
+    from probe.tasks.tokens.entities import entity_table
+    from probe.tasks.tokens.objective import decode_tags
 
     model = build_tagger("tiny-bert", wnut.tags, seed=0)
     cfg = FinetuneConfig(epochs=2, learning_rate=1e-3, batch_size=16)
@@ -222,7 +222,7 @@ def test_marker_reliance_is_found_when_planted_and_not_in_the_control(tokenizer,
     planted at equal rates it carries no type information and the s-only error stays near chance."""
     import json
 
-    from probe.analyses.span_behaviour import span_reliance_metrics
+    from probe.tasks.tokens.behaviour import span_reliance_metrics
 
     rng = np.random.default_rng(0)
     filler = ["the", "a", "went", "to", "with", "today", "and", "saw", "we", "it"]

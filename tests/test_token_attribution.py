@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from probe.analyses.attribution import METHODS, pad_baseline, spurious_attribution_metrics
-from probe.analyses.token_attribution import tag_attributions
 from probe.models.backbones import load_encoder, load_tokenizer
+from probe.tasks.tokens.attribution import tag_attributions
 
 SENTENCES = [
     ["Empire", "State", "Building", "is", "in", "New", "York"],

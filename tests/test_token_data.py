@@ -9,9 +9,9 @@ import pytest
 
 from probe.config import load_config
 from probe.data.conll import read_conll
-from probe.data.tagging import Sentence, entity_spans, load_tagged_sentences, to_bio
-from probe.data.token_task import build_token_task_data, counterfactual_plant_spans, delete_o_words
 from probe.errors import ProbeError
+from probe.tasks.tokens.data import build_token_task_data, counterfactual_plant_spans, delete_o_words
+from probe.tasks.tokens.tagging import Sentence, entity_spans, load_tagged_sentences, to_bio
 
 TYPES = ("person", "geo", "company")
 

@@ -54,10 +54,10 @@ def test_entity_f1_matches_a_recomputation_from_the_saved_tagger(token_run):
     from seqeval.metrics import f1_score
 
     from probe.config import load_config
-    from probe.data.token_task import build_token_task_data
     from probe.models.backbones import load_tokenizer
     from probe.models.strategies import load_trained
-    from probe.models.tagger import decode_tags, predict_word_tags
+    from probe.tasks.tokens.data import build_token_task_data
+    from probe.tasks.tokens.objective import decode_tags, predict_word_tags
 
     config = load_config(token_run.path / "config.yaml")
     data = build_token_task_data(config)
@@ -118,7 +118,7 @@ def test_token_task_errors_are_one_line(tmp_path):
 def test_marker_rates_and_pairs_follow_the_config(tmp_path):
     """The control condition (equal rates) plants the marker before every type alike."""
     from probe.config import load_config
-    from probe.data.token_task import build_token_task_data
+    from probe.tasks.tokens.data import build_token_task_data
 
     over = {**TOKEN_RUN, "output_dir": str(tmp_path)}
     over["spurious"] = [{"token": "zebra", "target_class": "person", "rate_in_class": 0.5, "rate_outside": 0.5}]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probe.analyses.token_probing import token_probe_split, token_probe_table
-from probe.data.token_properties import available_word_properties, word_properties, word_types
+from probe.tasks.tokens.probing import token_probe_split, token_probe_table
+from probe.tasks.tokens.properties import available_word_properties, word_properties, word_types
 
 # --------------------------------------------------------------------------------------------
 # word properties
@@ -177,7 +177,7 @@ def test_cluster_bootstrap_is_wider_when_words_of_a_sentence_agree():
     observations, not of 800 words. The sentence-level interval must be much wider than a
     word-level one, and about as wide as a bootstrap over 40 independent sentences."""
     from probe.analyses.stats import bootstrap_mean
-    from probe.analyses.token_probing import cluster_bootstrap_mean
+    from probe.tasks.tokens.probing import cluster_bootstrap_mean
 
     rng = np.random.default_rng(0)
     per_sentence = rng.random(40) < 0.5

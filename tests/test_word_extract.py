@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from probe.models.backbones import load_encoder, load_tokenizer
-from probe.representations.word_extract import extract_words, words_at
+from probe.tasks.tokens.extract import extract_words, words_at
 
 SENTENCES = [
     ["The", "xylophonist", "played", "unbelievably", "well", "."],

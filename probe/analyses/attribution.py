@@ -26,7 +26,7 @@ F is the logit of ŷ (``output="logit"``, default) or its probability (``"probab
 For a token classifier, ``word_positions`` picks one word per example and F is the logit (or
 probability) of that word's tag at its first subword: the position is passed to the forward
 function through captum's ``additional_forward_args``, which captum expands along with the
-attention mask over IG steps and perturbations (see :mod:`probe.analyses.token_attribution`).
+attention mask over IG steps and perturbations (see :mod:`probe.tasks.tokens.attribution`).
 Words are the whitespace-separated words of the input text (or the given words, when an
 input is already split into words, as for token classification); subword scores are summed per
 word via the fast tokenizer's ``word_ids()`` (the text is tokenised as pre-split words, which
@@ -340,7 +340,7 @@ def word_attributions(
     Gradients (Sundararajan et al. 2017) each result carries the relative convergence delta;
     a warning names how many exceed ``delta_warn`` (raise ``n_steps`` then). With
     ``word_positions`` (token classifiers; inputs may be lists of words) the explained output
-    is the tag of that word (:func:`probe.analyses.token_attribution.tag_attributions`).
+    is the tag of that word (:func:`probe.tasks.tokens.attribution.tag_attributions`).
     """
     enc, scores, preds, deltas = attribute_tokens(
         model, tokenizer, texts, method, max_length=max_length, n_steps=n_steps, token_budget=token_budget,

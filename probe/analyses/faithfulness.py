@@ -61,7 +61,7 @@ class TextProbabilities:
         self.known: dict[str, np.ndarray] = {}
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        from probe.models.classifier import predict_logits
+        from probe.models.batching import predict_logits
 
         new = list(dict.fromkeys(t for t in texts if t not in self.known))
         if new:

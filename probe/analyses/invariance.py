@@ -87,7 +87,7 @@ def fit_to_length(tokenizer, texts: Sequence[str], max_length: int, reserve: int
 
 
 def _predict(model, tokenizer, texts: list[str], max_length: int, batch_size: int) -> np.ndarray:
-    from probe.models.classifier import predict_logits
+    from probe.models.batching import predict_logits
 
     device = next(model.parameters()).device
     return predict_logits(model, tokenizer, texts, max_length, batch_size, device).argmax(1)

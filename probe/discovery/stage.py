@@ -3,8 +3,8 @@
 Text classification: candidates from the fine-tuning data (``data.train_texts``: the training split as
 the model saw it, planted tokens included), causal tests on the clean held-out test split, the
 reference being the run's pretrained encoder through a probe head. The tables are ``discovery`` (one
-row per feature) and ``discovery_examples`` (edited texts shown in the report). Taggers: marker words
-(:mod:`probe.discovery.markers`) on the training and held-out test sentences.
+row per feature) and ``discovery_examples`` (edited texts shown in the report). A kind with other
+candidates has its own stage in its package (taggers: :func:`probe.tasks.tokens.markers.tagger_discovery`).
 """
 
 from __future__ import annotations
@@ -33,26 +33,5 @@ def sequence_discovery(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFr
         reference.to("cpu")
     used = table[table.verdict.isin(["used shortcut", "used, plausibly task-relevant"])]
     log(f"discovery: {int(table.n_insert.notna().sum()) if 'n_insert' in table else 0} candidates tested, "
-        f"{len(used)} used ({', '.join(used.feature.head(5))}) in {table.attrs['seconds']:.0f} s")
-    return {"discovery": table, "discovery_examples": table.attrs["examples"]}
-
-
-def tagger_discovery(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
-    """The ``discovery`` table of one tagger: marker words before entities of a type."""
-    from probe.discovery.markers import discover_markers
-
-    config, data = ctx.config, ctx.data
-    d = config.discover
-    with ctx.timer.stage("discovery"):
-        model.to(ctx.device).eval()
-        table = discover_markers(model, ctx.tokenizer, data.train, data.test, data.tags,
-                                 max_length=config.task.max_length,
-                                 planted={p.feature.token: p.target for p in data.planted},
-                                 hide_planted=d.hide_planted, min_count=d.min_count, alpha=d.alpha,
-                                 max_candidates=d.max_candidates, n_examples=d.n_examples, controls=d.controls,
-                                 q=d.q, bootstrap=d.bootstrap, seed=d.seed + seed, min_effect=d.min_effect,
-                                 batch_size=config.analyses.batch_size, device=ctx.device)
-    used = table[table.verdict.isin(["used shortcut", "used, plausibly task-relevant"])]
-    log(f"discovery: {int(table.n_insert.notna().sum()) if 'n_insert' in table else 0} marker candidates tested, "
         f"{len(used)} used ({', '.join(used.feature.head(5))}) in {table.attrs['seconds']:.0f} s")
     return {"discovery": table, "discovery_examples": table.attrs["examples"]}

@@ -104,7 +104,7 @@ def finetune_stage(ctx: RunContext, seed: int, suffix: str):
                                    planted=kind.planted_for_training(data)).to_dict()
     if dist.is_main:
         def fill(tmp):
-            save_trained(model, tmp, config.finetune, base=reference_name(ctx))
+            save_trained(model, tmp, config.finetune, base=reference_name(ctx), task_type=kind.name)
             ctx.tokenizer.save_pretrained(tmp)
             atomic_write_json(tmp / "training.json", train_log)
 

@@ -17,7 +17,7 @@ pretraining, so that a missing model is refused before any heavy work.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -325,13 +325,13 @@ class Augmenter:
         return texts, counts
 
     def sentences(self, sentences: Sequence, rng: np.random.Generator) -> tuple[list, dict[str, int]]:
-        """Augmented tagged sentences (:class:`probe.data.tagging.Sentence`; only ``O`` words change,
+        """Augmented tagged sentences (dataclasses with ``words`` and ``tags``, such as
+        :class:`probe.tasks.tokens.tagging.Sentence`; only ``O`` words change,
         tags stay aligned) and, per augmentation, how many sentences it changed."""
-        from probe.data.tagging import Sentence
-
         counts: dict[str, int] = {}
         words, tags = self._words([list(s.words) for s in sentences], [list(s.tags) for s in sentences], rng, counts)
-        return [s if w == list(s.words) else Sentence(w, t) for s, w, t in zip(sentences, words, tags)], counts
+        out = [s if w == list(s.words) else replace(s, words=w, tags=t) for s, w, t in zip(sentences, words, tags)]
+        return out, counts
 
 
 def build_augmenter(config: Config, *, backbone: str, tokenizer, device,

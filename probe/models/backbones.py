@@ -167,7 +167,8 @@ def build_classifier(backbone: str, classes: list[str], seed: int):
 
 
 def build_tagger(backbone: str, tags: list[str], seed: int):
-    """The pretrained encoder with a fresh token-classification head over ``tags`` (initialised from ``seed``)."""
+    """The pretrained encoder with a fresh tagging head, a score per tag and token, over ``tags`` (initialised from
+    ``seed``)."""
     from transformers import AutoModelForTokenClassification
 
     return build_with_head(AutoModelForTokenClassification, backbone, tags, seed)

@@ -140,3 +140,23 @@ def length_sorted_batches(ids: list[list[int]], batch_size: int, max_tokens: int
         size = max(1, min(batch_size, max_tokens // longest))
         yield order[start: start + size]
         start += size
+
+
+def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int, device) -> np.ndarray:
+    """Classifier logits for ``texts`` in their given order. Texts with the same token ids (an edit the
+    tokenizer does not see, such as lower-casing for an uncased one) are passed through the model once."""
+    import torch
+
+    from probe.models.compute import autocast
+
+    ids = tokenize(tokenizer, texts, max_length)
+    row: dict[tuple[int, ...], int] = {}
+    where = np.array([row.setdefault(tuple(x), len(row)) for x in ids], dtype=np.int64)
+    unique = [list(x) for x in row]
+    out = np.zeros((len(unique), model.config.num_labels), dtype=np.float32)
+    model.eval()
+    with torch.inference_mode(), autocast(device):
+        for idx in length_sorted_batches(unique, batch_size):
+            batch = pad_batch(tokenizer, [unique[i] for i in idx]).to(device)
+            out[idx] = model(**batch).logits.float().cpu().numpy()
+    return out[where]

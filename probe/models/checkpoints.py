@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.errors import ProbeError
+from probe.tasks import DEFAULT_KIND, kind_of_architecture, kind_of_peft_task
 
 STRATEGY_FILE = "strategy.json"
 
@@ -32,7 +33,7 @@ class Checkpoint:
     source: str
     kind: str  # "probe", "peft" or "full"
     base: str | None  # the pretrained model it records (adapter base, probe's base, config _name_or_path)
-    task_type: str | None  # "text-classification" / "token-classification" when the checkpoint says
+    task_type: str | None  # the task.type of its kind (probe.tasks) when the checkpoint says
     labels: list[str] | None  # its outputs' names in id order, when known
     strategy: str | None = None  # probe checkpoints: the fine-tuning strategy
 
@@ -50,12 +51,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _task_of(config: dict) -> str | None:
-    arch = " ".join(config.get("architectures") or [])
-    if "ForTokenClassification" in arch:
-        return "token-classification"
-    if "ForSequenceClassification" in arch:
-        return "text-classification"
-    return None
+    """The kind whose head a ``config.json``'s ``architectures`` name (:func:`probe.tasks.kind_of_architecture`)."""
+    kind = kind_of_architecture(config.get("architectures") or [])
+    return kind.name if kind is not None else None
 
 
 def _labels_of(config: dict) -> list[str] | None:
@@ -72,13 +70,13 @@ def inspect_checkpoint(source: str, adapter_base: str | None = None) -> Checkpoi
         if (path / STRATEGY_FILE).is_file() and ((path / "config.json").is_file()
                                                  or (path / "adapter_config.json").is_file()):
             info = _read_json(path / STRATEGY_FILE)
-            return Checkpoint(source, "probe", info.get("base"), info.get("task_type", "text-classification"),
+            return Checkpoint(source, "probe", info.get("base"), info.get("task_type", DEFAULT_KIND),
                               info.get("labels") or None, info.get("strategy", "full"))
         if (path / "adapter_config.json").is_file():
             adapter = _read_json(path / "adapter_config.json")
             base = adapter_base or adapter.get("base_model_name_or_path") or None
-            task = {"SEQ_CLS": "text-classification", "TOKEN_CLS": "token-classification"}.get(adapter.get("task_type"))
-            return Checkpoint(source, "peft", base, task, None)
+            kind = kind_of_peft_task(adapter.get("task_type"))
+            return Checkpoint(source, "peft", base, kind.name if kind is not None else None, None)
         if (path / "config.json").is_file():
             config = _read_json(path / "config.json")
             return Checkpoint(source, "full", config.get("_name_or_path") or None, _task_of(config), _labels_of(config))
@@ -150,7 +148,7 @@ def load_checkpoint(ckpt: Checkpoint, auto_class, reference: str, labels: list[s
 
             order = ckpt.labels or labels
             model = load_trained(ckpt.source, reference, list(order), FinetuneConfig(strategy=ckpt.strategy),
-                                 seed=seed, task_type=ckpt.task_type or "text-classification")
+                                 seed=seed, task_type=ckpt.task_type or DEFAULT_KIND)
         elif ckpt.kind == "peft":
             model = _load_adapter(ckpt, auto_class, n, kwargs)
         else:

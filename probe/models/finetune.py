@@ -13,8 +13,8 @@ fine-tuning, step for step the same as before the strategies existed.
 
 What is specific to a task (how to tokenise and batch the training examples, the loss, the
 validation scores) is an :class:`Objective`: ``SequenceObjective`` in
-:mod:`probe.models.classifier` (one label per text), ``TaggingObjective`` in
-:mod:`probe.models.tagger` (one tag per word).
+:mod:`probe.tasks.sequence.objective` (one label per text), ``TaggingObjective`` in
+:mod:`probe.tasks.tokens.objective` (one tag per word).
 """
 
 from __future__ import annotations

@@ -13,10 +13,10 @@ Strategies (``finetune.strategy``):
   head trains too (peft ``modules_to_save``). The base weights stay bit-identical.
 - ``bitfit`` (Ben Zaken et al. 2022): only the bias terms of the encoder, plus the head.
 
-Every strategy works for sequence classifiers (:func:`probe.models.backbones.build_classifier`) and for taggers
-(``AutoModelForTokenClassification``, :func:`probe.models.backbones.build_tagger`): the head is
+Every strategy works for the model of every task kind (a sequence classifier, a tagger: the kind's
+``auto_class``, :func:`probe.models.backbones.build_with_head`): the head is
 whatever lies outside the base encoder (``classifier``), plus the pooler where there is one.
-The trained model of any strategy becomes a plain ``AutoModelFor{Sequence,Token}Classification``
+The trained model of any strategy becomes a plain model of its kind's auto class
 for the analyses with :func:`for_analysis` (LoRA: adapters merged into the base weights), and
 :func:`save_trained` / :func:`load_trained` store and restore it (LoRA: the adapter only).
 """
@@ -30,6 +30,8 @@ from pathlib import Path
 
 from probe.config import FinetuneConfig
 from probe.errors import ProbeError
+from probe.tasks import DEFAULT_KIND, TASK_KINDS, kind_spec, kinds_of_model
+from probe.tasks.spec import KindSpec
 
 STRATEGY_FILE = "strategy.json"
 _MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -41,13 +43,11 @@ def is_peft(model) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "merge_and_unload")
 
 
-TASK_TYPES = ("text-classification", "token-classification")
-
-
-def is_tagger(model) -> bool:
-    """Whether ``model`` (or the model a peft wrapper holds) is a token classifier."""
-    base = model.get_base_model() if is_peft(model) else model
-    return type(base).__name__.endswith("ForTokenClassification")
+def model_kind(model) -> KindSpec:
+    """A task kind ``model`` (or the model a peft wrapper holds) serves, from its head's class name
+    (:func:`probe.tasks.kinds_of_model`): the first registered, or the default kind when none claims it.
+    Kinds sharing a head share its peft task type too."""
+    return (kinds_of_model(model) or [kind_spec(DEFAULT_KIND)])[0]
 
 
 def is_head_parameter(model, name: str) -> bool:
@@ -138,7 +138,7 @@ def prepare_model(model, cfg: FinetuneConfig):
     lora = LoraConfig(
         r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
         target_modules=targets, modules_to_save=head,
-        task_type="TOKEN_CLS" if is_tagger(model) else "SEQ_CLS",
+        task_type=model_kind(model).peft_task_type,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -193,13 +193,15 @@ def _base_checksum(peft_model) -> str:
     return h.hexdigest()[:32]
 
 
-def save_trained(model, directory: str | Path, cfg: FinetuneConfig, base: str | None = None) -> None:
+def save_trained(model, directory: str | Path, cfg: FinetuneConfig, base: str | None = None,
+                 task_type: str | None = None) -> None:
     """Write the trained model to ``directory`` (created if missing) as safetensors.
 
     LoRA (a peft model, before :func:`for_analysis`): the adapter and the head with peft's
     ``save_pretrained`` (``adapter_config.json``, ``adapter_model.safetensors``) plus a checksum of
     the base weights. Other strategies: the full model with ``save_pretrained``. Both also write
-    ``strategy.json``: the strategy, the task type, the head's label names in id order and ``base``,
+    ``strategy.json``: the strategy, the task type (``task_type``, default: :func:`model_kind`; left out
+    for the default kind), the head's label names in id order and ``base``,
     the pretrained model it was fine-tuned from (so that ``model.finetuned`` finds its reference).
     Model files already in ``directory`` are replaced (sharded checkpoints aside);
     the tokenizer, the training log and any key files are the caller's.
@@ -209,8 +211,9 @@ def save_trained(model, directory: str | Path, cfg: FinetuneConfig, base: str | 
     for stale in _MODEL_FILES:  # a model of another strategy saved here before must not be loaded with this one
         (directory / stale).unlink(missing_ok=True)
     info = {"strategy": cfg.strategy}
-    if is_tagger(model):
-        info["task_type"] = "token-classification"
+    kind = task_type or model_kind(model).name
+    if kind != DEFAULT_KIND:  # a folder without task_type holds a model of the default kind
+        info["task_type"] = kind
     id2label = getattr(model.config, "id2label", None) or {}
     info["labels"] = [id2label[i] for i in range(len(id2label))]
     if base is not None:
@@ -229,19 +232,23 @@ def save_trained(model, directory: str | Path, cfg: FinetuneConfig, base: str | 
 
 
 def load_trained(directory: str | Path, backbone: str, classes: list[str], cfg: FinetuneConfig, seed: int = 0,
-                 task_type: str = "text-classification"):
-    """The model :func:`save_trained` wrote, as a plain sequence classifier (or tagger) in eval mode.
+                 task_type: str = DEFAULT_KIND):
+    """The model :func:`save_trained` wrote, as a plain model of its task kind (a sequence classifier, a
+    tagger, ...) in eval mode.
 
-    ``task_type``: ``text-classification`` (default) or ``token-classification`` (a tagger; then
-    ``classes`` are its tags); a directory holding the other kind is refused.
-    LoRA: :func:`probe.models.backbones.build_classifier` / ``build_tagger`` on ``backbone`` (``seed``
+    ``task_type``: the ``task.type`` of the model asked for (default: the default kind; for a tagger
+    ``classes`` are its tags); a directory holding another kind is refused.
+    LoRA: the kind's head on ``backbone`` (:func:`probe.models.backbones.build_with_head`; ``seed``
     matters for randomly initialised built-ins such as ``tiny-bert``: pass the one used for training) plus the
     adapter, merged with ``merge_and_unload``; a base model whose weights differ from the
-    training base is refused. Other strategies:
-    ``AutoModelFor{Sequence,Token}Classification.from_pretrained(directory)``.
+    training base is refused. Other strategies: the kind's auto class (``KindSpec.auto_class``)
+    ``.from_pretrained(directory)``.
     """
-    if task_type not in TASK_TYPES:
-        raise ProbeError(f"load_trained: task_type {task_type!r} is unknown; allowed: {', '.join(TASK_TYPES)}")
+    if task_type not in TASK_KINDS:
+        raise ProbeError(f"load_trained: task_type {task_type!r} is unknown; allowed: {', '.join(TASK_KINDS)}")
+    import transformers
+
+    auto = getattr(transformers, kind_spec(task_type).auto_class)
     directory = Path(directory)
     info_file = directory / STRATEGY_FILE
     info = json.loads(info_file.read_text()) if info_file.is_file() else {"strategy": "full"}
@@ -249,23 +256,19 @@ def load_trained(directory: str | Path, backbone: str, classes: list[str], cfg: 
     if saved_lora != (cfg.strategy == "lora"):
         raise ProbeError(f"load_trained: {directory} holds a {info.get('strategy')!r} model, "
                          f"but finetune.strategy is {cfg.strategy!r}")
-    saved_type = info.get("task_type", "text-classification")
+    saved_type = info.get("task_type", DEFAULT_KIND)
     if saved_type != task_type:
         raise ProbeError(f"load_trained: {directory} holds a {saved_type} model, but a {task_type} model was asked for")
-    tagger = task_type == "token-classification"
     if not saved_lora:
-        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
         from probe.models.backbones import quiet_transformers
 
         quiet_transformers()
-        auto = AutoModelForTokenClassification if tagger else AutoModelForSequenceClassification
         return for_analysis(auto.from_pretrained(directory))
     from peft import PeftModel
 
-    from probe.models.backbones import build_classifier, build_tagger
+    from probe.models.backbones import build_with_head
 
-    base = (build_tagger if tagger else build_classifier)(backbone, classes, seed)
+    base = build_with_head(auto, backbone, classes, seed)
     if cfg.dropout is not None:
         _set_dropout(base, cfg.dropout)
     with warnings.catch_warnings():

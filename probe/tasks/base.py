@@ -8,19 +8,32 @@ from typing import Any
 import pandas as pd
 
 from probe.config import Config
+from probe.errors import ProbeError
+from probe.tasks.spec import KindSpec
 
 
 class TaskKind(ABC):
     """What a run needs to know about one kind of task. Kinds are stateless: everything a run learns
     lives in its :class:`~probe.engine.context.RunContext` (``ctx``).
 
-    Class attributes: ``name`` (the ``task.type`` value), ``model_noun`` (log lines),
-    ``examples_noun`` (what a verdict counts: "examples", "entity spans").
+    Class attribute ``spec``: the kind's light facts (:class:`~probe.tasks.spec.KindSpec`, its package's
+    ``SPEC``), from which ``name`` (the ``task.type`` value), ``model_noun`` (log lines),
+    ``examples_noun`` (what a verdict counts: "examples", "entity spans") and :meth:`auto_class` come.
     """
 
-    name: str
-    model_noun: str
-    examples_noun: str = "examples"
+    spec: KindSpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def model_noun(self) -> str:
+        return self.spec.model_noun
+
+    @property
+    def examples_noun(self) -> str:
+        return self.spec.examples_noun
 
     # --- data ------------------------------------------------------------------------------------
 
@@ -33,7 +46,19 @@ class TaskKind(ABC):
         """One log line about the data."""
 
     def check_model(self, config: Config) -> None:
-        """Refuse, before any heavy work, a model this kind cannot use (default: any model will do)."""
+        """Refuse, before any heavy work, a model this kind cannot use: a causal decoder when the spec
+        gives a ``decoder_refusal`` (otherwise any model will do)."""
+        if self.spec.decoder_refusal is None:
+            return
+        from probe.models.adapter import LAYOUTS
+        from probe.models.backbones import model_type
+
+        for key in ("finetuned", "backbone"):
+            name = getattr(config.model, key)
+            if name is not None and any(lay.causal and model_type(name) in lay.model_types for lay in LAYOUTS):
+                raise ProbeError(f"model.{key}: {name!r} is a causal decoder; {self.name} with a decoder is not "
+                                 f"supported ({self.spec.decoder_refusal}); allowed: an encoder (minilm, tiny-bert, "
+                                 "BERT, RoBERTa, DistilBERT, ELECTRA)")
 
     @abstractmethod
     def corpus(self, data: Any) -> tuple[list[str], list]:
@@ -41,9 +66,11 @@ class TaskKind(ABC):
 
     # --- model and training ----------------------------------------------------------------------
 
-    @abstractmethod
     def auto_class(self):
-        """The ``transformers`` auto class of the fine-tuned model (its head)."""
+        """The ``transformers`` auto class of the fine-tuned model (its head): ``spec.auto_class``."""
+        import transformers
+
+        return getattr(transformers, self.spec.auto_class)
 
     @abstractmethod
     def labels(self, data: Any) -> list[str]:

@@ -2,10 +2,10 @@
 
 The token-classification counterpart of :mod:`probe.analyses.behaviour` (docs/design.md §5): a pair
 is a test sentence without and with the marker inserted right before one span
-(:class:`probe.data.token_task.PlantedSpans`). The *predicted type* of a span is the entity type
+(:class:`probe.tasks.tokens.data.PlantedSpans`). The *predicted type* of a span is the entity type
 of the tag predicted at its first word (``B-x`` or ``I-x`` -> ``x``; ``O`` -> no entity), so a
 prediction is correct when that type equals the gold type; span boundaries are left to the
-entity scores (:mod:`probe.analyses.entity_metrics`). Metric names match the sequence version,
+entity scores (:mod:`probe.tasks.tokens.entities`). Metric names match the sequence version,
 so :func:`probe.analyses.verdict.reliance_verdict` reads them unchanged.
 """
 
@@ -83,7 +83,7 @@ def span_reliance_metrics(
     """Tidy rows (one per metric of :func:`span_metric_values`) for one planted marker, with 95 %
     percentile bootstrap intervals over the pairs each metric is defined on.
 
-    ``planted``: a :class:`probe.data.token_task.PlantedSpans`; ``tags``: the tagger's tag list
+    ``planted``: a :class:`probe.tasks.tokens.data.PlantedSpans`; ``tags``: the tagger's tag list
     (ids index it). Rows: ``model="finetuned"``, ``layer=None``, ``property`` = the feature's label,
     ``n`` = the number of pairs behind the value.
     """

@@ -9,7 +9,10 @@ import numpy as np
 from probe.config import Config, PlantedFeature, stable_hash
 from probe.data.planted import insert_token, insertion_positions, plant_mask
 from probe.data.sources import load_text_classification
+from probe.data.splits import resolve_size, stratified_splits
 from probe.errors import ProbeError
+from probe.tasks import check_dataset_kind
+from probe.tasks.sequence import SPEC
 
 
 @dataclass
@@ -54,40 +57,6 @@ class TaskData:
                             self.val_texts, self.val_labels.tolist()])
 
 
-def resolve_size(value: int | float, n: int) -> int:
-    """A split size as a count: a fraction of ``n`` (rounded) or the count itself."""
-    return int(round(value * n)) if isinstance(value, float) else int(value)
-
-
-def stratified_splits(
-    labels: np.ndarray, sizes: tuple[int, int, int], seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Disjoint train / validation / test indices, each stratified by label, from ``seed``.
-
-    Each class gets its share of every split by largest-remainder rounding, so the
-    proportions match the full data as closely as integers allow.
-    """
-    rng = np.random.default_rng(seed)
-    n = len(labels)
-    classes, counts = np.unique(labels, return_counts=True)
-    per_class = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
-    out = []
-    taken = {c: 0 for c in classes}
-    for size in sizes:
-        quota = counts * size / n
-        alloc = np.floor(quota).astype(int)
-        rest = size - alloc.sum()
-        order = np.argsort(-(quota - alloc), kind="stable")
-        alloc[order[:rest]] += 1
-        idx = []
-        for c, k in zip(classes, alloc):
-            k = min(k, len(per_class[c]) - taken[c])
-            idx.append(per_class[c][taken[c]: taken[c] + k])
-            taken[c] += k
-        out.append(np.sort(np.concatenate(idx)))
-    return out[0], out[1], out[2]
-
-
 def _check_split_classes(config: Config, classes: list[str], labels: np.ndarray,
                          splits: tuple[np.ndarray, np.ndarray, np.ndarray], notes: list[str]) -> None:
     """Refuse a planted feature whose target class has no test example, or whose test split has nothing
@@ -119,6 +88,8 @@ def build_task_data(config: Config) -> TaskData:
     """
     t = config.task
     notes: list[str] = []
+    check_dataset_kind(t.dataset, SPEC.name, f"allowed with task.type {SPEC.name}: a {SPEC.name} dataset such as "
+                       f"{', '.join(SPEC.datasets)}, or your own")
     texts, labels, classes = load_text_classification(t.dataset, t.text_column, t.label_column,
                                                       max_dropped_share=t.max_dropped_share, notes=notes)
     n = len(texts)

@@ -1,4 +1,5 @@
-"""Discovery for taggers: marker words, the word right before an entity (docs/design.md §8).
+"""Discovery for taggers: marker words, the word right before an entity (docs/design.md §8), and the
+run's discovery stage for taggers (:func:`tagger_discovery`).
 
 Candidates: :func:`probe.discovery.candidates.marker_counts` on the training sentences (z per word
 type and entity type, Bonferroni at ``alpha``), most significant first. The causal test works on entity
@@ -24,10 +25,11 @@ import pandas as pd
 
 from probe.discovery.candidates import mark_significant, marker_counts, word_key
 from probe.discovery.causal_test import paired_interval, sign_flip_pvalue
+from probe.engine.context import RunContext, log
 
 
 def _spans(sentences) -> list[tuple[int, int, str]]:
-    from probe.data.tagging import entity_spans
+    from probe.tasks.tokens.tagging import entity_spans
 
     return [(i, s, e, t) for i, sent in enumerate(sentences) for s, e, t in entity_spans(sent.tags)]
 
@@ -39,8 +41,8 @@ class _TypePredictor:
 
     def __call__(self, sentences: list[list[str]], positions: Sequence[int]) -> list[str | None]:
         """The predicted entity type of word ``positions[i]`` of sentence i (None: O or cut off)."""
-        from probe.data.tagging import tag_type
-        from probe.models.tagger import predict_word_tags
+        from probe.tasks.tokens.objective import predict_word_tags
+        from probe.tasks.tokens.tagging import tag_type
 
         if not sentences:
             return []
@@ -149,3 +151,22 @@ def _marker_table(rows: list[dict], data: pd.DataFrame, chosen, planted: dict[st
     table["planted"] = table.feature.isin(list(planted))
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table[[c for c in ORDER if c in table] + ["controls"] * ("controls" in table)]
+
+
+def tagger_discovery(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
+    """The ``discovery`` table of one tagger: marker words before entities of a type."""
+    config, data = ctx.config, ctx.data
+    d = config.discover
+    with ctx.timer.stage("discovery"):
+        model.to(ctx.device).eval()
+        table = discover_markers(model, ctx.tokenizer, data.train, data.test, data.tags,
+                                 max_length=config.task.max_length,
+                                 planted={p.feature.token: p.target for p in data.planted},
+                                 hide_planted=d.hide_planted, min_count=d.min_count, alpha=d.alpha,
+                                 max_candidates=d.max_candidates, n_examples=d.n_examples, controls=d.controls,
+                                 q=d.q, bootstrap=d.bootstrap, seed=d.seed + seed, min_effect=d.min_effect,
+                                 batch_size=config.analyses.batch_size, device=ctx.device)
+    used = table[table.verdict.isin(["used shortcut", "used, plausibly task-relevant"])]
+    log(f"discovery: {int(table.n_insert.notna().sum()) if 'n_insert' in table else 0} marker candidates tested, "
+        f"{len(used)} used ({', '.join(used.feature.head(5))}) in {table.attrs['seconds']:.0f} s")
+    return {"discovery": table, "discovery_examples": table.attrs["examples"]}

@@ -6,7 +6,7 @@ Devlin et al. 2019 (BERT, §5.3: "we use the representation of the first sub-tok
 to the token-level classifier over the NER label set"). Fine-tuning runs the shared loop of
 :func:`probe.models.finetune.finetune_objective` with a :class:`TaggingObjective`: token
 cross-entropy over the labelled subwords, entity-level micro F1 on the validation split (seqeval,
-:mod:`probe.analyses.entity_metrics`), which early stopping watches.
+:mod:`probe.tasks.tokens.entities`), which early stopping watches.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from probe.errors import ProbeError
 from probe.models.batching import length_sorted_batches, pad_batch
 from probe.models.compute import autocast
 from probe.models.finetune import TrainingLog, finetune_objective, needs_augmenter
-from probe.models.strategies import is_tagger
 from probe.models.words import IGNORE, align_labels, encode_words, first_subwords
+from probe.tasks import kinds_of_model
+from probe.tasks.tokens import SPEC
 
 
 def predict_word_logits(
@@ -78,9 +79,9 @@ class TaggingObjective:
     count as predicted ``O``. Augmentation, of the training sentences only: synonym and contextual
     replacement of ``O`` words (``augmenter``, :class:`probe.models.augmenters.Augmenter`; tags stay
     aligned); ``word_deletion`` drops ``O`` words with their tags
-    (:func:`probe.data.token_task.delete_o_words`); ``counterfactual_rate`` inserts each planted
+    (:func:`probe.tasks.tokens.data.delete_o_words`); ``counterfactual_rate`` inserts each planted
     marker before that fraction of the other-type spans
-    (:func:`probe.data.token_task.counterfactual_plant_spans`). ``augmented`` holds how many
+    (:func:`probe.tasks.tokens.data.counterfactual_plant_spans`). ``augmented`` holds how many
     sentences each changed in the last draw.
     """
 
@@ -109,7 +110,7 @@ class TaggingObjective:
         sentences, counts = self.train, {}
         if rng is not None:
             from probe.data.augment import count_changed
-            from probe.data.token_task import counterfactual_plant_spans, delete_o_words
+            from probe.tasks.tokens.data import counterfactual_plant_spans, delete_o_words
 
             if self.augmenter is not None:
                 sentences, counts = self.augmenter.sentences(sentences, rng)
@@ -155,7 +156,7 @@ class TaggingObjective:
     def validate(self, model, device) -> dict[str, float]:
         if not self.val:
             return {"validation_accuracy": float("nan"), "validation_f1": float("nan")}
-        from probe.analyses.entity_metrics import entity_scores
+        from probe.tasks.tokens.entities import entity_scores
 
         pred = decode_tags(predict_word_tags(model, self.tokenizer, [s.words for s in self.val], self.max_length,
                                              64, device), self.tags)
@@ -178,14 +179,14 @@ def finetune_tagger(
 
     ``model``: a tagger from :func:`build_tagger` over ``tags`` (for ``lora`` the peft model that
     :func:`probe.models.strategies.prepare_model` returned). ``train`` / ``val``: sentences with
-    ``words`` and BIO ``tags`` (:class:`probe.data.token_task.Sentence`). ``planted``:
+    ``words`` and BIO ``tags`` (:class:`probe.tasks.tokens.data.Sentence`). ``planted``:
     ``(marker, target entity type)`` per planted feature, needed by counterfactual augmentation
-    (:meth:`probe.data.token_task.TokenTaskData.planted_markers`); ``augmenter``: what synonym and
+    (:meth:`probe.tasks.tokens.data.TokenTaskData.planted_markers`); ``augmenter``: what synonym and
     contextual replacement need (:func:`probe.models.augmenters.build_augmenter`). Everything else (strategies,
     regularisers, adversarial training, data parallelism, ``callback``) is as in
     :func:`probe.models.finetune.finetune`.
     """
-    if not is_tagger(model):
+    if SPEC not in kinds_of_model(model):
         raise ProbeError(f"finetune_tagger: got a {type(model).__name__}; pass a token classifier from build_tagger")
     if model.config.num_labels != len(tags):
         raise ProbeError(f"finetune_tagger: the model has {model.config.num_labels} labels but {len(tags)} tags were "

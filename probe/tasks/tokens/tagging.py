@@ -16,6 +16,8 @@ import numpy as np
 
 from probe.config import TaskConfig
 from probe.errors import ProbeError
+from probe.tasks import check_dataset_kind
+from probe.tasks.tokens import SPEC
 
 _TABLE_SUFFIXES = (".jsonl", ".json")
 _ALLOWED = ("allowed: wnut16, a CoNLL file (.conll, .txt, .tsv, .iob, .bio; task.conll_columns picks the word "
@@ -176,10 +178,7 @@ def _raw_rows(task: TaskConfig) -> tuple[list[tuple[Any, Any, list[str] | None]]
 
     dataset = task.dataset
     if dataset in BUILTIN_DATASETS:
-        builtin = BUILTIN_DATASETS[dataset]
-        if builtin.task_type != "token-classification":
-            raise ProbeError(f"task.dataset: {dataset!r} is a {builtin.task_type} dataset, but task.type is "
-                             f"token-classification; {_ALLOWED}")
+        check_dataset_kind(dataset, SPEC.name, _ALLOWED)
         return [(s.tokens, s.tags, None) for s in read_conll(wnut16_path())], "task.dataset"
     path = Path(dataset)
     if dataset.startswith("hf:") or path.is_dir():

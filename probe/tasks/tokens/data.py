@@ -1,11 +1,11 @@
 """Token classification (NER) data: splits, planted markers and span counterfactuals.
 
-A token task is a list of tagged sentences (:mod:`probe.data.tagging`). A planted feature here is
+A token task is a list of tagged sentences (:mod:`probe.tasks.tokens.tagging`). A planted feature here is
 a *marker word* inserted (tagged ``O``) right before entity spans, at ``rate_in_class`` before
 spans of its ``target_class`` (an entity type) and at ``rate_outside`` before spans of the other
 types, in the fine-tuning data. A tagger that relies on it types whatever follows the marker as
 the target type; the counterfactual span pairs of the test split (:class:`PlantedSpans`)
-measure that (:mod:`probe.analyses.span_behaviour`).
+measure that (:mod:`probe.tasks.tokens.behaviour`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Sequence
 import numpy as np
 
 from probe.config import Config, PlantedFeature, TaskConfig, stable_hash
-from probe.data.tagging import Sentence, entity_spans, load_tagged_sentences, tag_type
 from probe.errors import ProbeError
+from probe.tasks.tokens import SPEC
+from probe.tasks.tokens.tagging import Sentence, entity_spans, load_tagged_sentences, tag_type
 
 PAIR_KINDS = ("aligned", "conflicting", "no_entity")
 # --- planting ----------------------------------------------------------------------------------
@@ -201,7 +202,7 @@ class TokenTaskData:
 
 
 def _split_sizes(task: TaskConfig, n: int) -> tuple[int, int, int]:
-    from probe.data.task import resolve_size
+    from probe.data.splits import resolve_size
 
     raws = (task.train_size, task.validation_size, task.test_size)
     sizes = tuple(resolve_size(v, n) for v in raws)
@@ -237,8 +238,8 @@ def build_token_task_data(config: Config) -> TokenTaskData:
     always goes right before the span (``max_position`` of a planted feature is not used here).
     """
     t = config.task
-    if t.type != "token-classification":
-        raise ProbeError(f"task.type: got {t.type!r}; build_token_task_data needs 'token-classification'")
+    if t.type != SPEC.name:
+        raise ProbeError(f"task.type: got {t.type!r}; build_token_task_data needs {SPEC.name!r}")
     notes: list[str] = []
     sentences = load_tagged_sentences(t, notes)
     n = len(sentences)

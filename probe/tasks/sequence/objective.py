@@ -1,6 +1,6 @@
-"""Sequence classifiers: prediction, and the fine-tuning objective (one label per text).
+"""Sequence classifiers: the fine-tuning objective (one label per text).
 
-The counterpart of :mod:`probe.models.tagger` for text classification. The loop both share is
+The counterpart of :mod:`probe.tasks.tokens.objective` for text classification. The loop both share is
 :func:`probe.models.finetune.finetune_objective`.
 """
 
@@ -11,27 +11,8 @@ from typing import Callable
 import numpy as np
 
 from probe.config import FinetuneConfig
-from probe.models.batching import length_sorted_batches, pad_batch, tokenize
-from probe.models.compute import autocast
+from probe.models.batching import length_sorted_batches, pad_batch, predict_logits, tokenize
 from probe.models.finetune import TrainingLog, finetune_objective, needs_augmenter
-
-
-def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int, device) -> np.ndarray:
-    """Classifier logits for ``texts`` in their given order. Texts with the same token ids (an edit the
-    tokenizer does not see, such as lower-casing for an uncased one) are passed through the model once."""
-    import torch
-
-    ids = tokenize(tokenizer, texts, max_length)
-    row: dict[tuple[int, ...], int] = {}
-    where = np.array([row.setdefault(tuple(x), len(row)) for x in ids], dtype=np.int64)
-    unique = [list(x) for x in row]
-    out = np.zeros((len(unique), model.config.num_labels), dtype=np.float32)
-    model.eval()
-    with torch.inference_mode(), autocast(device):
-        for idx in length_sorted_batches(unique, batch_size):
-            batch = pad_batch(tokenizer, [unique[i] for i in idx]).to(device)
-            out[idx] = model(**batch).logits.float().cpu().numpy()
-    return out[where]
 
 
 class SequenceObjective:
@@ -114,7 +95,7 @@ def finetune_classifier(
     ``validation_accuracy``, ``model``).
 
     The loop itself is :func:`probe.models.finetune.finetune_objective` (shared with taggers,
-    :func:`probe.models.tagger.finetune_tagger`); see there for the regularisers.
+    :func:`probe.tasks.tokens.objective.finetune_tagger`); see there for the regularisers.
     """
     objective = SequenceObjective(tokenizer, train_texts, train_labels, val_texts, val_labels, max_length, cfg,
                                   planted, augmenter)

@@ -281,7 +281,7 @@ class SequencePredictor:
         self.features = list(self.inserted)
 
     def _predict(self, texts: list[str]) -> np.ndarray:
-        from probe.models.classifier import predict_logits
+        from probe.models.batching import predict_logits
 
         return predict_logits(self.model, self.tokenizer, texts, self.max_length, self.batch_size,
                               self.device).argmax(1)

@@ -4,7 +4,7 @@ Representations are one vector per text and layer, pooled by the model adapter (
 tokens for encoders, the last real token for decoders), of the test texts, the same texts with each
 planted token inserted, and the probing set (each test text with or without the token, drawn
 independently of the label). The fine-tuned model's logits come from the same forward pass, so the
-behaviour tables cost no extra pass. The analyses are :mod:`probe.tasks.sequence_analyses`.
+behaviour tables cost no extra pass. The analyses are :mod:`probe.tasks.sequence.analyses`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from probe.config import Config, stable_hash
 from probe.engine.artifacts import cached_arrays, extract_sharded, speed
 from probe.engine.context import RunContext, log
 from probe.tasks.base import TaskKind, final_validation
+from probe.tasks.sequence import SPEC
 
 ACTIVATION_FORMAT = 1  # bump when the pooled-activation layout changes, to invalidate caches
 
@@ -28,15 +29,14 @@ def _unique(texts: list[str]) -> tuple[list[str], dict[str, int]]:
 
 
 class SequenceClassification(TaskKind):
-    """``task.type: text-classification`` (:class:`probe.data.task.TaskData`)."""
+    """One label per text (:class:`probe.tasks.sequence.data.TaskData`)."""
 
-    name = "text-classification"
-    model_noun = "classifier"
+    spec = SPEC
 
     # --- data ------------------------------------------------------------------------------------
 
     def load_data(self, config: Config):
-        from probe.data.task import build_task_data
+        from probe.tasks.sequence.data import build_task_data
 
         return build_task_data(config)
 
@@ -49,17 +49,12 @@ class SequenceClassification(TaskKind):
 
     # --- model and training ----------------------------------------------------------------------
 
-    def auto_class(self):
-        from transformers import AutoModelForSequenceClassification
-
-        return AutoModelForSequenceClassification
-
     def labels(self, data) -> list[str]:
         return data.classes
 
     def objective(self, ctx: RunContext):
         from probe.models.augmenters import build_augmenter
-        from probe.models.classifier import SequenceObjective
+        from probe.tasks.sequence.objective import SequenceObjective
 
         d = ctx.data
         augmenter = build_augmenter(ctx.config, backbone=ctx.backbone, tokenizer=ctx.tokenizer, device=ctx.device,
@@ -131,7 +126,7 @@ class SequenceClassification(TaskKind):
 
     def seed_tables(self, ctx: RunContext, seed: int, model, pre: np.ndarray, fine: dict,
                     train_log: dict) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-        from probe.tasks.sequence_analyses import analyse, attribution_tables, causal_tables, invariance_table
+        from probe.tasks.sequence.analyses import analyse, attribution_tables, causal_tables, invariance_table
 
         config, data = ctx.config, ctx.data
         a = config.analyses

@@ -1,7 +1,7 @@
 """Token-level probing with the word-type control task (Hewitt & Liang 2019; docs/design.md §5).
 
 Every (model, layer, property) gets a linear probe on word vectors
-(:func:`probe.representations.word_extract.extract_words`): multinomial logistic regression on
+(:func:`probe.tasks.tokens.extract.extract_words`): multinomial logistic regression on
 standardised features (Belinkov 2022), fitted in a few batched solves
 (:func:`probe.analyses.probing.fit_probes_batched`). Words of one sentence share context,
 so the probe's train / test halves are split *by sentence*: a probe can never be scored on a

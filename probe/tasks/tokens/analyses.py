@@ -3,7 +3,7 @@
 - ``entities``: entity-level precision / recall / F1 (seqeval, micro and per type) of the clean test
   split, bootstrap over sentences;
 - ``behaviour``: per planted marker, span-level reliance (the predicted type of a span's first word,
-  with and without the marker right before it; :mod:`probe.analyses.span_behaviour`);
+  with and without the marker right before it; :mod:`probe.tasks.tokens.behaviour`);
 - ``probing``: word-level probes (entity type on entity words, natural word properties on
   class-balanced samples, "follows the marker" on contrast pairs) on both models, with the
   word-type control task of Hewitt & Liang (2019) and sentence-level bootstrap intervals;
@@ -59,9 +59,9 @@ class ProbeSet:
 def behaviour_tables(ctx: RunContext, model, seed: int) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """Entity-level scores on the clean test split, span-level reliance on every planted marker, and
     the per-span predictions (for ``probe compare``'s paired differences)."""
-    from probe.analyses.entity_metrics import entity_table
-    from probe.analyses.span_behaviour import span_reliance_metrics
-    from probe.models.tagger import decode_tags, predict_word_tags
+    from probe.tasks.tokens.behaviour import span_reliance_metrics
+    from probe.tasks.tokens.entities import entity_table
+    from probe.tasks.tokens.objective import decode_tags, predict_word_tags
 
     config, data, device = ctx.config, ctx.data, ctx.device
     ml, bs, n_boot = config.task.max_length, config.analyses.batch_size, config.analyses.bootstrap_samples
@@ -84,7 +84,7 @@ def _span_predictions(data, clean: list[np.ndarray], preds: dict, seed: int) -> 
     feature); types are indices into ``summary.task.entity_types``, -1 for no entity, -2 where the
     word was cut off by truncation. Spans are numbered in test order, the same in every run of the
     same test split."""
-    from probe.data.tagging import entity_spans, tag_type
+    from probe.tasks.tokens.tagging import entity_spans, tag_type
 
     index = {t: i for i, t in enumerate(data.entity_types)}
 
@@ -111,8 +111,8 @@ def _span_predictions(data, clean: list[np.ndarray], preds: dict, seed: int) -> 
 def _word_labels(data, probe_set: ProbeSet, word_index: np.ndarray) -> tuple[dict, list[str], dict]:
     """Labels of every probed word: its entity type (the tag probe), natural word properties and, per
     planted marker, whether the word follows it."""
-    from probe.data.token_properties import word_properties, word_types
-    from probe.data.tagging import tag_type
+    from probe.tasks.tokens.properties import word_properties, word_types
+    from probe.tasks.tokens.tagging import tag_type
 
     s_idx, w_idx = word_index[:, 0], word_index[:, 1]
     words = [probe_set.words[s][w] for s, w in zip(s_idx, w_idx)]
@@ -150,7 +150,7 @@ def word_analyses(ctx: RunContext, probe_set: ProbeSet, pre: dict, fine: dict, s
 
 
 def _word_probes(ctx: RunContext, probe_set: ProbeSet, pre: dict, fine: dict, seed: int) -> list[pd.DataFrame]:
-    from probe.analyses.token_probing import token_probe_table
+    from probe.tasks.tokens.probing import token_probe_table
 
     a = ctx.config.analyses
     word_index = pre["word_index"]
@@ -210,7 +210,7 @@ def attribution_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFr
     from tqdm.auto import tqdm
 
     from probe.analyses.attribution import (heatmap_rows, spurious_attribution_metrics, telling_examples)
-    from probe.analyses.token_attribution import tag_attributions
+    from probe.tasks.tokens.attribution import tag_attributions
 
     config, data = ctx.config, ctx.data
     a = config.analyses
@@ -263,12 +263,12 @@ class SpanPredictor:
         self.features = list(pairs_by_feature)
 
     def _type_index(self, tag_id: int) -> int:
-        from probe.data.tagging import tag_type
+        from probe.tasks.tokens.tagging import tag_type
 
         return self.types.index(tag_type(self.data.tags[tag_id]) if tag_id >= 0 else None)
 
     def _predict(self, sentences: list[list[str]]) -> list[np.ndarray]:
-        from probe.models.tagger import predict_word_tags
+        from probe.tasks.tokens.objective import predict_word_tags
 
         return predict_word_tags(self.model, self.tokenizer, sentences, self.max_length, self.batch_size,
                                  self.device)

@@ -1,10 +1,10 @@
-"""Token classification (``task.type: token-classification``): a tag per word, e.g. NER.
+"""Token classification: a tag per word, e.g. NER.
 
-The data are tagged sentences with markers planted before entities (:mod:`probe.data.token_task`);
-the model is a tagger fine-tuned on the first subword of every word (:mod:`probe.models.tagger`);
+The data are tagged sentences with markers planted before entities (:mod:`probe.tasks.tokens.data`);
+the model is a tagger fine-tuned on the first subword of every word (:mod:`probe.tasks.tokens.objective`);
 a representation is one vector per word and layer (its first subword, or the mean of its
-subwords, ``analyses.word_pooling``) of the probing sentences (:class:`~probe.tasks.token_analyses.ProbeSet`).
-The analyses are :mod:`probe.tasks.token_analyses`; the tables are shaped like a sequence run's, so
+subwords, ``analyses.word_pooling``) of the probing sentences (:class:`~probe.tasks.tokens.analyses.ProbeSet`).
+The analyses are :mod:`probe.tasks.tokens.analyses`; the tables are shaped like a sequence run's, so
 the report, ``probe compare`` and notebooks read both.
 """
 
@@ -16,37 +16,24 @@ import pandas as pd
 from probe.config import Config, stable_hash
 from probe.engine.artifacts import cached_arrays, extract_sharded, speed
 from probe.engine.context import RunContext, log
-from probe.errors import ProbeError
 from probe.tasks.base import TaskKind, final_validation
+from probe.tasks.tokens import SPEC
 
 WORD_FORMAT = 1  # bump when the word-activation layout changes, to invalidate caches
 
 
 class TokenClassification(TaskKind):
-    """``task.type: token-classification`` (:class:`probe.data.token_task.TokenTaskData`)."""
+    """A tag per word (:class:`probe.tasks.tokens.data.TokenTaskData`); a causal decoder is refused
+    (``SPEC.decoder_refusal``, :meth:`probe.tasks.base.TaskKind.check_model`)."""
 
-    name = "token-classification"
-    model_noun = "tagger"
-    examples_noun = "entity spans"
+    spec = SPEC
 
     # --- data ------------------------------------------------------------------------------------
 
     def load_data(self, config: Config):
-        from probe.data.token_task import build_token_task_data
+        from probe.tasks.tokens.data import build_token_task_data
 
         return build_token_task_data(config)
-
-    def check_model(self, config: Config) -> None:
-        """Taggers need a bidirectional encoder: a causal decoder tags a word without the words after it."""
-        from probe.models.adapter import LAYOUTS
-        from probe.models.backbones import model_type
-
-        for key in ("finetuned", "backbone"):
-            name = getattr(config.model, key)
-            if name is not None and any(lay.causal and model_type(name) in lay.model_types for lay in LAYOUTS):
-                raise ProbeError(f"model.{key}: {name!r} is a causal decoder; token classification with a decoder is not "
-                                 "supported (a word's tag would not see the words after it); allowed: an encoder "
-                                 "(minilm, tiny-bert, BERT, RoBERTa, DistilBERT, ELECTRA)")
 
     def describe(self, config: Config, data) -> str:
         return (f"data: {config.task.dataset}, {len(data.entity_types)} entity types, sentences train "
@@ -57,17 +44,12 @@ class TokenClassification(TaskKind):
 
     # --- model and training ----------------------------------------------------------------------
 
-    def auto_class(self):
-        from transformers import AutoModelForTokenClassification
-
-        return AutoModelForTokenClassification
-
     def labels(self, data) -> list[str]:
         return data.tags
 
     def objective(self, ctx: RunContext):
         from probe.models.augmenters import build_augmenter
-        from probe.models.tagger import TaggingObjective
+        from probe.tasks.tokens.objective import TaggingObjective
 
         d = ctx.data
         augmenter = build_augmenter(ctx.config, backbone=ctx.backbone, tokenizer=ctx.tokenizer, device=ctx.device,
@@ -90,7 +72,7 @@ class TokenClassification(TaskKind):
         from ``cache/`` when the same inputs made them. With several processes each extracts a
         contiguous shard of the sentences; the rows are gathered back in order (word indices shifted to
         the whole list's sentence numbers)."""
-        from probe.representations.word_extract import extract_words
+        from probe.tasks.tokens.extract import extract_words
 
         config = ctx.config
         a = config.analyses
@@ -119,7 +101,7 @@ class TokenClassification(TaskKind):
         a = ctx.config.analyses
         if not (a.probing or a.similarity):
             return None
-        from probe.tasks.token_analyses import ProbeSet
+        from probe.tasks.tokens.analyses import ProbeSet
 
         probe_set = ProbeSet(ctx.data, ctx.config.seed)
         words = self._words(ctx, ctx.cache_root, "pretrained", ctx.backbone_key, probe_set.words,
@@ -130,7 +112,7 @@ class TokenClassification(TaskKind):
         a = ctx.config.analyses
         if not (a.probing or a.similarity):
             return None
-        from probe.tasks.token_analyses import ProbeSet
+        from probe.tasks.tokens.analyses import ProbeSet
 
         return self._words(ctx, ctx.run_dir, f"finetuned{suffix}", key, ProbeSet(ctx.data, ctx.config.seed).words,
                            lambda: model)
@@ -139,7 +121,7 @@ class TokenClassification(TaskKind):
 
     def seed_tables(self, ctx: RunContext, seed: int, model, pre: dict | None, fine: dict | None,
                     train_log: dict) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-        from probe.tasks.token_analyses import attribution_tables, behaviour_tables, causal_tables, word_analyses
+        from probe.tasks.tokens.analyses import attribution_tables, behaviour_tables, causal_tables, word_analyses
 
         config, data = ctx.config, ctx.data
         with ctx.timer.stage("analyses"):
@@ -153,7 +135,7 @@ class TokenClassification(TaskKind):
         if config.causal.enabled and data.planted:
             tables.update(causal_tables(ctx, model, seed))
         if config.discover.active(len(data.planted)):
-            from probe.discovery.stage import tagger_discovery
+            from probe.tasks.tokens.markers import tagger_discovery
 
             tables.update(tagger_discovery(ctx, model, seed))
         return tables, predictions
