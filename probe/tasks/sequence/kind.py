@@ -133,7 +133,7 @@ class SequenceClassification(TaskKind):
         with ctx.timer.stage("analyses"):
             tables = analyse(config, data, pre, fine["activations"], fine["predictions"], train_log, seed,
                              ctx.progress)
-            predictions = _prediction_rows(data, fine["predictions"], seed)
+            predictions = prediction_rows(data, fine["predictions"], seed)
         if a.attribution or a.invariance:
             with ctx.timer.stage("attribution"):
                 extra = {}
@@ -200,7 +200,7 @@ def _majority_rate(labels: np.ndarray) -> float:
     return float(np.bincount(labels).max() / len(labels))
 
 
-def _prediction_rows(data, preds: dict[str, np.ndarray], seed: int) -> pd.DataFrame:
+def prediction_rows(data, preds: dict[str, np.ndarray], seed: int) -> pd.DataFrame:
     """Per test example: its label and the fine-tuned prediction on the clean text (partition
     ``clean``) and with each planted token inserted (partition = the feature's name); class indices
     into ``summary.task.classes``. ``probe compare`` pairs these across runs."""

@@ -1,0 +1,125 @@
+"""The analyses of a text-pair run, per fine-tuning seed.
+
+What the sequence kind runs on pooled representations and predictions runs unchanged
+(:func:`probe.tasks.sequence.analyses.analyse`: behaviour and reliance on each planted token, probing
+with control tasks, MDL, CKA), the natural properties computed on the two texts joined; probing adds
+the relational properties (:mod:`probe.tasks.pairs.relations`). Then, particular to pairs:
+
+- ``partial_input``: the model without its first or second text (:mod:`probe.tasks.pairs.partial`);
+- ``relations``: each relational property's edit against its control (:mod:`probe.tasks.pairs.discovery`),
+  with discovery's verdicts; with discovery on, ``discovery`` also holds the per-side word candidates;
+- ``ablation``: layer swaps, re-initialisation and head ablation through the sequence kind's
+  :class:`~probe.tasks.sequence.analyses.SequencePredictor`, which reads pairs as they are.
+
+Not run for pairs yet: attribution and its faithfulness, invariance edits and concept erasure (they
+edit or align words of a single text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from probe.engine.context import RunContext, log
+from probe.tasks.pairs.data import PairTable
+from probe.tasks.pairs.task import joined
+
+NOT_RUN = ("attribution", "invariance", "erasure")
+
+
+def pair_scorer(model, tokenizer, max_length: int, batch_size: int, device):
+    """``(firsts, seconds) -> P(class) [N, K]`` of a pair classifier."""
+    from probe.models.batching import predict_logits
+
+    def score(firsts: list[str], seconds: list[str]) -> np.ndarray:
+        logits = predict_logits(model, tokenizer, list(zip(firsts, seconds)), max_length, batch_size, device)
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    return score
+
+
+def representation_tables(ctx: RunContext, seed: int, pre: np.ndarray, fine: dict, train_log: dict) -> dict:
+    """The sequence kind's behaviour, probing, MDL and CKA tables, plus probes for the relational properties."""
+    from probe.analyses.control_tasks import document_type
+    from probe.analyses.probing import probe_split, probe_suite
+    from probe.tasks.pairs.relations import relation_labels, relation_values
+    from probe.tasks.sequence.analyses import analyse
+
+    config, data = ctx.config, ctx.data
+    a = config.analyses
+    view = replace(data, test_texts=[joined(p) for p in data.test_texts],
+                   probe_texts=[joined(p) for p in data.probe_texts])
+    tables = analyse(config, view, pre, fine["activations"], fine["predictions"], train_log, seed, ctx.progress)
+    if a.probing:
+        test = data.tables["test"]
+        values = relation_values([p[0] for p in data.probe_texts], [p[1] for p in data.probe_texts],
+                                 test.first_source or None, test.second_source or None)
+        labels = {n: y for n, y in relation_labels(values)[0].items() if np.unique(y).size > 1}
+        if labels:
+            train_idx, test_idx = probe_split(data.test_labels, seed)
+            rows = probe_suite({"pretrained": pre, "finetuned": fine["activations"]}, labels,
+                               [document_type(t) for t in view.test_texts], train_idx, test_idx,
+                               a.probe_family, a.probe_C, a.probe_max_iter, a.bootstrap_samples, seed,
+                               a.control_tasks, ctx.progress)
+            tables["probing"] = pd.concat([tables["probing"], rows], ignore_index=True)
+    return tables
+
+
+def pair_tests(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
+    """``partial_input``, ``relations`` and (with discovery on) ``discovery`` of one fine-tuned model."""
+    from probe.tasks.pairs.discovery import discover_pairs
+    from probe.tasks.pairs.partial import partial_input_table
+
+    config, data = ctx.config, ctx.data
+    a, d = config.analyses, config.discover
+    model.to(ctx.device).eval()
+    score = pair_scorer(model, ctx.tokenizer, config.task.max_length, a.batch_size, ctx.device)
+    test = data.tables["test"]
+    out = {}
+    with ctx.timer.stage("partial input"):
+        out["partial_input"] = partial_input_table(score, test.firsts, test.seconds, test.labels,
+                                                   n_boot=a.bootstrap_samples, seed=seed)
+    src = data.tables["train"]
+    train = PairTable([p[0] for p in data.train_texts], [p[1] for p in data.train_texts], data.train_labels,
+                      data.classes, src.first_source, src.second_source, src.groups, src.articles)
+    active = config.discover.active(len(data.planted))
+    with ctx.timer.stage("discovery" if active else "relations"):
+        table = discover_pairs(
+            score, train, test, planted={f"{p.feature.side}:{p.feature.token}": data.classes[p.target]
+                                         for p in data.planted},
+            hide_planted=d.hide_planted if active else True, min_count=d.min_count, alpha=d.alpha,
+            max_candidates=d.max_candidates if active else 0, n_examples=d.n_examples, controls=d.controls, q=d.q,
+            bootstrap=d.bootstrap, seed=d.seed + seed, min_effect=d.min_effect)
+    relations = table[table.kind == "relation"].reset_index(drop=True)
+    out["relations"] = relations
+    if active:
+        out["discovery"] = table
+        out["discovery_examples"] = table.attrs["examples"]
+    used = relations[relations.verdict.isin(["used shortcut", "used, plausibly task-relevant"])]
+    log(f"pairs: partial input and {len(relations)} relational tests; used: {', '.join(used.feature) or 'none'}")
+    return out
+
+
+def ablation_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
+    """Layer swaps, re-initialisation and (with planted tokens) head ablation on the held-out half of the
+    probing pairs; concept erasure is not run for pairs (it needs token positions in a single text)."""
+    from probe.analyses.probing import probe_split
+    from probe.causal.experiment import ablation_table
+    from probe.causal.hooks import KeptStates
+    from probe.tasks.sequence.analyses import SequencePredictor, causal_strata
+
+    config, data = ctx.config, ctx.data
+    c, a = config.causal, config.analyses
+    if not (c.layer_swap or (c.head_ablation and data.planted)):
+        return {}
+    _, held_idx = probe_split(causal_strata(data), seed)
+    model.to(ctx.device).eval()
+    predict = SequencePredictor(model, ctx.tokenizer, data, held_idx, config.task.max_length, a.batch_size,
+                                ctx.device)
+    with ctx.timer.stage("ablation"):
+        pretrained = ctx.pretrained_encoder(seed).eval()
+        return {"ablation": ablation_table(model, pretrained, predict, c, a.bootstrap_samples, seed, ctx.progress,
+                                           KeptStates())}

@@ -1,0 +1,68 @@
+"""Text pairs: a sequence classifier whose input is two texts.
+
+Everything the sequence kind does with texts it does with pairs, because the shared tokenizer encodes a
+``(first, second)`` tuple as a pair (:mod:`probe.models.pair_tokens`): fine-tuning, pooled
+representations (one vector per pair and layer), predictions and the causal predictor. What differs is
+the data (:mod:`probe.tasks.pairs.task`), the analyses that need words of one text
+(:mod:`probe.tasks.pairs.analyses`), and the tests particular to pairs: partial input, relational
+properties and discovery per side.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from probe.config import Config
+from probe.engine.context import RunContext, log
+from probe.tasks.pairs import SPEC
+from probe.tasks.sequence.kind import SequenceClassification, prediction_rows
+
+
+class TextPairClassification(SequenceClassification):
+    """One label per pair of texts (:class:`probe.tasks.pairs.task.PairData`)."""
+
+    spec = SPEC
+
+    def load_data(self, config: Config):
+        from probe.tasks.pairs.task import build_pair_data
+
+        return build_pair_data(config)
+
+    def describe(self, config: Config, data) -> str:
+        return (f"data: {config.task.dataset}, pairs, {len(data.classes)} classes, train {len(data.train_texts)} / "
+                f"validation {len(data.val_texts)} / test {len(data.test_texts)}")
+
+    def finetune_key(self, data) -> list:
+        return [[[p.feature.token, p.feature.side, int(p.target), p.feature.max_position] for p in data.planted],
+                "pairs-v1"]
+
+    def seed_tables(self, ctx: RunContext, seed: int, model, pre, fine: dict,
+                    train_log: dict) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+        from probe.tasks.pairs.analyses import NOT_RUN, ablation_tables, pair_tests, representation_tables
+
+        config = ctx.config
+        with ctx.timer.stage("analyses"):
+            tables = representation_tables(ctx, seed, pre, fine, train_log)
+            predictions = prediction_rows(ctx.data, fine["predictions"], seed)
+        tables.update(pair_tests(ctx, model, seed))
+        if config.causal.enabled:
+            tables.update(ablation_tables(ctx, model, seed))
+        skipped = [n for n, on in zip(NOT_RUN, (config.analyses.attribution, config.analyses.invariance,
+                                                config.causal.enabled)) if on]
+        if skipped and seed == config.run_seeds[0]:
+            log(f"pairs: {', '.join(skipped)} not run (not defined for pairs yet)")
+        return tables, predictions
+
+    def summary(self, ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict) -> dict:
+        from probe.analyses.aggregate import pooled_rows
+
+        out = super().summary(ctx, tables, train_logs)
+        partial = pooled_rows(tables["partial_input"])
+        out["partial_input"] = {r.property: {"value": float(r.value), "ci_low": float(r.ci_low),
+                                             "ci_high": float(r.ci_high)}
+                                for r in partial[partial.metric == "accuracy"].itertuples()}
+        rel = tables["relations"]
+        out["relations"] = [{"feature": r.feature, "class": r["class"], "verdict": r.verdict}
+                            for _, r in rel.drop_duplicates("feature").iterrows()] if len(rel) else []
+        out["task"]["pair_negatives"] = ctx.config.task.pair_negatives
+        return out
