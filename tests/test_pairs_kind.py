@@ -1,0 +1,112 @@
+"""The text-pair kind end to end on tiny-bert: a run on bbc-news-pairs with a planted second-side token, a
+pair checkpoint through `probe diagnose`, and bad pair input refused in one line."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from probe.config import load_config
+from probe.engine import execute
+
+TINY = {"model.backbone": "tiny-bert", "task.type": "text-pair", "task.dataset": "bbc-news-pairs",
+        "task.train_size": 120, "task.validation_size": 40, "task.test_size": 100, "task.max_length": 40,
+        "finetune.epochs": 1, "finetune.batch_size": 16, "analyses.bootstrap_samples": 100,
+        "analyses.mdl": False, "causal.layers": [0, 2], "discover.bootstrap": 100, "discover.n_examples": 30,
+        "discover.min_count": 10, "discover.max_candidates": 3}
+
+
+def test_a_pair_run_writes_every_pair_table(tmp_path):
+    config = load_config(None, {**TINY, "output_dir": str(tmp_path), "name": "pairs",
+                                "spurious": [{"kind": "planted", "token": "zebra", "target_class": "unrelated",
+                                              "side": "second", "rate_in_class": 1.0, "rate_outside": 0.0}]})
+    run = execute(config, progress=False)
+    s = run.summary
+    assert s["status"] == "complete" and s["task"]["classes"] == ["continues", "unrelated"]
+    tables = {p.stem for p in (tmp_path / "pairs" / "tables").glob("*.csv")}
+    assert {"behaviour", "probing", "cka", "partial_input", "relations", "ablation", "predictions"} <= tables
+    partial = pd.read_csv(tmp_path / "pairs" / "tables" / "partial_input.csv")
+    assert set(partial.property) == {"full", "first replaced", "first empty", "second replaced", "second empty"}
+    assert set(s["partial_input"]) == set(partial.property)
+    relations = pd.read_csv(tmp_path / "pairs" / "tables" / "relations.csv")
+    assert {"pair:lexical_overlap", "pair:topic_match", "pair:length_difference"} <= set(relations.feature)
+    probing = pd.read_csv(tmp_path / "pairs" / "tables" / "probing.csv")
+    assert {"task", "token:zebra", "topic_match", "lexical_overlap"} <= set(probing.property)
+    assert [f["name"] for f in s["features"]] == ["token:zebra"]
+
+
+def test_planted_tokens_go_into_their_side_and_no_article_crosses_splits():
+    from probe.tasks import task_kind
+
+    config = load_config(None, {**TINY, "spurious": [{"kind": "planted", "token": "zebra", "target_class": "unrelated",
+                                                      "side": "first", "rate_in_class": 1.0, "rate_outside": 0.0}]})
+    data = task_kind("text-pair").load_data(config)
+    target = data.classes.index("unrelated")
+    has = np.array([("zebra" in a.split(), "zebra" in b.split()) for a, b in data.train_texts])
+    assert (has[:, 0] == (data.train_labels == target)).all() and not has[:, 1].any()
+    inserted = data.planted[0].inserted
+    assert all("zebra" in a.split() and b == c[1] for (a, b), c in zip(inserted, data.test_texts))
+    train = {x for pair in data.tables["train"].articles for x in pair}
+    test = {x for pair in data.tables["test"].articles for x in pair}
+    assert not train & test
+
+
+def _cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "probe", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+
+
+def _nli_csv(path, second=lambda i: f"hypothesis number {i} about a cat"):
+    rows = [{"premise": f"premise {i} says the cat sat", "hypothesis": second(i), "label": ["yes", "no"][i % 2]}
+            for i in range(60)]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["missing pair column", "empty second texts", "single-text kind"])
+def test_bad_pair_input_is_refused_in_one_line(tmp_path, case):
+    empty = case == "empty second texts"
+    data = _nli_csv(tmp_path / "nli.csv", (lambda i: "") if empty else (lambda i: f"hypothesis {i}"))
+    sets = ["task.type=text-pair", f"task.dataset={data}", "task.text_column=premise", "model.backbone=tiny-bert",
+            "task.train_size=30", "task.validation_size=10", "task.test_size=20", f"output_dir={tmp_path}"]
+    sets.append("task.text_pair_column=claim" if case == "missing pair column" else "task.text_pair_column=hypothesis")
+    if case == "single-text kind":
+        sets[0] = "task.type=text-classification"
+    out = _cli("run", *[x for s in sets for x in ("--set", s)])
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr
+    want = {"missing pair column": "task.text_pair_column: column 'claim' is not in",
+            "empty second texts": "holds only empty or missing texts",
+            "single-text kind": "reads one text per example"}[case]
+    assert want in lines[0]
+
+
+def test_a_pair_checkpoint_is_diagnosed(tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    from probe.models.backbones import load_tokenizer
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=2, id2label={0: "no", 1: "yes"}, label2id={"no": 0, "yes": 1})
+    folder, reference = tmp_path / "pair-clf", tmp_path / "pair-ref"
+    clf = AutoModelForSequenceClassification.from_config(config)
+    clf.save_pretrained(folder)
+    clf.base_model.save_pretrained(reference)
+    for f in (folder, reference):
+        load_tokenizer("minilm").save_pretrained(f)
+    data = _nli_csv(tmp_path / "nli.csv")
+    out = _cli("diagnose", str(folder), "--data", data, "--text-column", "premise", "--text-pair-column", "hypothesis",
+               "--reference", str(reference), "--quiet", "--set", f"output_dir={tmp_path}", "--set", "task.train_size=30", "--set",
+               "task.validation_size=10", "--set", "task.test_size=20", "--set", "analyses.bootstrap_samples=100",
+               "--set", "causal.enabled=false", "--set", "analyses.mdl=false", "--set", "discover.enabled=false")
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / f"diagnose-{folder.name}"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["task"]["classes"] == ["no", "yes"]
+    assert (run / "tables" / "partial_input.csv").exists()
