@@ -13,7 +13,7 @@ Bonferroni at ``alpha`` runs over every (candidate, class) row. Each chosen cand
 held-out pairs against controls (:mod:`probe.tasks.pairs.effects`): a word by insertion into its side
 (control: a word with no label association, |z| < 1, of similar count on that side, at the same
 position) and by deletion (control: as many random words of that side); a relation by its edits
-(:mod:`probe.tasks.pairs.edits`). Verdicts and BH q-values are discovery's
+(:mod:`probe.tasks.pairs.edits`, control words without label association, |z| < 1). Verdicts and BH q-values are discovery's
 (:func:`probe.discovery.discover.score_tested`).
 """
 
@@ -64,7 +64,7 @@ def relation_edit(name: str, table: PairTable, matcher: edits.FrequencyMatcher):
     wrap = (lambda i, out: None if out is None else ((a[i], out[0]), (a[i], out[1])))
     if name == "lexical_overlap":
         return (lambda i, rng: wrap(i, edits.overlap_raise(a[i], b[i], EDITED_WORDS, matcher, rng)),
-                lambda i, rng: wrap(i, edits.overlap_lower(a[i], b[i], EDITED_WORDS, matcher, rng)))
+                lambda i, rng: edits.overlap_lower(a[i], b[i], EDITED_WORDS, matcher, rng))
     if name == "negation":
         return (lambda i, rng: wrap(i, edits.negation_raise(b[i], matcher, rng)),
                 lambda i, rng: wrap(i, edits.negation_lower(b[i], rng)))
@@ -154,7 +154,9 @@ def discover_pairs(score: PairScorer, train: PairTable, test: PairTable, *, plan
                                       ignore_index=True), alpha)
     chosen = _choose(data, planted, hide_planted, max_candidates)
     base = score(test.firsts, test.seconds)
-    matcher = edits.FrequencyMatcher(train.firsts + train.seconds)
+    word_rows = data[data.kind == "word"]
+    associated = {f.split(":", 1)[1] for f, z in zip(word_rows.feature, word_rows.z) if abs(z) >= 1}
+    matcher = edits.FrequencyMatcher(train.firsts + train.seconds, avoid=associated)
     counts = data.drop_duplicates("feature").set_index("feature")["count"]
     rows, examples = [], []
     for feature, kind, cls, source in chosen:

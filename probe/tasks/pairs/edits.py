@@ -10,18 +10,21 @@ lexical overlap     raise: k content words of the second that    the same positi
                     by k content words of the first (share up    copied words (share unchanged: the replaced
                     by k / distinct content words)               word types vanish, the new ones are not
                                                                  shared)
-                    lower: k shared content words (once each)    k unshared content words replaced instead
-                    replaced by unshared frequency-matched words
+                    lower: k shared content words (once each)    the same replacement made in the first
+                    replaced by unshared frequency-matched words text too, so the new words stay shared
 negation            raise: "not" inserted at a random position   a stop word of matched frequency inserted
                     lower: every negation word deleted           as many other stop words deleted
 length difference   raise: k stop words inserted                 k stop words of the second replaced by them
                     lower: k stop words deleted                  those k replaced by other stop words
 ==================  ===========================================  ===========================================
 
-Stop words and content words are :mod:`relations`' (scikit-learn's list without negations), so the
+Both sides of each row change the same positions of the second text to the same extent; the overlap
+``lower`` control also edits the first text (the only edit that does). Stop words and content words
+are :mod:`relations`' (scikit-learn's list without negations), so the
 overlap edits leave negation and length alone, and the negation and length edits leave overlap alone.
 Frequency matching (:class:`FrequencyMatcher`) draws words whose count in the training texts is within
-a factor of 2 of the word's (the closest counts where fewer), as discovery's control words do.
+a factor of 2 of the word's (the closest counts where fewer) and, in discovery, without label
+association (|z| < 1 on both sides), as discovery's control words do.
 """
 
 from __future__ import annotations
@@ -39,10 +42,11 @@ Edit = tuple[str, str]  # (edited second text, control second text)
 
 
 class FrequencyMatcher:
-    """Words of the training texts by count, to draw controls of matched frequency."""
+    """Words of the training texts by count, to draw controls of matched frequency; ``avoid``: words never
+    drawn (label-associated words, whose insertion would be an edit of its own)."""
 
-    def __init__(self, texts: Sequence[str]):
-        counts = Counter(k for t in texts for k in text_words(t) if k.isalpha())
+    def __init__(self, texts: Sequence[str], avoid: frozenset[str] | set[str] = frozenset()):
+        counts = Counter(k for t in texts for k in text_words(t) if k.isalpha() and k not in avoid)
         self.count = counts
         self.words = np.array(sorted(counts))
         self.counts = np.array([counts[w] for w in self.words], dtype=float)
@@ -111,21 +115,26 @@ def overlap_raise(first: str, second: str, k: int, matcher: FrequencyMatcher, rn
     return None if ctrl is None else (_replace(words, pos, new), _replace(words, pos, ctrl))
 
 
-def overlap_lower(first: str, second: str, k: int, matcher: FrequencyMatcher, rng: np.random.Generator) -> Edit | None:
-    """Replace up to ``k`` shared content words of the second text by unshared ones (see the module table)."""
-    words = second.split()
-    keys = [word_key(w) for w in words]
+def overlap_lower(first: str, second: str, k: int, matcher: FrequencyMatcher,
+                  rng: np.random.Generator) -> tuple[tuple[str, str], tuple[str, str]] | None:
+    """Replace up to ``k`` shared content words of the second text (each once in either text) by unshared
+    frequency-matched words; the control makes the same replacement in the first text too, so the words
+    stay shared. Returns the edited and the control *pairs* (the control edits both texts)."""
+    words, first_words_list = second.split(), first.split()
+    keys, first_keys = [word_key(w) for w in words], [word_key(w) for w in first_words_list]
     first_words = set(content_words(first))
-    shared, unshared = _once(keys, first_words, shared=True), _once(keys, first_words, shared=False)
-    n = min(k, len(shared), len(unshared))
+    in_first = Counter(first_keys)
+    shared = [j for j in _once(keys, first_words, shared=True) if in_first[keys[j]] == 1]
+    n = min(k, len(shared))
     if n == 0:
         return None
     pos = sorted(rng.choice(shared, n, replace=False).tolist())
-    ctrl_pos = sorted(rng.choice(unshared, n, replace=False).tolist())
     new = _matched([keys[j] for j in pos], first_words | set(keys), matcher, rng)
     if new is None:
         return None
-    return _replace(words, pos, new), _replace(words, ctrl_pos, new)
+    first_pos = [first_keys.index(keys[j]) for j in pos]
+    edited = _replace(words, pos, new)
+    return (first, edited), (_replace(first_words_list, first_pos, new), edited)
 
 
 def negation_raise(second: str, matcher: FrequencyMatcher, rng: np.random.Generator, word: str = "not") -> Edit | None:
