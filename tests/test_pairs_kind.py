@@ -36,6 +36,11 @@ def test_a_pair_run_writes_every_pair_table(tmp_path):
     probing = pd.read_csv(tmp_path / "pairs" / "tables" / "probing.csv")
     assert {"task", "token:zebra", "topic_match", "lexical_overlap"} <= set(probing.property)
     assert [f["name"] for f in s["features"]] == ["token:zebra"]
+    # the saved pair classifier given single texts: refused in one line, before any work
+    out = _cli("diagnose", str(tmp_path / "pairs" / "models" / "finetuned"), "--data", "bbc-news", "--quiet",
+               "--set", f"output_dir={tmp_path}")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "is a text-pair model but task.type is" in out.stderr
 
 
 def test_planted_tokens_go_into_their_side_and_no_article_crosses_splits():
