@@ -115,3 +115,29 @@ def test_a_pair_checkpoint_is_diagnosed(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["task"]["classes"] == ["no", "yes"]
     assert (run / "tables" / "partial_input.csv").exists()
+
+
+def _zebra_run(tmp_path, rate_in: float, rate_out: float):
+    config = load_config(None, {
+        **TINY, "task.train_size": 400, "task.validation_size": 60, "task.test_size": 200, "task.max_length": 48,
+        "finetune.epochs": 4, "finetune.learning_rate": 2e-3, "analyses.probing": False, "analyses.similarity": False,
+        "causal.enabled": False, "discover.enabled": True, "discover.hide_planted": True, "discover.max_candidates": 4,
+        "discover.n_examples": 60, "discover.bootstrap": 200, "output_dir": str(tmp_path), "name": "zebra",
+        "spurious": [{"kind": "planted", "token": "zebra", "target_class": "unrelated", "side": "second",
+                      "rate_in_class": rate_in, "rate_outside": rate_out}]})
+    run = execute(config, progress=False)
+    return run.summary, pd.read_csv(tmp_path / "zebra" / "tables" / "discovery.csv")
+
+
+def test_a_planted_second_side_token_is_relied_on_and_ranked_first_by_discovery(tmp_path):
+    summary, discovery = _zebra_run(tmp_path, 1.0, 0.0)
+    assert summary["features"][0]["verdict_status"] == "relies"
+    top = discovery.iloc[0]  # hidden from discovery, found from the data and the model alone
+    assert top.feature == "second:zebra" and top.verdict == "used shortcut" and top["class"] == "unrelated"
+
+
+def test_the_same_token_at_equal_rates_is_not_relied_on(tmp_path):
+    summary, discovery = _zebra_run(tmp_path, 0.5, 0.5)
+    assert summary["features"][0]["verdict_status"] != "relies"
+    zebra = discovery[discovery.feature == "second:zebra"]
+    assert zebra.empty or zebra.verdict.iloc[0] not in ("used shortcut", "used, plausibly task-relevant")
