@@ -5,7 +5,10 @@ What the sequence kind runs on pooled representations and predictions runs uncha
 with control tasks, MDL, CKA), the natural properties computed on the two texts joined; probing adds
 the relational properties (:mod:`probe.tasks.pairs.relations`). Then, particular to pairs:
 
-- ``partial_input``: the model without its first or second text (:mod:`probe.tasks.pairs.partial`);
+- ``partial_input``: the model without its first or second text (:mod:`probe.tasks.pairs.partial`), on
+  the clean test pairs (partition ``clean``) and, per planted token, on the other-class test pairs with
+  the token inserted (partition = the feature; ``target_rate``: the share predicted as its class, so a
+  rate that stays high with the other text emptied says the token's side alone decides);
 - ``relations``: each relational property's edit against its control (:mod:`probe.tasks.pairs.discovery`),
   with discovery's verdicts; with discovery on, ``discovery`` also holds the per-side word candidates;
 - ``ablation``: layer swaps, re-initialisation and head ablation through the sequence kind's
@@ -80,8 +83,18 @@ def pair_tests(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
     test = data.tables["test"]
     out = {}
     with ctx.timer.stage("partial input"):
-        out["partial_input"] = partial_input_table(score, test.firsts, test.seconds, test.labels,
-                                                   n_boot=a.bootstrap_samples, seed=seed)
+        frames = [partial_input_table(score, test.firsts, test.seconds, test.labels, n_boot=a.bootstrap_samples,
+                                      seed=seed).assign(partition="clean")]
+        for p in data.planted:  # other-class pairs with the token: how many still go to its class, per condition
+            idx = np.flatnonzero(data.test_labels != p.target)
+            if idx.size < 2:
+                continue
+            pairs = [p.inserted[i] for i in idx]
+            rows = partial_input_table(score, [x for x, _ in pairs], [y for _, y in pairs], np.full(idx.size, p.target),
+                                       n_boot=a.bootstrap_samples, seed=seed)
+            rows["metric"] = rows["metric"].replace({"accuracy": "target_rate"})
+            frames.append(rows[rows.metric != "retained"].assign(partition=p.feature.label))
+        out["partial_input"] = pd.concat(frames, ignore_index=True)
     src = data.tables["train"]
     train = PairTable([p[0] for p in data.train_texts], [p[1] for p in data.train_texts], data.train_labels,
                       data.classes, src.first_source, src.second_source, src.groups, src.articles)
