@@ -31,6 +31,7 @@ def test_a_pair_run_writes_every_pair_table(tmp_path):
     partial = pd.read_csv(tmp_path / "pairs" / "tables" / "partial_input.csv")
     assert set(partial.property) == {"full", "first replaced", "first empty", "second replaced", "second empty"}
     assert set(s["partial_input"]) == set(partial.property)
+    assert s["task"]["test_pairs_cut"]["first"] > 0  # two article sentences do not fit 40 tokens with the third
     relations = pd.read_csv(tmp_path / "pairs" / "tables" / "relations.csv")
     assert {"pair:lexical_overlap", "pair:topic_match", "pair:length_difference"} <= set(relations.feature)
     probing = pd.read_csv(tmp_path / "pairs" / "tables" / "probing.csv")

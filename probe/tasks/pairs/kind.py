@@ -65,5 +65,12 @@ class TextPairClassification(SequenceClassification):
         rel = tables["relations"]
         out["relations"] = [{"feature": r.feature, "class": r["class"], "verdict": r.verdict}
                             for _, r in rel.drop_duplicates("feature").iterrows()] if len(rel) else []
+        from probe.models.pair_tokens import cut_sides
+
         out["task"]["pair_negatives"] = ctx.config.task.pair_negatives
+        cut = cut_sides(ctx.tokenizer, ctx.data.tables["test"].pairs, ctx.config.task.max_length)
+        out["task"]["test_pairs_cut"] = cut  # pairs whose first / second text lost tokens to truncation
+        if cut["first"] or cut["second"]:
+            log(f"pairs: truncation at task.max_length {ctx.config.task.max_length} cut the first text of "
+                f"{cut['first']} and the second of {cut['second']} of the {len(ctx.data.test_texts)} test pairs")
         return out
