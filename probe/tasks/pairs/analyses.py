@@ -106,7 +106,7 @@ def pair_tests(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
             hide_planted=d.hide_planted if active else True, min_count=d.min_count, alpha=d.alpha,
             max_candidates=d.max_candidates if active else 0, n_examples=d.n_examples, controls=d.controls, q=d.q,
             bootstrap=d.bootstrap, seed=d.seed + seed, min_effect=d.min_effect)
-    relations = table[table.kind == "relation"].reset_index(drop=True)
+    relations = table[table.kind == "relation"].reset_index(drop=True) if "kind" in table else table
     out["relations"] = relations
     if active:
         out["discovery"] = table

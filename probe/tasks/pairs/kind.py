@@ -64,7 +64,7 @@ class TextPairClassification(SequenceClassification):
                                 for r in partial[partial.metric == "accuracy"].itertuples()}
         rel = tables["relations"]
         out["relations"] = [{"feature": r.feature, "class": r["class"], "verdict": r.verdict}
-                            for _, r in rel.drop_duplicates("feature").iterrows()] if len(rel) else []
+                            for _, r in rel.drop_duplicates("feature").iterrows()] if "verdict" in rel else []
         from probe.models.pair_tokens import cut_sides
 
         out["task"]["pair_negatives"] = ctx.config.task.pair_negatives
