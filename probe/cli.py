@@ -174,7 +174,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
     for d in BUILTIN_DATASETS.values():
         kind = dataset_kind(d.name)
-        print(f"{d.name:<10} {kind.name if kind else '':<21} {d.description}")
+        print(f"{d.name:<14} {kind.name if kind else '':<21} {d.description}")
     print("also: a .csv/.tsv/.jsonl file, a saved datasets folder, or hf:<name>[:<config>] (needs a network)")
     return 0
 
