@@ -116,6 +116,7 @@ def test_a_pair_checkpoint_is_diagnosed(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["task"]["classes"] == ["no", "yes"]
     assert (run / "tables" / "partial_input.csv").exists()
+    assert "partial-input and relational tests were measured" in summary["verdict"]
 
 
 def _zebra_run(tmp_path, rate_in: float, rate_out: float):

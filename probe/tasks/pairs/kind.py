@@ -67,6 +67,11 @@ class TextPairClassification(SequenceClassification):
                             for _, r in rel.drop_duplicates("feature").iterrows()] if "verdict" in rel else []
         from probe.models.pair_tokens import cut_sides
 
+        used = [r["feature"] for r in out["relations"] if r["verdict"] in ("used shortcut",
+                                                                          "used, plausibly task-relevant")]
+        out["nothing_planted"] = ("No spurious features were configured; task quality, layer comparisons, partial-input "
+                                  "and relational tests were measured; relational properties used: "
+                                  f"{', '.join(used) or 'none'}.")
         out["task"]["pair_negatives"] = ctx.config.task.pair_negatives
         cut = cut_sides(ctx.tokenizer, ctx.data.tables["test"].pairs, ctx.config.task.max_length)
         out["task"]["test_pairs_cut"] = cut  # pairs whose first / second text lost tokens to truncation
