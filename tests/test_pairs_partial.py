@@ -66,3 +66,11 @@ def test_a_model_that_needs_both_texts_loses_its_accuracy_without_either():
         assert _value(t, c, "flip_rate")[0] == 0.5  # every class-1 answer flips
         assert _value(t, c, "retained")[0] == 0.0
     assert set(t.metric) == {"accuracy", "flip_rate", "retained"} and len(t) == 15
+
+
+def test_replacements_can_come_from_clean_donors():
+    marked = [b + " zebra" for b in SECONDS]
+    inputs = partial_inputs(FIRSTS, marked, np.random.default_rng(1), donors=(FIRSTS, SECONDS))
+    replaced = inputs["second replaced"][1]
+    assert all(r in SECONDS and r != SECONDS[i] for i, r in enumerate(replaced))  # another clean second text
+    assert inputs["full"][1] == marked and inputs["first replaced"][1] == marked

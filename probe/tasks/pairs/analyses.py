@@ -8,7 +8,8 @@ the relational properties (:mod:`probe.tasks.pairs.relations`). Then, particular
 - ``partial_input``: the model without its first or second text (:mod:`probe.tasks.pairs.partial`), on
   the clean test pairs (partition ``clean``) and, per planted token, on the other-class test pairs with
   the token inserted (partition = the feature; ``target_rate``: the share predicted as its class, so a
-  rate that stays high with the other text emptied says the token's side alone decides);
+  rate that stays high with the other text emptied says the token's side alone decides; a replaced
+  side comes from another clean pair, so replacing the token's side removes the token);
 - ``relations``: each relational property's edit against its control (:mod:`probe.tasks.pairs.discovery`),
   with discovery's verdicts; with discovery on, ``discovery`` also holds the per-side word candidates;
 - ``ablation``: layer swaps, re-initialisation and head ablation through the sequence kind's
@@ -90,8 +91,9 @@ def pair_tests(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
             if idx.size < 2:
                 continue
             pairs = [p.inserted[i] for i in idx]
+            clean = ([test.firsts[i] for i in idx], [test.seconds[i] for i in idx])  # a replaced side loses the token
             rows = partial_input_table(score, [x for x, _ in pairs], [y for _, y in pairs], np.full(idx.size, p.target),
-                                       n_boot=a.bootstrap_samples, seed=seed)
+                                       n_boot=a.bootstrap_samples, seed=seed, donors=clean)
             rows["metric"] = rows["metric"].replace({"accuracy": "target_rate"})
             frames.append(rows[rows.metric != "retained"].assign(partition=p.feature.label))
         out["partial_input"] = pd.concat(frames, ignore_index=True)

@@ -46,23 +46,29 @@ def derangement(texts: list[str], rng: np.random.Generator, tries: int = 20) -> 
     return donor
 
 
-def partial_inputs(firsts: list[str], seconds: list[str], rng: np.random.Generator) -> dict[str, tuple]:
-    """``{condition: (firsts, seconds)}`` for every condition of :data:`CONDITIONS`."""
-    d1, d2 = derangement(firsts, rng), derangement(seconds, rng)
+def partial_inputs(firsts: list[str], seconds: list[str], rng: np.random.Generator,
+                   donors: tuple[list[str], list[str]] | None = None) -> dict[str, tuple]:
+    """``{condition: (firsts, seconds)}`` for every condition of :data:`CONDITIONS`. Replacements come from
+    the other examples of ``donors`` (aligned with the examples; default: the examples themselves), e.g.
+    the clean versions of pairs that carry a planted token, so that a replaced side loses the token."""
+    src1, src2 = donors if donors is not None else (firsts, seconds)
+    d1, d2 = derangement(src1, rng), derangement(src2, rng)
     return {"full": (firsts, seconds),
-            "first replaced": ([firsts[j] for j in d1], seconds),
+            "first replaced": ([src1[j] for j in d1], seconds),
             "first empty": ([""] * len(firsts), seconds),
-            "second replaced": (firsts, [seconds[j] for j in d2]),
+            "second replaced": (firsts, [src2[j] for j in d2]),
             "second empty": (firsts, [""] * len(seconds))}
 
 
 def partial_input_table(score: PairScorer, firsts: list[str], seconds: list[str], labels: np.ndarray, *,
-                        n_boot: int = 1000, seed: int = 0, model: str = "finetuned") -> pd.DataFrame:
+                        n_boot: int = 1000, seed: int = 0, model: str = "finetuned",
+                        donors: tuple[list[str], list[str]] | None = None) -> pd.DataFrame:
     """Accuracy, flip rate and retained accuracy of ``score`` under each condition (module docstring);
-    one tidy row per (condition, metric): ``model, property=condition, metric, value, ci_low, ci_high``."""
+    one tidy row per (condition, metric): ``model, property=condition, metric, value, ci_low, ci_high``.
+    ``donors``: where replacements come from (:func:`partial_inputs`)."""
     labels = np.asarray(labels)
     rng = np.random.default_rng([seed, 61])
-    inputs = partial_inputs(list(firsts), list(seconds), rng)
+    inputs = partial_inputs(list(firsts), list(seconds), rng, donors)
     n = len(labels)
     allp = score([x for a, _ in inputs.values() for x in a], [x for _, b in inputs.values() for x in b])
     preds = {c: allp[k * n: (k + 1) * n].argmax(1) for k, c in enumerate(inputs)}
