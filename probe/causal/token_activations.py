@@ -56,13 +56,14 @@ def _piece_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) ->
 
 def token_activations(
     model, tokenizer, texts: list[str], layers: list[int], max_length: int, batch_size: int, device,
-    token: str | None = None, ignore_case: bool = False,
+    token: str | None = None, ignore_case: bool = False, side: str = "first",
 ) -> TokenActivations:
     """Hidden states of ``layers`` (0 = embeddings output) at every real token of ``texts``.
 
     One forward pass per length-sorted batch through the model's encoder (a classifier, an
     ``AutoModel`` or a probe head), so hooks registered on it apply. With ``token``, marks the
-    pieces of its whole-word occurrences using the fast tokenizer's offset mapping.
+    pieces of its whole-word occurrences using the fast tokenizer's offset mapping; for pairs of texts
+    (tuples), only those in the text ``side`` (``first`` or ``second``), at the pieces of its whole words.
     """
     import torch
 
@@ -78,7 +79,9 @@ def token_activations(
         raise ValueError(f"layers {bad} are out of range: allowed 0..{total - 1} (0 = embeddings output)")
     ids = tokenize(tokenizer, texts, max_length)
     has_token = None
-    if token is not None:
+    if token is not None and texts and isinstance(texts[0], tuple):
+        has_token = _pair_piece_mask(tokenizer, texts, ids, max_length, token, side, ignore_case)
+    elif token is not None:
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError("token_activations(token=...) needs a fast tokenizer (offset mapping)")
         enc = tokenizer(truncate_words(texts, max_length, tokenizer), truncation=True, max_length=max_length,
@@ -110,8 +113,9 @@ def token_activations(
         with torch.inference_mode(), autocast(device):
             for idx in length_sorted_batches(ids, batch_size):
                 batch = pad_batch(tokenizer, [ids[i] for i in idx]).to(device)
+                segments = {k: v for k, v in batch.items() if k == "token_type_ids"}  # pairs: as the classifier reads them
                 hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                 output_hidden_states=True).hidden_states
+                                 output_hidden_states=True, **segments).hidden_states
                 mask = batch["attention_mask"].bool().cpu().numpy()
                 rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in idx])
                 for layer in layers:
@@ -128,3 +132,24 @@ def token_activations(
         doc_has_token = np.zeros(len(texts), dtype=bool)
         doc_has_token[doc_index[has_token]] = True
     return TokenActivations(out_layers, doc_index, position, token_ids, has_token, doc_has_token, token)
+
+
+def _pair_piece_mask(tokenizer, pairs: list[tuple[str, str]], ids: list[list[int]], max_length: int, token: str,
+                     side: str, ignore_case: bool) -> np.ndarray:
+    """Which pieces of the pairs belong to a whole word ``token`` (:func:`word_spans` on the word) of the text
+    ``side``, the pairs encoded as :func:`probe.models.pair_tokens.encode_pair_words` does."""
+    from probe.models.pair_tokens import encode_pair_words
+
+    if side not in ("first", "second"):
+        raise ValueError(f"side: {side!r}; allowed: 'first', 'second'")
+    split = [(a.split(), b.split()) for a, b in pairs]
+    enc, covered = encode_pair_words(tokenizer, split, max_length)
+    if enc.input_ids != ids:
+        raise RuntimeError("pair tokenisation with words differs from probe.models.batching.tokenize")
+    masks = []
+    for (a, b), (ca, cb), word_ids in zip(split, covered, enc.word_ids):
+        words = a[:ca] + b[:cb]
+        on_side = range(ca) if side == "first" else range(ca, ca + cb)
+        hit = {w for w in on_side if word_spans(words[w], token, ignore_case)}
+        masks.append(np.array([w in hit for w in word_ids], dtype=bool))
+    return np.concatenate(masks)

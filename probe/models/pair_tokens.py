@@ -93,12 +93,16 @@ def cut_sides(tokenizer, pairs: list[Pair], max_length: int) -> dict[str, int]:
     """How many pairs lose tokens of their first and of their second text to truncation at ``max_length``."""
     a = [len(x) for x in tokenizer([p[0] for p in pairs], add_special_tokens=False)["input_ids"]]
     b = [len(x) for x in tokenizer([p[1] for p in pairs], add_special_tokens=False)["input_ids"]]
-    if has_separator(tokenizer):
-        room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
-    else:
-        room = max_length - len(tokenizer("", add_special_tokens=True)["input_ids"]) - len(separator_id(tokenizer))
+    room = _room(tokenizer, max_length)
     kept = [longest_first(x, y, room) for x, y in zip(a, b)]
     return {"first": sum(k[0] < x for k, x in zip(kept, a)), "second": sum(k[1] < y for k, y in zip(kept, b))}
+
+
+def _room(tokenizer, max_length: int) -> int:
+    """Tokens left for the two texts of a pair at ``max_length``."""
+    if has_separator(tokenizer):
+        return max_length - tokenizer.num_special_tokens_to_add(pair=True)
+    return max_length - len(tokenizer("", add_special_tokens=True)["input_ids"]) - len(separator_id(tokenizer))
 
 
 def segment_ids(tokenizer, ids: list[list[int]]) -> list[list[int]] | None:
@@ -117,3 +121,51 @@ def segment_ids(tokenizer, ids: list[list[int]]) -> list[list[int]] | None:
         else:
             out.append([0] * len(row))
     return out if any_pair else None
+
+
+def encode_pair_words(tokenizer, pairs: list[tuple[list[str], list[str]]], max_length: int):
+    """:func:`probe.models.words.encode_words` for pairs of word lists: the ids :func:`encode_pairs` gives the
+    joined words, and each token's word, numbered over the first text's covered words and then the second's.
+    Returns ``(EncodedWords, covered words of each side [(first, second)])``; a word cut off by truncation
+    is in neither count, so word ``n_first + j`` is the second text's word ``j``."""
+    from probe.models.words import EncodedWords, covered_words, word_of_tokens
+
+    texts = [(" ".join(a), " ".join(b)) for a, b in pairs]
+    ids = encode_pairs(tokenizer, texts, max_length)
+    side_ids, side_words = [], []
+    for k in (0, 1):
+        enc = tokenizer([t[k] for t in texts], add_special_tokens=False, return_offsets_mapping=True)
+        side_ids.append(enc["input_ids"])
+        side_words.append([word_of_tokens(offsets, _spans(p[k])) for offsets, p in zip(enc["offset_mapping"], pairs)])
+    word_ids, covered = [], []
+    room = _room(tokenizer, max_length)
+    for i, row in enumerate(ids):
+        a, b = side_ids[0][i], side_ids[1][i]
+        ka, kb = longest_first(len(a), len(b), room)
+        wa, wb = side_words[0][i][:ka], side_words[1][i][:kb]
+        n_first = covered_words(wa)
+        sa = _start(row, a, ka)
+        sb = _start(row, b, kb, after=sa + ka)
+        out: list[int | None] = [None] * len(row)
+        out[sa: sa + ka] = wa
+        out[sb: sb + kb] = [None if w is None else n_first + w for w in wb]
+        word_ids.append(out)
+        covered.append((n_first, covered_words(wb)))
+    return EncodedWords([list(r) for r in ids], word_ids), covered
+
+
+def _spans(words: list[str]) -> list[tuple[int, int]]:
+    out, start = [], 0
+    for w in words:
+        out.append((start, start + len(w)))
+        start += len(w) + 1
+    return out
+
+
+def _start(row: list[int], side: list[int], kept: int, after: int = 0) -> int:
+    """Where the ``kept`` leading ids of ``side`` begin in ``row`` (at or after ``after``)."""
+    for s in range(after, len(row) - kept + 1):
+        if list(row[s: s + kept]) == list(side[:kept]):
+            return s
+    raise ValueError("a side's tokens are not in the pair's ids")
+

@@ -12,11 +12,9 @@ the relational properties (:mod:`probe.tasks.pairs.relations`). Then, particular
   side comes from another clean pair, so replacing the token's side removes the token);
 - ``relations``: each relational property's edit against its control (:mod:`probe.tasks.pairs.discovery`),
   with discovery's verdicts; with discovery on, ``discovery`` also holds the per-side word candidates;
-- ``ablation``: layer swaps, re-initialisation and head ablation through the sequence kind's
-  :class:`~probe.tasks.sequence.analyses.SequencePredictor`, which reads pairs as they are.
 
-Not run for pairs yet: attribution and its faithfulness, invariance edits and concept erasure (they
-edit or align words of a single text).
+Attribution, invariance, concept erasure and ablation are the sequence kind's, run on pairs by
+:class:`probe.tasks.pairs.kind.TextPairClassification`.
 """
 
 from __future__ import annotations
@@ -29,9 +27,6 @@ import pandas as pd
 from probe.engine.context import RunContext, log
 from probe.tasks.pairs.data import PairTable
 from probe.tasks.pairs.task import joined
-
-NOT_RUN = ("attribution", "invariance", "erasure")
-
 
 def pair_scorer(model, tokenizer, max_length: int, batch_size: int, device):
     """``(firsts, seconds) -> P(class) [N, K]`` of a pair classifier."""
@@ -117,24 +112,3 @@ def pair_tests(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
     log(f"pairs: partial input and {len(relations)} relational tests; used: {', '.join(used.feature) or 'none'}")
     return out
 
-
-def ablation_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
-    """Layer swaps, re-initialisation and (with planted tokens) head ablation on the held-out half of the
-    probing pairs; concept erasure is not run for pairs (it needs token positions in a single text)."""
-    from probe.analyses.probing import probe_split
-    from probe.causal.experiment import ablation_table
-    from probe.causal.hooks import KeptStates
-    from probe.tasks.sequence.analyses import SequencePredictor, causal_strata
-
-    config, data = ctx.config, ctx.data
-    c, a = config.causal, config.analyses
-    if not (c.layer_swap or (c.head_ablation and data.planted)):
-        return {}
-    _, held_idx = probe_split(causal_strata(data), seed)
-    model.to(ctx.device).eval()
-    predict = SequencePredictor(model, ctx.tokenizer, data, held_idx, config.task.max_length, a.batch_size,
-                                ctx.device)
-    with ctx.timer.stage("ablation"):
-        pretrained = ctx.pretrained_encoder(seed).eval()
-        return {"ablation": ablation_table(model, pretrained, predict, c, a.bootstrap_samples, seed, ctx.progress,
-                                           KeptStates())}

@@ -4,8 +4,10 @@ Everything the sequence kind does with texts it does with pairs, because the sha
 ``(first, second)`` tuple as a pair (:mod:`probe.models.pair_tokens`): fine-tuning, pooled
 representations (one vector per pair and layer), predictions and the causal predictor. What differs is
 the data (:mod:`probe.tasks.pairs.task`), the analyses that need words of one text
-(:mod:`probe.tasks.pairs.analyses`), and the tests particular to pairs: partial input, relational
-properties and discovery per side.
+(:mod:`probe.tasks.pairs.analyses`), the tests particular to pairs (partial input, relational
+properties and discovery per side), attribution split by side (:mod:`probe.tasks.pairs.attribution`;
+no ERASER faithfulness), invariance perturbations on each side in turn, and concept erasure with the
+planted token's pieces taken on its side only.
 """
 
 from __future__ import annotations
@@ -36,21 +38,26 @@ class TextPairClassification(SequenceClassification):
         return [[[p.feature.token, p.feature.side, int(p.target), p.feature.max_position] for p in data.planted],
                 "pairs-v1"]
 
+    invariance_sides = ("first", "second")
+
+    def pair_metrics(self, ctx: RunContext, seed: int):
+        from probe.tasks.pairs.attribution import pair_metrics_for
+
+        return pair_metrics_for(ctx.data, ctx.config.analyses.bootstrap_samples, seed)
+
     def seed_tables(self, ctx: RunContext, seed: int, model, pre, fine: dict,
                     train_log: dict) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-        from probe.tasks.pairs.analyses import NOT_RUN, ablation_tables, pair_tests, representation_tables
+        from probe.tasks.pairs.analyses import pair_tests, representation_tables
+        from probe.tasks.sequence.analyses import causal_tables
 
         config = ctx.config
         with ctx.timer.stage("analyses"):
             tables = representation_tables(ctx, seed, pre, fine, train_log)
             predictions = prediction_rows(ctx.data, fine["predictions"], seed)
+        self.attribution_and_invariance(ctx, seed, model, pre, tables)
         tables.update(pair_tests(ctx, model, seed))
         if config.causal.enabled:
-            tables.update(ablation_tables(ctx, model, seed))
-        skipped = [n for n, on in zip(NOT_RUN, (config.analyses.attribution, config.analyses.invariance,
-                                                config.causal.enabled)) if on]
-        if skipped and seed == config.run_seeds[0]:
-            log(f"pairs: {', '.join(skipped)} not run (not defined for pairs yet)")
+            tables.update(causal_tables(ctx, model, seed))
         return tables, predictions
 
     def summary(self, ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict) -> dict:

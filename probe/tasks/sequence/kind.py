@@ -126,7 +126,7 @@ class SequenceClassification(TaskKind):
 
     def seed_tables(self, ctx: RunContext, seed: int, model, pre: np.ndarray, fine: dict,
                     train_log: dict) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-        from probe.tasks.sequence.analyses import analyse, attribution_tables, causal_tables, invariance_table
+        from probe.tasks.sequence.analyses import analyse, causal_tables
 
         config, data = ctx.config, ctx.data
         a = config.analyses
@@ -134,16 +134,7 @@ class SequenceClassification(TaskKind):
             tables = analyse(config, data, pre, fine["activations"], fine["predictions"], train_log, seed,
                              ctx.progress)
             predictions = prediction_rows(data, fine["predictions"], seed)
-        if a.attribution or a.invariance:
-            with ctx.timer.stage("attribution"):
-                extra = {}
-                if a.invariance:
-                    extra["behaviour"] = invariance_table(config, data, model, ctx.tokenizer, seed)
-                if a.attribution:
-                    extra.update(attribution_tables(config, data, ctx.pretrained_encoder(), model, ctx.tokenizer,
-                                                    pre, seed, ctx.progress))
-            for name, df in extra.items():
-                tables[name] = pd.concat([tables[name], df], ignore_index=True) if name in tables else df
+        self.attribution_and_invariance(ctx, seed, model, pre, tables)
         if config.causal.enabled:
             tables.update(causal_tables(ctx, model, seed))
         if config.discover.active(len(data.planted)):
@@ -151,6 +142,31 @@ class SequenceClassification(TaskKind):
 
             tables.update(sequence_discovery(ctx, model, seed))
         return tables, predictions
+
+    #: pairs of texts: each invariance perturbation on each side (:func:`~probe.tasks.sequence.analyses.invariance_table`)
+    invariance_sides: tuple = (None,)
+
+    def pair_metrics(self, ctx: RunContext, seed: int):
+        """The attribution metrics that replace the token metrics (pairs); ``None``: the sequence kind's."""
+        return None
+
+    def attribution_and_invariance(self, ctx: RunContext, seed: int, model, pre: np.ndarray,
+                                   tables: dict[str, pd.DataFrame]) -> None:
+        """Invariance rows (into ``behaviour``) and attribution tables, added to ``tables``."""
+        from probe.tasks.sequence.analyses import attribution_tables, invariance_table
+
+        config, data, a = ctx.config, ctx.data, ctx.config.analyses
+        if not (a.attribution or a.invariance):
+            return
+        with ctx.timer.stage("attribution"):
+            extra = {}
+            if a.invariance:
+                extra["behaviour"] = invariance_table(config, data, model, ctx.tokenizer, seed, self.invariance_sides)
+            if a.attribution:
+                extra.update(attribution_tables(config, data, ctx.pretrained_encoder(), model, ctx.tokenizer,
+                                                pre, seed, ctx.progress, self.pair_metrics(ctx, seed)))
+        for name, df in extra.items():
+            tables[name] = pd.concat([tables[name], df], ignore_index=True) if name in tables else df
 
     def summary(self, ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict) -> dict:
         from probe.analyses.aggregate import pooled_rows
