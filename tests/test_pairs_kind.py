@@ -27,7 +27,20 @@ def test_a_pair_run_writes_every_pair_table(tmp_path):
     s = run.summary
     assert s["status"] == "complete" and s["task"]["classes"] == ["continues", "unrelated"]
     tables = {p.stem for p in (tmp_path / "pairs" / "tables").glob("*.csv")}
-    assert {"behaviour", "probing", "cka", "partial_input", "relations", "ablation", "predictions"} <= tables
+    assert {"behaviour", "probing", "cka", "partial_input", "relations", "ablation", "predictions", "attribution",
+            "attribution_words", "erasure"} <= tables
+    attribution = pd.read_csv(tmp_path / "pairs" / "tables" / "attribution.csv")
+    assert set(attribution.method) == {"integrated_gradients", "saliency", "input_x_gradient", "occlusion"}
+    shares = attribution[attribution.metric.isin(["first_side_share", "second_side_share"])]
+    total = shares.groupby(["model", "method", "partition"]).value.sum()
+    assert np.allclose(total, 1.0) and len(total) == 2 * 4 * 3  # both models, every method, every partition
+    token_side = attribution[attribution.metric == "token_side_share"].set_index(["model", "method", "partition"])
+    second = shares[shares.metric == "second_side_share"].set_index(["model", "method", "partition"])
+    assert np.allclose(token_side.value, second.value.loc[token_side.index])  # zebra is on the second side
+    behaviour = pd.read_csv(tmp_path / "pairs" / "tables" / "behaviour.csv")
+    assert {"first: add_url", "second: add_url"} <= set(behaviour.property)
+    erasure = pd.read_csv(tmp_path / "pairs" / "tables" / "erasure.csv")
+    assert {"leace"} <= set(erasure.method.dropna()) and set(erasure.property) == {"token:zebra"}
     partial = pd.read_csv(tmp_path / "pairs" / "tables" / "partial_input.csv")
     assert set(partial.property) == {"full", "first replaced", "first empty", "second replaced", "second empty"}
     assert set(s["partial_input"]) == set(partial.property)

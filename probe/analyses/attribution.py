@@ -210,6 +210,17 @@ def _to_words(token_scores: np.ndarray, word_ids: list[int | None], n_words: int
     return out
 
 
+def _forward_args(tokenizer, enc: _Encoded, idx: np.ndarray, mask, token_pos: np.ndarray | None, device) -> tuple:
+    """captum's ``additional_forward_args`` of one group: the attention mask, and the explained word's token
+    position (token classifiers) or the segment ids the model was tuned with (pairs, where it has them)."""
+    import torch
+
+    if token_pos is not None:
+        return mask, torch.as_tensor(token_pos[idx], device=device)
+    segments = segment_ids(tokenizer, [enc.ids[i] for i in idx]) if enc.n_first is not None else None
+    return (mask,) if segments is None else (mask, None, _pad(segments, 0)[0].to(device))
+
+
 # --------------------------------------------------------------------------------------
 # attribution
 
@@ -254,9 +265,7 @@ def attribute_tokens(
         for idx in groups:
             input_ids, mask = _pad([enc.ids[i] for i in idx], tokenizer.pad_token_id)
             input_ids, mask = input_ids.to(device), mask.to(device)
-            args = (mask,) if token_pos is None else (mask, torch.as_tensor(token_pos[idx], device=device))
-            if enc.n_first is not None and (seg := segment_ids(tokenizer, [enc.ids[i] for i in idx])) is not None:
-                args = (mask, None, _pad(seg, 0)[0].to(device))  # pairs: the segment ids the model was tuned with
+            args = _forward_args(tokenizer, enc, idx, mask, token_pos, device)
             with torch.no_grad():
                 fx = f(input_ids, *args)
             tgt = fx.argmax(-1) if target is None else torch.as_tensor([target[i] for i in idx], device=device)
