@@ -103,3 +103,21 @@ def test_erasure_marks_the_planted_token_on_its_side_only(tok):
     marked = [(int(d), int(p)) for d, p in zip(acts.doc_index[acts.has_token], acts.position[acts.has_token])]
     assert marked == [(0, ids[0].index(sep) + 2)] and ids[0][marked[0][1]] == zebra[0]
     assert acts.doc_has_token.tolist() == [True, False, False]
+
+
+@pytest.mark.parametrize("style", ["bert", "roberta", "gpt2", "llama"])
+def test_pair_words_on_every_tokenizer_family(style):
+    from tests.test_pairs_tokens import PAIRS as LONG, _tokenizer
+
+    tok = _tokenizer(style)
+    split = [(a.split(), b.split()) for a, b in LONG]
+    enc, covered = encode_pair_words(tok, split, 24)
+    assert enc.input_ids == encode_pairs(tok, [(" ".join(a), " ".join(b)) for a, b in split], 24)
+    for (a, b), (ca, cb), ids, wids in zip(split, covered, enc.input_ids, enc.word_ids):
+        assert 0 < ca <= len(a) and 0 < cb <= len(b)
+        words = [w for w in wids if w is not None]
+        assert words == sorted(words) and set(words) == set(range(ca + cb))  # every kept word, in order
+        for side, (lo, hi), text in ((0, (0, ca), a), (1, (ca, ca + cb), b)):  # each word's pieces decode to it
+            for w in range(lo, hi):
+                pieces = [t for t, x in zip(ids, wids) if x == w]
+                assert tok.decode(pieces).strip() in text[w - lo]
