@@ -153,6 +153,16 @@ def test_a_planted_second_side_token_is_relied_on_and_ranked_first_by_discovery(
     zebra = partial[(partial.partition == "token:zebra") & (partial.metric == "target_rate")].set_index("property")
     assert zebra.loc["first empty", "value"] > 0.9 and zebra.loc["first replaced", "value"] > 0.9  # the second suffices
     assert zebra.loc["second empty", "value"] < 0.5 and zebra.loc["second replaced", "value"] < 0.5
+    shares = _conflicting_attribution(tmp_path)  # the fine-tuned model looks at the second text, at zebra
+    for method in ("integrated_gradients", "occlusion"):
+        assert shares.loc[(method, "token_side_share"), "finetuned"] > 0.8
+        assert shares.loc[(method, "spurious_attribution_share"), "finetuned"] > 0.5
+        assert shares.loc[(method, "spurious_attribution_share"), "pretrained"] < 0.1
+
+
+def _conflicting_attribution(tmp_path) -> pd.DataFrame:
+    a = pd.read_csv(tmp_path / "zebra" / "tables" / "attribution.csv")
+    return a[a.partition == "conflicting"].pivot_table(index=["method", "metric"], columns="model", values="value")
 
 
 def test_the_same_token_at_equal_rates_is_not_relied_on(tmp_path):
@@ -160,3 +170,5 @@ def test_the_same_token_at_equal_rates_is_not_relied_on(tmp_path):
     assert summary["features"][0]["verdict_status"] != "relies"
     zebra = discovery[discovery.feature == "second:zebra"]
     assert zebra.empty or zebra.verdict.iloc[0] not in ("used shortcut", "used, plausibly task-relevant")
+    shares = _conflicting_attribution(tmp_path)
+    assert (shares.xs("spurious_attribution_share", level="metric").finetuned < 0.1).all()  # no method points at it
