@@ -172,3 +172,20 @@ def test_the_same_token_at_equal_rates_is_not_relied_on(tmp_path):
     assert zebra.empty or zebra.verdict.iloc[0] not in ("used shortcut", "used, plausibly task-relevant")
     shares = _conflicting_attribution(tmp_path)
     assert (shares.xs("spurious_attribution_share", level="metric").finetuned < 0.1).all()  # no method points at it
+
+
+def test_erasing_the_planted_token_on_its_side_removes_the_reliance(tmp_path):
+    """LEACE at the embeddings, fitted on zebra's pieces in the second text, undoes what the token does; a
+    random direction of the same rank does not (docs/design.md §6 on pairs)."""
+    config = load_config(None, {
+        **TINY, "task.train_size": 400, "task.validation_size": 60, "task.test_size": 200, "task.max_length": 48,
+        "finetune.epochs": 4, "finetune.learning_rate": 2e-3, "analyses.probing": False, "analyses.similarity": False,
+        "analyses.attribution": False, "analyses.invariance": False, "causal.layer_swap": False,
+        "causal.head_ablation": False, "discover.enabled": False, "output_dir": str(tmp_path), "name": "zebra",
+        "spurious": [{"kind": "planted", "token": "zebra", "target_class": "unrelated", "side": "second",
+                      "rate_in_class": 1.0, "rate_outside": 0.0}]})
+    execute(config, progress=False)
+    e = pd.read_csv(tmp_path / "zebra" / "tables" / "erasure.csv")
+    e = e[(e.layer == 0) & (e.concept == "position")].pivot_table(index="condition", columns="metric", values="value")
+    assert e.loc["random", "flip_rate"] > 0.5 and e.loc["erased", "flip_rate"] < 0.1
+    assert e.loc["random", "concept_balanced_accuracy"] > 0.9 and e.loc["erased", "concept_balanced_accuracy"] < 0.6
