@@ -121,3 +121,18 @@ def test_pair_words_on_every_tokenizer_family(style):
             for w in range(lo, hi):
                 pieces = [t for t, x in zip(ids, wids) if x == w]
                 assert tok.decode(pieces).strip() in text[w - lo]
+
+
+def test_erasure_marks_the_token_in_texts_with_newlines_on_a_byte_level_tokenizer():
+    """Offsets into the original texts: a newline (its own byte-level piece) does not break the marking."""
+    from tests.test_pairs_tokens import _tokenizer
+
+    from probe.causal.token_activations import _pair_piece_mask
+
+    tok = _tokenizer("roberta")
+    pairs = [("the cat\nsat", "the  markets\nfell the"), ("the plan", "cut the costs")]
+    ids = tokenize(tok, pairs, 64)
+    mask = _pair_piece_mask(tok, pairs, ids, 64, "the", "second", False)
+    rows = np.split(mask, np.cumsum([len(r) for r in ids])[:-1])
+    for row, marked, (_, second) in zip(ids, rows, pairs):
+        assert tok.decode([t for t, m in zip(row, marked) if m]).replace(" ", "") == "the" * second.split().count("the")

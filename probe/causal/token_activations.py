@@ -63,7 +63,7 @@ def token_activations(
     One forward pass per length-sorted batch through the model's encoder (a classifier, an
     ``AutoModel`` or a probe head), so hooks registered on it apply. With ``token``, marks the
     pieces of its whole-word occurrences using the fast tokenizer's offset mapping; for pairs of texts
-    (tuples), only those in the text ``side`` (``first`` or ``second``), at the pieces of its whole words.
+    (tuples), only those in the text ``side`` (``first`` or ``second``) (its offsets into that text).
     """
     import torch
 
@@ -136,20 +136,18 @@ def token_activations(
 
 def _pair_piece_mask(tokenizer, pairs: list[tuple[str, str]], ids: list[list[int]], max_length: int, token: str,
                      side: str, ignore_case: bool) -> np.ndarray:
-    """Which pieces of the pairs belong to a whole word ``token`` (:func:`word_spans` on the word) of the text
-    ``side``, the pairs encoded as :func:`probe.models.pair_tokens.encode_pair_words` does."""
-    from probe.models.pair_tokens import encode_pair_words
+    """Which pieces of the pairs overlap a whole-word ``token`` (:func:`word_spans`) in the text ``side``, with
+    :func:`probe.models.pair_tokens.pair_offsets` (the same ids as :func:`probe.models.batching.tokenize`)."""
+    from probe.models.pair_tokens import pair_offsets
 
     if side not in ("first", "second"):
         raise ValueError(f"side: {side!r}; allowed: 'first', 'second'")
-    split = [(a.split(), b.split()) for a, b in pairs]
-    enc, covered = encode_pair_words(tokenizer, split, max_length)
-    if enc.input_ids != ids:
-        raise RuntimeError("pair tokenisation with words differs from probe.models.batching.tokenize")
+    k = ("first", "second").index(side)
+    enc, offsets = pair_offsets(tokenizer, pairs, max_length)
+    if enc != ids:
+        raise RuntimeError("pair tokenisation with offsets differs from probe.models.batching.tokenize")
     masks = []
-    for (a, b), (ca, cb), word_ids in zip(split, covered, enc.word_ids):
-        words = a[:ca] + b[:cb]
-        on_side = range(ca) if side == "first" else range(ca, ca + cb)
-        hit = {w for w in on_side if word_spans(words[w], token, ignore_case)}
-        masks.append(np.array([w in hit for w in word_ids], dtype=bool))
+    for pair, spans in zip(pairs, offsets):
+        masks.append(_piece_mask([(s, e) if j == k else (0, 0) for j, s, e in spans], word_spans(pair[k], token,
+                                                                                                  ignore_case)))
     return np.concatenate(masks)

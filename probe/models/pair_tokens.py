@@ -123,6 +123,24 @@ def segment_ids(tokenizer, ids: list[list[int]]) -> list[list[int]] | None:
     return out if any_pair else None
 
 
+def pair_offsets(tokenizer, pairs: list[Pair], max_length: int) -> tuple[list[list[int]], list[list[tuple]]]:
+    """The ids :func:`encode_pairs` gives, and per token ``(side, start, end)``: its text (0, 1; ``None`` for
+    special and separator tokens) and its character span in that text, for a word-level step on pairs."""
+    ids = encode_pairs(tokenizer, pairs, max_length)
+    sides = [tokenizer([p[k] for p in pairs], add_special_tokens=False, return_offsets_mapping=True) for k in (0, 1)]
+    room, out = _room(tokenizer, max_length), []
+    for i, row in enumerate(ids):
+        a, b = sides[0]["input_ids"][i], sides[1]["input_ids"][i]
+        ka, kb = longest_first(len(a), len(b), room)
+        sa = _start(row, a, ka)
+        sb = _start(row, b, kb, after=sa + ka)
+        spans: list[tuple] = [(None, 0, 0)] * len(row)
+        spans[sa: sa + ka] = [(0, s, e) for s, e in sides[0]["offset_mapping"][i][:ka]]
+        spans[sb: sb + kb] = [(1, s, e) for s, e in sides[1]["offset_mapping"][i][:kb]]
+        out.append(spans)
+    return [list(r) for r in ids], out
+
+
 def encode_pair_words(tokenizer, pairs: list[tuple[list[str], list[str]]], max_length: int):
     """:func:`probe.models.words.encode_words` for pairs of word lists: the ids :func:`encode_pairs` gives the
     joined words, and each token's word, numbered over the first text's covered words and then the second's.
@@ -130,28 +148,15 @@ def encode_pair_words(tokenizer, pairs: list[tuple[list[str], list[str]]], max_l
     is in neither count, so word ``n_first + j`` is the second text's word ``j``."""
     from probe.models.words import EncodedWords, covered_words, word_of_tokens
 
-    texts = [(" ".join(a), " ".join(b)) for a, b in pairs]
-    ids = encode_pairs(tokenizer, texts, max_length)
-    side_ids, side_words = [], []
-    for k in (0, 1):
-        enc = tokenizer([t[k] for t in texts], add_special_tokens=False, return_offsets_mapping=True)
-        side_ids.append(enc["input_ids"])
-        side_words.append([word_of_tokens(offsets, _spans(p[k])) for offsets, p in zip(enc["offset_mapping"], pairs)])
+    ids, offsets = pair_offsets(tokenizer, [(" ".join(a), " ".join(b)) for a, b in pairs], max_length)
     word_ids, covered = [], []
-    room = _room(tokenizer, max_length)
-    for i, row in enumerate(ids):
-        a, b = side_ids[0][i], side_ids[1][i]
-        ka, kb = longest_first(len(a), len(b), room)
-        wa, wb = side_words[0][i][:ka], side_words[1][i][:kb]
-        n_first = covered_words(wa)
-        sa = _start(row, a, ka)
-        sb = _start(row, b, kb, after=sa + ka)
-        out: list[int | None] = [None] * len(row)
-        out[sa: sa + ka] = wa
-        out[sb: sb + kb] = [None if w is None else n_first + w for w in wb]
-        word_ids.append(out)
-        covered.append((n_first, covered_words(wb)))
-    return EncodedWords([list(r) for r in ids], word_ids), covered
+    for pair, spans in zip(pairs, offsets):
+        side = [word_of_tokens([(s, e) if k == j else (0, 0) for k, s, e in spans], _spans(pair[j])) for j in (0, 1)]
+        n_first = covered_words(side[0])
+        word_ids.append([w if k == 0 else (None if v is None else n_first + v)
+                         for (k, _, _), w, v in zip(spans, side[0], side[1])])
+        covered.append((n_first, covered_words(side[1])))
+    return EncodedWords(ids, word_ids), covered
 
 
 def _spans(words: list[str]) -> list[tuple[int, int]]:
