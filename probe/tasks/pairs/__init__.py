@@ -5,7 +5,8 @@ next sentence).
 ``data.py`` pair tables and group splits; ``news.py`` the built-in ``bbc-news-pairs``; ``task.py`` the
 splits, planted tokens (on one side) and test partitions; ``analyses.py`` the analyses of one seed;
 ``partial.py`` partial-input tests; ``relations.py`` and ``edits.py`` relational properties and their
-edits; ``effects.py`` and ``discovery.py`` causal tests and discovery on pairs. Tokenising a pair is
+edits; ``effects.py`` and ``discovery.py`` causal tests and discovery on pairs; ``attribution.py`` the
+attribution mass per side. Tokenising a pair is
 shared (:mod:`probe.models.pair_tokens`). This module holds only the kind's light facts.
 """
 

@@ -129,7 +129,6 @@ class SequenceClassification(TaskKind):
         from probe.tasks.sequence.analyses import analyse, causal_tables
 
         config, data = ctx.config, ctx.data
-        a = config.analyses
         with ctx.timer.stage("analyses"):
             tables = analyse(config, data, pre, fine["activations"], fine["predictions"], train_log, seed,
                              ctx.progress)
