@@ -37,6 +37,8 @@ def test_a_pair_run_writes_every_pair_table(tmp_path):
     token_side = attribution[attribution.metric == "token_side_share"].set_index(["model", "method", "partition"])
     second = shares[shares.metric == "second_side_share"].set_index(["model", "method", "partition"])
     assert np.allclose(token_side.value, second.value.loc[token_side.index])  # zebra is on the second side
+    assert set(s["attribution_first_side_share"]) == set(attribution.method)
+    assert 0 <= s["attribution_first_side_share"]["occlusion"]["value"] <= 1
     behaviour = pd.read_csv(tmp_path / "pairs" / "tables" / "behaviour.csv")
     assert {"first: add_url", "second: add_url"} <= set(behaviour.property)
     erasure = pd.read_csv(tmp_path / "pairs" / "tables" / "erasure.csv")

@@ -79,6 +79,11 @@ class TextPairClassification(SequenceClassification):
         out["nothing_planted"] = ("No spurious features were configured; task quality, layer comparisons, partial-input "
                                   "and relational tests were measured; relational properties used: "
                                   f"{', '.join(used) or 'none'}.")
+        if "attribution" in tables:  # where the fine-tuned model looks on clean pairs, per method
+            att = pooled_rows(tables["attribution"])
+            att = att[(att.model == "finetuned") & (att.partition == "clean") & (att.metric == "first_side_share")]
+            out["attribution_first_side_share"] = {r.method: {"value": float(r.value), "ci_low": float(r.ci_low),
+                                                              "ci_high": float(r.ci_high)} for r in att.itertuples()}
         out["task"]["pair_negatives"] = ctx.config.task.pair_negatives
         cut = cut_sides(ctx.tokenizer, ctx.data.tables["test"].pairs, ctx.config.task.max_length)
         out["task"]["test_pairs_cut"] = cut  # pairs whose first / second text lost tokens to truncation
