@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--reference", metavar="BASE", help="the pretrained model it descends from (default: the base its "
                    "config or adapter config records)")
     d.add_argument("--text-column", metavar="NAME", help="the dataset's text column (default: text)")
+    d.add_argument("--text-pair-column", metavar="NAME", help="the dataset's second text column, for a classifier "
+                   "of text pairs (e.g. hypothesis; --text-column is then the first)")
     d.add_argument("--label-column", metavar="NAME", help="the dataset's label column (default: label)")
     d.add_argument("--task-type", choices=list(TASK_KINDS),
                    help=f"the task (default: {DEFAULT_KIND})")
@@ -110,10 +112,15 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", args.model.rstrip("/").split("/")[-1]).strip("-._") or "model"
     overrides = {"model.finetuned": args.model, "model.backbone": args.reference, "task.dataset": args.data,
                  "spurious": [], "name": args.name or f"diagnose-{stem}"[:100]}
-    for key, value in (("task.text_column", args.text_column), ("task.label_column", args.label_column),
+    for key, value in (("task.text_column", args.text_column), ("task.text_pair_column", args.text_pair_column),
+                       ("task.label_column", args.label_column),
                        ("task.type", args.task_type)):
         if value is not None:
             overrides[key] = value
+    if args.text_pair_column is not None and args.task_type is None:  # the kind that reads two texts
+        from probe.tasks import TASK_KINDS
+
+        overrides["task.type"] = next(s.name for s in TASK_KINDS.values() if s.pair_input)
     config = load_config(None, {**overrides, **dict(_parse(o) for o in args.overrides)})
     run = execute(config, progress=not args.quiet and sys.stderr.isatty())
     if not _is_main_process():
@@ -167,7 +174,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
     for d in BUILTIN_DATASETS.values():
         kind = dataset_kind(d.name)
-        print(f"{d.name:<10} {kind.name if kind else '':<21} {d.description}")
+        print(f"{d.name:<14} {kind.name if kind else '':<21} {d.description}")
     print("also: a .csv/.tsv/.jsonl file, a saved datasets folder, or hf:<name>[:<config>] (needs a network)")
     return 0
 

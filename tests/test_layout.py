@@ -113,12 +113,16 @@ def test_no_module_outside_the_kind_packages_names_a_task_kind():
     """A task kind's ``task.type`` string (in code, comments or docstrings) appears only under
     ``probe/tasks/``: everything else asks the registry (:mod:`probe.tasks`) for a kind's facts.
     Covers every Python module of the package; the report's templates read a run's summary, not code."""
+    import re
+
     tasks = PACKAGE / "tasks"
     names = _kind_names()
     assert len(names) >= 2
-    found = [f"{f.relative_to(PACKAGE.parent)}:{i}: {name}"
+    # a name as a whole token: "--text-pair-column" (an option) does not name the kind "text-pair"
+    pattern = re.compile("|".join(rf"(?<![\w-]){re.escape(n)}(?![\w-])" for n in names))
+    found = [f"{f.relative_to(PACKAGE.parent)}:{i}: {m.group(0)}"
              for f in sorted(PACKAGE.rglob("*.py")) if tasks not in f.parents
-             for i, line in enumerate(f.read_text().splitlines(), 1) for name in names if name in line]
+             for i, line in enumerate(f.read_text().splitlines(), 1) for m in pattern.finditer(line)]
     assert found == []
 
 

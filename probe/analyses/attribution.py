@@ -28,7 +28,8 @@ probability) of that word's tag at its first subword: the position is passed to 
 function through captum's ``additional_forward_args``, which captum expands along with the
 attention mask over IG steps and perturbations (see :mod:`probe.tasks.tokens.attribution`).
 Words are the whitespace-separated words of the input text (or the given words, when an
-input is already split into words, as for token classification); subword scores are summed per
+input is already split into words, as for token classification; for a pair of texts, the words of
+the first text then those of the second, ``n_first`` marking the boundary); subword scores are summed per
 word via the fast tokenizer's ``word_ids()`` (the text is tokenised as pre-split words, which
 for WordPiece tokenizers gives exactly the ids of tokenising the text). Words cut off by
 ``max_length`` truncation are not part of the result: ``words`` holds the covered prefix.
@@ -51,13 +52,18 @@ import string
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from probe.analyses.attribution_batches import internal_batch_size as _internal_batch_size
+from probe.analyses.attribution_batches import length_groups as _groups
+from probe.analyses.attribution_batches import occlusion_groups as _occlusion_groups
+from probe.analyses.attribution_batches import pad_ids as _pad
 from probe.analyses.stats import bootstrap_mean, metric_row
 from probe.models.batching import current_token_budget
+from probe.models.pair_tokens import encode_pair_words, segment_ids
 from probe.models.words import covered_words, encode_words, first_subwords
 
 METHODS = ("integrated_gradients", "saliency", "input_x_gradient", "occlusion")
@@ -80,6 +86,7 @@ class WordAttributions:
     delta: float = float("nan")  # |convergence delta| / |F(x) − F(baseline)|; IG only
     delta_large: bool = False
     position: int | None = None
+    n_first: int | None = None  # a pair of texts: words[:n_first] are the first text's, the rest the second's
 
 
 @dataclass
@@ -87,6 +94,7 @@ class _Encoded:
     ids: list[list[int]]
     word_ids: list[list[int | None]]
     words: list[list[str]]
+    n_first: list[int] | None = None  # pairs: covered words of each first text
 
 
 # --------------------------------------------------------------------------------------
@@ -95,57 +103,16 @@ class _Encoded:
 
 def _encode(tokenizer, texts: Sequence[str | Sequence[str]], max_length: int) -> _Encoded:
     """Tokenise whitespace words (:func:`probe.models.words.encode_words`) so that ``word_ids`` index
-    ``text.split()`` (or the given words, for an input that is already a list of words)."""
+    ``text.split()`` (or the given words, for an input that is already a list of words); a pair of texts
+    (a tuple) has the words of both, first then second (:func:`probe.models.pair_tokens.encode_pair_words`)."""
+    if texts and isinstance(texts[0], tuple):
+        enc, covered = encode_pair_words(tokenizer, [(a.split(), b.split()) for a, b in texts], max_length)
+        words = [a.split()[:ca] + b.split()[:cb] for (a, b), (ca, cb) in zip(texts, covered)]
+        return _Encoded(enc.input_ids, enc.word_ids, words, [ca for ca, _ in covered])
     split = [t.split() if isinstance(t, str) else list(t) for t in texts]
     enc = encode_words(tokenizer, split, max_length)
     words = [ws[:covered_words(w)] for ws, w in zip(split, enc.word_ids)]
     return _Encoded(enc.input_ids, enc.word_ids, words)
-
-
-def _groups(lengths: Sequence[int], rows_per_example: int, token_budget: int, max_examples: int) -> Iterator[np.ndarray]:
-    """Index groups, longest first: ``len(group) · rows_per_example · longest ≤ token_budget``
-    where possible (always at least one example per group)."""
-    order = np.argsort([-n for n in lengths], kind="stable")
-    start = 0
-    while start < len(order):
-        longest = max(int(lengths[order[start]]), 1)
-        size = max(1, min(max_examples, token_budget // (longest * max(rows_per_example, 1))))
-        yield order[start: start + size]
-        start += size
-
-
-def _occlusion_groups(n_words: Sequence[int], lengths: Sequence[int], token_budget: int, max_examples: int,
-                      spread: int = 4) -> Iterator[np.ndarray]:
-    """Occlusion's groups, most words first, each within ``spread`` words of its first example and then
-    under the token budget (:func:`_groups`). captum's ``FeatureAblation`` ablates every feature id of a
-    group in every example, so mixed word counts waste passes (14 % for 12 news texts at 64 tokens)."""
-    order, start = np.argsort([-n for n in n_words], kind="stable"), 0
-    while start < len(order):
-        end = start + 1
-        while end < len(order) and n_words[order[end]] >= n_words[order[start]] - spread:
-            end += 1
-        for sub in _groups([lengths[i] for i in order[start:end]], 1, token_budget, max_examples):
-            yield order[start:end][sub]
-        start = end
-
-
-def _internal_batch_size(n_examples: int, n_steps: int, length: int, token_budget: int) -> int:
-    """captum's ``internal_batch_size`` (rows per forward pass) for ``n_examples`` of ``length``."""
-    rows = max(1, token_budget // max(length, 1))
-    steps_per_pass = max(1, min(n_steps, rows // n_examples))
-    return n_examples * steps_per_pass
-
-
-def _pad(ids: list[list[int]], pad_id: int):
-    import torch
-
-    width = max(len(x) for x in ids)
-    out = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, x in enumerate(ids):
-        out[i, : len(x)] = torch.as_tensor(x, dtype=torch.long)
-        mask[i, : len(x)] = 1
-    return out, mask
 
 
 def _first_subwords(enc: _Encoded, word_positions: Sequence[int]) -> np.ndarray:
@@ -217,8 +184,9 @@ def forward_function(model, output: str = "logit") -> Callable:
         raise ValueError(f"output: {output!r}; allowed: 'logit', 'probability'")
     import torch
 
-    def f(input_ids, attention_mask, positions=None):
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+    def f(input_ids, attention_mask, positions=None, token_type_ids=None):
+        segments = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, **segments).logits.float()
         if positions is not None:
             logits = logits[torch.arange(logits.shape[0], device=logits.device), positions]
         return logits.softmax(-1) if output == "probability" else logits
@@ -240,6 +208,17 @@ def _to_words(token_scores: np.ndarray, word_ids: list[int | None], n_words: int
         else:
             out[w] += token_scores[pos]
     return out
+
+
+def _forward_args(tokenizer, enc: _Encoded, idx: np.ndarray, mask, token_pos: np.ndarray | None, device) -> tuple:
+    """captum's ``additional_forward_args`` of one group: the attention mask, and the explained word's token
+    position (token classifiers) or the segment ids the model was tuned with (pairs, where it has them)."""
+    import torch
+
+    if token_pos is not None:
+        return mask, torch.as_tensor(token_pos[idx], device=device)
+    segments = segment_ids(tokenizer, [enc.ids[i] for i in idx]) if enc.n_first is not None else None
+    return (mask,) if segments is None else (mask, None, _pad(segments, 0)[0].to(device))
 
 
 # --------------------------------------------------------------------------------------
@@ -286,7 +265,7 @@ def attribute_tokens(
         for idx in groups:
             input_ids, mask = _pad([enc.ids[i] for i in idx], tokenizer.pad_token_id)
             input_ids, mask = input_ids.to(device), mask.to(device)
-            args = (mask,) if token_pos is None else (mask, torch.as_tensor(token_pos[idx], device=device))
+            args = _forward_args(tokenizer, enc, idx, mask, token_pos, device)
             with torch.no_grad():
                 fx = f(input_ids, *args)
             tgt = fx.argmax(-1) if target is None else torch.as_tensor([target[i] for i in idx], device=device)
@@ -353,7 +332,8 @@ def word_attributions(
         ws = _to_words(scores[i], enc.word_ids[i], len(words), first_only=method == "occlusion")
         large = bool(np.isfinite(deltas[i]) and deltas[i] > delta_warn)
         position = None if word_positions is None else int(word_positions[i])
-        out.append(WordAttributions(words, ws, int(preds[i]), method, float(deltas[i]), large, position))
+        n_first = None if enc.n_first is None else enc.n_first[i]
+        out.append(WordAttributions(words, ws, int(preds[i]), method, float(deltas[i]), large, position, n_first))
     n_large = sum(a.delta_large for a in out)
     if n_large:
         warnings.warn(

@@ -13,6 +13,9 @@ tokens; the prediction on that cut text is the reference for every test. The URL
 Where a perturbation leaves the token ids unchanged (lower-casing for an uncased tokenizer)
 the test is vacuous: the rows carry ``identical_inputs`` (the fraction of such texts) and a
 warning says so.
+
+Pairs of texts (``side`` 0 or 1): the perturbation changes that text only; each text is first cut to half
+of the pair's room less the longest addition, so neither side is truncated after the perturbation.
 """
 
 from __future__ import annotations
@@ -86,6 +89,23 @@ def fit_to_length(tokenizer, texts: Sequence[str], max_length: int, reserve: int
     return out
 
 
+def fit_pairs_to_length(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int, reserve: int = 0) -> list:
+    """Each text of each pair cut (:func:`fit_to_length`) to half of the pair's room less ``reserve``."""
+    from probe.models.pair_tokens import encode_pairs
+
+    room = max_length - (len(encode_pairs(tokenizer, [("a", "b")], max_length)[0]) - 2)  # the specials of a pair
+    single = len(tokenizer("a")["input_ids"]) - 1  # the specials of one text
+    half = max((room - reserve) // 2, 1) + single + 1
+    firsts, seconds = (fit_to_length(tokenizer, [p[k] for p in pairs], half) for k in (0, 1))
+    return list(zip(firsts, seconds))
+
+
+def _on_side(f: Callable[[str], str], side: int | None) -> Callable:
+    if side is None:
+        return f
+    return lambda pair: (f(pair[0]), pair[1]) if side == 0 else (pair[0], f(pair[1]))
+
+
 def _predict(model, tokenizer, texts: list[str], max_length: int, batch_size: int) -> np.ndarray:
     from probe.models.batching import predict_logits
 
@@ -96,30 +116,34 @@ def _predict(model, tokenizer, texts: list[str], max_length: int, batch_size: in
 def invariance_metrics(
     model, tokenizer, texts: Sequence[str], *, max_length: int, model_name: str = "finetuned",
     labels: np.ndarray | None = None, perturbations: dict[str, Callable[[str], str]] | None = None,
-    batch_size: int = 64, n_boot: int = 1000, seed: int = 0,
+    batch_size: int = 64, n_boot: int = 1000, seed: int = 0, side: int | None = None,
 ) -> pd.DataFrame:
     """Change rate per perturbation (CheckList invariance, Ribeiro et al. 2020) as tidy rows.
 
     ``property`` is the perturbation, ``metric`` is ``change_rate`` (and, with ``labels``,
     ``accuracy_drop``: accuracy on the reference texts minus accuracy after the perturbation,
     paired). Columns ``n`` and ``identical_inputs`` (fraction of texts whose token ids the
-    perturbation left unchanged) come with every row.
+    perturbation left unchanged) come with every row. ``side``: ``texts`` are pairs and the perturbation
+    changes their first (0) or second (1) text.
     """
+    from probe.models.batching import tokenize
+
     perturbations = dict(PERTURBATIONS if perturbations is None else perturbations)
     probe_text = "a b c"
     reserve = max(len(tokenizer(f(probe_text), add_special_tokens=False)["input_ids"])
                   - len(tokenizer(probe_text, add_special_tokens=False)["input_ids"]) for f in perturbations.values())
-    base = fit_to_length(tokenizer, texts, max_length, reserve=max(reserve, 0) + 1)
-    variants = {name: [f(t) for t in base] for name, f in perturbations.items()}
+    fit = fit_to_length if side is None else fit_pairs_to_length
+    base = fit(tokenizer, texts, max_length, reserve=max(reserve, 0) + 1)
+    variants = {name: [_on_side(f, side)(t) for t in base] for name, f in perturbations.items()}
     all_texts = list(base) + [t for v in variants.values() for t in v]
     preds = _predict(model, tokenizer, all_texts, max_length, batch_size)
     n = len(base)
     ref = preds[:n]
-    ids_a = tokenizer(list(base), truncation=True, max_length=max_length)["input_ids"]
+    ids_a = tokenize(tokenizer, list(base), max_length)
     rows = []
     for j, (name, vt) in enumerate(variants.items()):
         pred = preds[n * (j + 1): n * (j + 2)]
-        ids_b = tokenizer(vt, truncation=True, max_length=max_length)["input_ids"]
+        ids_b = tokenize(tokenizer, vt, max_length)
         identical = float(np.mean([a == b for a, b in zip(ids_a, ids_b)])) if n else float("nan")
         if identical == 1.0:
             warnings.warn(f"invariance test {name!r} leaves every input unchanged for this tokenizer: vacuous",

@@ -142,13 +142,14 @@ def _concept_labels(acts, concept: str) -> np.ndarray:
 
 def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str], predict: Predictor, feature: str,
                   token: str, cfg, max_length: int, batch_size: int, device, n_boot: int, seed: int,
-                  progress: bool = True, kept: KeptStates | None = None) -> pd.DataFrame:
+                  progress: bool = True, kept: KeptStates | None = None, side: str = "first") -> pd.DataFrame:
     """Erasure sweep for one planted feature (see the module docstring); tidy rows with columns
     model, layer, property, metric, method, concept, condition, rank, value, ci_low, ci_high, n.
 
     Erasers are fitted on the token activations of ``fit_texts`` and checked on ``held_texts``;
     behaviour comes from ``predict`` (:class:`Predictor`). ``kept``: the unedited model's hidden states,
-    shared with the rest of the causal stage (:class:`probe.causal.hooks.KeptStates`)."""
+    shared with the rest of the causal stage (:class:`probe.causal.hooks.KeptStates`). Pairs of texts:
+    the token's pieces are those on its ``side``."""
     import torch
     from tqdm.auto import tqdm
 
@@ -157,8 +158,9 @@ def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str],
     from probe.causal.token_activations import token_activations
 
     layers = resolve_layers(cfg.layers, n_layers(model))
-    fit = token_activations(model, tokenizer, fit_texts, layers, max_length, batch_size, device, token=token)
-    held = token_activations(model, tokenizer, held_texts, layers, max_length, batch_size, device, token=token)
+    fit = token_activations(model, tokenizer, fit_texts, layers, max_length, batch_size, device, token=token, side=side)
+    held = token_activations(model, tokenizer, held_texts, layers, max_length, batch_size, device, token=token,
+                             side=side)  # pairs of texts: the token is marked on its side only
     keys = dict(model="finetuned", property=feature)
     kept = KeptStates() if kept is None else kept
     with resume_at(model, deepest_resumable(model), kept):  # the unedited pass keeps every layer (in budget)

@@ -56,13 +56,14 @@ def _piece_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) ->
 
 def token_activations(
     model, tokenizer, texts: list[str], layers: list[int], max_length: int, batch_size: int, device,
-    token: str | None = None, ignore_case: bool = False,
+    token: str | None = None, ignore_case: bool = False, side: str = "first",
 ) -> TokenActivations:
     """Hidden states of ``layers`` (0 = embeddings output) at every real token of ``texts``.
 
     One forward pass per length-sorted batch through the model's encoder (a classifier, an
     ``AutoModel`` or a probe head), so hooks registered on it apply. With ``token``, marks the
-    pieces of its whole-word occurrences using the fast tokenizer's offset mapping.
+    pieces of its whole-word occurrences using the fast tokenizer's offset mapping; for pairs of texts
+    (tuples), only those in the text ``side`` (``first`` or ``second``) (its offsets into that text).
     """
     import torch
 
@@ -78,7 +79,9 @@ def token_activations(
         raise ValueError(f"layers {bad} are out of range: allowed 0..{total - 1} (0 = embeddings output)")
     ids = tokenize(tokenizer, texts, max_length)
     has_token = None
-    if token is not None:
+    if token is not None and texts and isinstance(texts[0], tuple):
+        has_token = _pair_piece_mask(tokenizer, texts, ids, max_length, token, side, ignore_case)
+    elif token is not None:
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError("token_activations(token=...) needs a fast tokenizer (offset mapping)")
         enc = tokenizer(truncate_words(texts, max_length, tokenizer), truncation=True, max_length=max_length,
@@ -110,8 +113,9 @@ def token_activations(
         with torch.inference_mode(), autocast(device):
             for idx in length_sorted_batches(ids, batch_size):
                 batch = pad_batch(tokenizer, [ids[i] for i in idx]).to(device)
+                segments = {k: v for k, v in batch.items() if k == "token_type_ids"}  # pairs: as the classifier reads them
                 hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                 output_hidden_states=True).hidden_states
+                                 output_hidden_states=True, **segments).hidden_states
                 mask = batch["attention_mask"].bool().cpu().numpy()
                 rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in idx])
                 for layer in layers:
@@ -128,3 +132,22 @@ def token_activations(
         doc_has_token = np.zeros(len(texts), dtype=bool)
         doc_has_token[doc_index[has_token]] = True
     return TokenActivations(out_layers, doc_index, position, token_ids, has_token, doc_has_token, token)
+
+
+def _pair_piece_mask(tokenizer, pairs: list[tuple[str, str]], ids: list[list[int]], max_length: int, token: str,
+                     side: str, ignore_case: bool) -> np.ndarray:
+    """Which pieces of the pairs overlap a whole-word ``token`` (:func:`word_spans`) in the text ``side``, with
+    :func:`probe.models.pair_tokens.pair_offsets` (the same ids as :func:`probe.models.batching.tokenize`)."""
+    from probe.models.pair_tokens import pair_offsets
+
+    if side not in ("first", "second"):
+        raise ValueError(f"side: {side!r}; allowed: 'first', 'second'")
+    k = ("first", "second").index(side)
+    enc, offsets = pair_offsets(tokenizer, pairs, max_length)
+    if enc != ids:
+        raise RuntimeError("pair tokenisation with offsets differs from probe.models.batching.tokenize")
+    masks = []
+    for pair, spans in zip(pairs, offsets):
+        masks.append(_piece_mask([(s, e) if j == k else (0, 0) for j, s, e in spans], word_spans(pair[k], token,
+                                                                                                  ignore_case)))
+    return np.concatenate(masks)

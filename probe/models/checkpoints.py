@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.errors import ProbeError
-from probe.tasks import DEFAULT_KIND, kind_of_architecture, kind_of_peft_task
+from probe.tasks import DEFAULT_KIND, TASK_KINDS, kind_of_architecture, kind_of_peft_task, kinds_of_architecture
 
 STRATEGY_FILE = "strategy.json"
 
@@ -67,9 +67,14 @@ def _labels_of(config: dict) -> list[str] | None:
     return [str(id2label.get(str(i), id2label.get(i))) for i in range(len(id2label))]
 
 
+def _has_head(config: dict) -> bool:
+    """Whether a ``config.json``'s ``architectures`` name the head of some kind (kinds may share one)."""
+    return bool(kinds_of_architecture(config.get("architectures") or []))
+
+
 def _outputs_of(config: dict) -> int | None:
     """The head's size a classifier's config records (transformers' default of 2 when it records none)."""
-    if _task_of(config) is None:
+    if not _has_head(config):
         return None
     return len(config.get("id2label") or {}) or int(config.get("num_labels") or 2)
 
@@ -78,10 +83,11 @@ def _full(source: str, config: dict) -> Checkpoint:
     """A transformers checkpoint; one whose architectures are all without a classification head (a bare
     ``AutoModel``, a masked LM) is refused: its head would be initialised at random."""
     arch = [str(a) for a in config.get("architectures") or []]
-    if arch and _task_of(config) is None:
+    if arch and not _has_head(config):
+        heads = " or ".join(sorted({f"*{s.architecture_suffix}" for s in TASK_KINDS.values()}))
         raise ProbeError(f"model.finetuned: {source!r} is a {', '.join(arch)}, a model without a classification head "
-                         "(a classifier built from it would get a random one); allowed: a fine-tuned "
-                         "*ForSequenceClassification or *ForTokenClassification checkpoint")
+                         f"(a classifier built from it would get a random one); allowed: a fine-tuned {heads} "
+                         "checkpoint")
     return Checkpoint(source, "full", config.get("_name_or_path") or None, _task_of(config), _labels_of(config),
                       n_outputs=_outputs_of(config))
 

@@ -44,11 +44,11 @@ def encode_words(tokenizer, inputs: Sequence[Sequence[str]], max_length: int) ->
         spans.append([(int(a), int(a) + len(w)) for a, w in zip(starts, words)])
     enc = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True,
                     return_offsets_mapping=True)
-    word_ids = [_word_of_tokens(offsets, word_spans) for offsets, word_spans in zip(enc["offset_mapping"], spans)]
+    word_ids = [word_of_tokens(offsets, word_spans) for offsets, word_spans in zip(enc["offset_mapping"], spans)]
     return EncodedWords(list(enc["input_ids"]), word_ids)
 
 
-def _word_of_tokens(offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int | None]:
+def word_of_tokens(offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int | None]:
     """The word each token's character span overlaps (the first such word); None for special tokens."""
     out: list[int | None] = []
     j = 0

@@ -21,6 +21,7 @@ from probe.tasks.spec import KindSpec
 KIND_PACKAGES: tuple[str, ...] = (
     "probe.tasks.sequence",
     "probe.tasks.tokens",
+    "probe.tasks.pairs",
 )
 
 #: ``task.type`` -> the kind's :class:`KindSpec`, in registry order

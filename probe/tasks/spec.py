@@ -22,6 +22,7 @@ class KindSpec:
     adapters. ``datasets``: the built-in datasets (:data:`probe.data.sources.BUILTIN_DATASETS`) made
     for it. ``decoder_refusal``: why a causal decoder cannot be this kind's model (None: it can).
     ``augmentation_refusals``: ``(finetune.augmentation field, why this kind cannot use it)`` pairs.
+    ``pair_input``: its examples are two texts (``task.text_pair_column`` names the second).
     """
 
     name: str
@@ -35,6 +36,7 @@ class KindSpec:
     datasets: tuple[str, ...] = ()
     decoder_refusal: str | None = None
     augmentation_refusals: tuple[tuple[str, str], ...] = ()
+    pair_input: bool = False
 
     def augmentation_refusal(self, field: str) -> str | None:
         """Why this kind cannot use augmentation ``field``, or None."""

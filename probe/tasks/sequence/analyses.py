@@ -159,24 +159,35 @@ def _extractability_rows(designs: np.ndarray, keys: list, s_lab: np.ndarray, t_l
 
 # --- invariance and attribution -------------------------------------------------------------------
 
-def invariance_table(config: Config, data, model, tokenizer, seed: int) -> pd.DataFrame:
-    """CheckList invariance of the fine-tuned model on a sample of test texts (Ribeiro et al. 2020)."""
+def invariance_table(config: Config, data, model, tokenizer, seed: int, sides: tuple = (None,)) -> pd.DataFrame:
+    """CheckList invariance of the fine-tuned model on a sample of test texts (Ribeiro et al. 2020). Pairs
+    of texts pass ``sides=("first", "second")``: each perturbation on each text in turn, the property
+    named ``first: lowercase``, ``second: lowercase`` and so on."""
     from probe.analyses.invariance import invariance_metrics
 
     a = config.analyses
     rng = np.random.default_rng([seed, 15])
     idx = np.sort(rng.choice(len(data.test_texts), min(a.invariance_examples, len(data.test_texts)), replace=False))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the uncased-tokenizer note is kept in the identical_inputs column
-        return invariance_metrics(model, tokenizer, [data.test_texts[i] for i in idx], max_length=config.task.max_length,
-                                  labels=data.test_labels[idx], n_boot=a.bootstrap_samples, seed=seed)
+    frames = []
+    for side in sides:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the uncased-tokenizer note is kept in the identical_inputs column
+            rows = invariance_metrics(model, tokenizer, [data.test_texts[i] for i in idx],
+                                      max_length=config.task.max_length, labels=data.test_labels[idx],
+                                      n_boot=a.bootstrap_samples, seed=seed,
+                                      side=None if side is None else ("first", "second").index(side))
+        frames.append(rows if side is None else rows.assign(property=side + ": " + rows.property))
+    return pd.concat(frames, ignore_index=True)
 
 
 def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_acts: np.ndarray, seed: int,
-                       progress: bool) -> dict[str, pd.DataFrame]:
+                       progress: bool, pair_metrics=None) -> dict[str, pd.DataFrame]:
     """What the prediction looks at (captum attributions, ERASER faithfulness) for both models, on
     clean, conflicting and aligned examples. The pretrained model is explained through a linear
-    probe head fitted on its frozen last layer (docs/design.md §5), so both answer the same task."""
+    probe head fitted on its frozen last layer (docs/design.md §5), so both answer the same task.
+    Pairs of texts pass ``pair_metrics(attributions, feature, token, model) -> rows`` (the mass per side,
+    :mod:`probe.tasks.pairs.attribution`), which replaces the token metrics; faithfulness, which
+    re-predicts single texts without their top words, is not run for them."""
     from tqdm.auto import tqdm
 
     from probe.analyses.faithfulness import TextProbabilities
@@ -190,7 +201,8 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
                                       num_labels=len(data.classes), seed=seed,
                                       id2label=dict(enumerate(data.classes)))
     models = {"pretrained": head, "finetuned": model}
-    probabilities = {m: TextProbabilities(models[m], tokenizer, config.task.max_length) for m in models}
+    probabilities = {m: None if pair_metrics else TextProbabilities(models[m], tokenizer, config.task.max_length)
+                     for m in models}
     partitions = _attribution_partitions(data, a.attribution_examples, seed)
     rows, words = [], []
     device = next(model.parameters()).device
@@ -198,7 +210,7 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
     for mname, method, part in tqdm(jobs, desc="attribution", disable=not progress, leave=False):
         keep_one_on(device, models[mname], models.values())  # one model on the accelerator at a time
         frames, heat = _attribute(config, data, models[mname], mname, method, part, tokenizer, seed,
-                                  probabilities[mname])
+                                  probabilities[mname], pair_metrics)
         rows += frames
         if heat is not None:
             words.append(heat)
@@ -229,7 +241,7 @@ def _attribution_partitions(data, k: int, seed: int) -> list[tuple[str, str | No
 
 
 def _attribute(config: Config, data, model, mname: str, method: str, partition, tokenizer, seed: int,
-               probabilities) -> tuple[list[pd.DataFrame], pd.DataFrame | None]:
+               probabilities, pair_metrics=None) -> tuple[list[pd.DataFrame], pd.DataFrame | None]:
     """The metric rows and (integrated gradients) heatmap rows of one model, method and partition;
     ``probabilities``: the model's :class:`probe.analyses.faithfulness.TextProbabilities`, shared by its
     methods and partitions (their ERASER texts overlap)."""
@@ -248,10 +260,12 @@ def _attribute(config: Config, data, model, mname: str, method: str, partition, 
     if any("convergence" in str(w.message).lower() for w in caught):
         log(f"attribution: {mname} {method} on {part}: large convergence delta; raise analyses.ig_steps")
     frames = []
-    if token is not None:
+    if pair_metrics is not None:
+        frames.append(pair_metrics(attrs, feature, token, mname))
+    elif token is not None:
         frames.append(spurious_attribution_metrics(attrs, token, model_name=mname, n_boot=a.bootstrap_samples,
                                                    seed=seed, feature=feature))
-    if method in a.faithfulness_methods:
+    if method in a.faithfulness_methods and probabilities is not None:
         frames.append(faithfulness_metrics(model, tokenizer, attrs, model_name=mname, feature=feature or "task",
                                            max_length=config.task.max_length, n_boot=a.bootstrap_samples, seed=seed,
                                            probabilities=probabilities))
@@ -341,7 +355,7 @@ def causal_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
             out["erasure"] = pd.concat([erasure_table(
                 model, ctx.tokenizer, [data.probe_texts[i] for i in fit_idx], [data.probe_texts[i] for i in held_idx],
                 predict, p.feature.label, p.feature.token, c, ml, a.batch_size, ctx.device, a.bootstrap_samples,
-                seed, ctx.progress, kept) for p in data.planted], ignore_index=True)
+                seed, ctx.progress, kept, side=p.feature.side) for p in data.planted], ignore_index=True)
             log(f"causal: erasure sweep in {time.perf_counter() - t0:.0f} s")
     if c.layer_swap or (c.head_ablation and data.planted):
         with ctx.timer.stage("ablation"):

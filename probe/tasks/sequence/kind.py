@@ -130,14 +130,11 @@ class SequenceClassification(TaskKind):
         from probe.tasks.sequence.analyses import analyse, causal_tables
 
         config, data = ctx.config, ctx.data
-        a = config.analyses
         with ctx.timer.stage("analyses"):
             tables = analyse(config, data, pre, fine["activations"], fine["predictions"], train_log, seed,
                              ctx.progress)
-            predictions = _prediction_rows(data, fine["predictions"], seed)
-        if a.attribution or a.invariance:
-            for name, df in _attribution_stage(ctx, model, seed, pre).items():
-                tables[name] = pd.concat([tables[name], df], ignore_index=True) if name in tables else df
+            predictions = prediction_rows(data, fine["predictions"], seed)
+        self.attribution_and_invariance(ctx, seed, model, pre, tables)
         if config.causal.enabled:
             tables.update(causal_tables(ctx, model, seed))
         if config.discover.active(len(data.planted)):
@@ -145,6 +142,23 @@ class SequenceClassification(TaskKind):
 
             tables.update(sequence_discovery(ctx, model, seed))
         return tables, predictions
+
+    #: pairs of texts: each invariance perturbation on each side (:func:`~probe.tasks.sequence.analyses.invariance_table`)
+    invariance_sides: tuple = (None,)
+
+    def pair_metrics(self, ctx: RunContext, seed: int):
+        """The attribution metrics that replace the token metrics (pairs); ``None``: the sequence kind's."""
+        return None
+
+    def attribution_and_invariance(self, ctx: RunContext, seed: int, model, pre: np.ndarray,
+                                   tables: dict[str, pd.DataFrame]) -> None:
+        """Invariance rows (into ``behaviour``) and attribution tables, added to ``tables``."""
+        a = ctx.config.analyses
+        if not (a.attribution or a.invariance):
+            return
+        extra = _attribution_stage(ctx, model, seed, pre, self.invariance_sides, self.pair_metrics(ctx, seed))
+        for name, df in extra.items():
+            tables[name] = pd.concat([tables[name], df], ignore_index=True) if name in tables else df
 
     def summary(self, ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict) -> dict:
         from probe.analyses.aggregate import pooled_rows
@@ -190,18 +204,20 @@ class SequenceClassification(TaskKind):
 
 
 @guarded("attribution")
-def _attribution_stage(ctx: RunContext, model, seed: int, pre: np.ndarray) -> dict[str, pd.DataFrame]:
-    """Invariance rows (added to ``behaviour``) and the attribution tables, as configured."""
+def _attribution_stage(ctx: RunContext, model, seed: int, pre: np.ndarray, invariance_sides: tuple,
+                       pair_metrics) -> dict[str, pd.DataFrame]:
+    """Invariance rows (added to ``behaviour``) and the attribution tables, as configured; a failure is
+    recorded and the run goes on (:func:`probe.engine.guard.guarded`)."""
     from probe.tasks.sequence.analyses import attribution_tables, invariance_table
 
     config, data, a = ctx.config, ctx.data, ctx.config.analyses
     extra = {}
     with ctx.timer.stage("attribution"):
         if a.invariance:
-            extra["behaviour"] = invariance_table(config, data, model, ctx.tokenizer, seed)
+            extra["behaviour"] = invariance_table(config, data, model, ctx.tokenizer, seed, invariance_sides)
         if a.attribution:
             extra.update(attribution_tables(config, data, ctx.pretrained_encoder(), model, ctx.tokenizer, pre, seed,
-                                            ctx.progress))
+                                            ctx.progress, pair_metrics))
     return extra
 
 
@@ -210,7 +226,7 @@ def _majority_rate(labels: np.ndarray) -> float:
     return float(np.bincount(labels).max() / len(labels))
 
 
-def _prediction_rows(data, preds: dict[str, np.ndarray], seed: int) -> pd.DataFrame:
+def prediction_rows(data, preds: dict[str, np.ndarray], seed: int) -> pd.DataFrame:
     """Per test example: its label and the fine-tuned prediction on the clean text (partition
     ``clean``) and with each planted token inserted (partition = the feature's name); class indices
     into ``summary.task.classes``. ``probe compare`` pairs these across runs."""
