@@ -19,6 +19,9 @@ import pandas as pd
 
 from probe.discovery.candidates import mark_significant, property_association, word_association, word_key
 from probe.discovery.causal_test import InsertionPool, benjamini_hochberg, candidate_effects
+from probe.discovery.nonword import NonwordTester, select_nonword
+from probe.discovery.property_edits import has_edit
+from probe.discovery.templates import template_association
 from probe.discovery.verdicts import decisive_p, verdict
 
 PROBE_HEAD_TEXTS = 400  # training texts the reference's probe head is fitted on, at most
@@ -108,7 +111,8 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
              planted: dict[str, str] | None = None, hide_planted: bool = False, min_count: int = 20,
              alpha: float = 0.01, max_candidates: int = 20, n_examples: int = 150, controls: int = 5,
              q: float = 0.05, bootstrap: int = 1000, seed: int = 0, min_effect: float = 0.1,
-             max_position: int = 5, batch_size: int = 64, properties: bool = True, device=None) -> pd.DataFrame:
+             max_position: int = 5, batch_size: int = 64, properties: bool = True, templates: bool = True,
+             validation_texts: Sequence[str] = (), validation_labels=None, device=None) -> pd.DataFrame:
     """Shortcuts nobody planted (docs/design.md §8): one row per tested candidate, ranked by the override
     effect, then the untested data-significant features and property slices.
 
@@ -117,7 +121,9 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
     Candidates come from ``train_texts`` (Gardner et al. 2021 z, Bonferroni at ``alpha``); the
     held-out ``test_texts`` are halved at random: model candidates are ranked by attribution on up to
     ``n_examples`` texts of one half, and every causal test runs on the other half, so a candidate is
-    never tested on the texts that selected it. ``planted``: ``{token:
+    never tested on the texts that selected it; ``validation_texts`` (never training texts) join the tested
+    half. With ``properties`` / ``templates``, property slices and position templates are candidates too,
+    and those with an edit are tested by it (:mod:`probe.discovery.nonword`). ``planted``: ``{token:
     class}`` of planted features, always tested and flagged unless ``hide_planted``. The table's
     ``attrs`` hold ``examples`` (edited texts) and ``seconds``."""
     from probe.discovery.model_candidates import amplification_table
@@ -132,6 +138,9 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
     if properties:
         data = pd.concat([data, property_association(train_texts, train_labels, classes, min_count)],
                          ignore_index=True)
+    if templates:
+        data = pd.concat([data, template_association(train_texts, train_labels, classes, min_count)],
+                         ignore_index=True)
     data = mark_significant(data, alpha)
     # held-out halves: model candidates are ranked on one and tested on the other (no double dipping)
     order = rng.permutation(len(test_texts))
@@ -142,20 +151,30 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
     amp = amplification_table(model, head, tokenizer, [test_texts[i] for i in sample], max_length)
     chosen = _select(data, amp, planted, hide_planted, max_candidates)
     score = scorer(model, tokenizer, max_length, batch_size, device)
-    rows, examples = _test_all(chosen, data, score, [test_texts[i] for i in tested], test_labels[tested], classes,
-                               n_examples, controls, max_position, bootstrap, rng)
+    held = [test_texts[i] for i in tested] + list(validation_texts)
+    held_labels = np.concatenate([test_labels[tested], np.asarray(validation_labels if validation_labels is not None
+                                                                  else [], dtype=test_labels.dtype)])
+    base = score(held)
+    rows, examples = _test_all(chosen, data, score, held, held_labels, base, classes, n_examples, controls,
+                               max_position, bootstrap, rng)
+    other = select_nonword(data, max_candidates)
+    if other:
+        taken = {f for f, *_ in chosen}
+        tester = NonwordTester(data, train_texts, lambda count, n: _controls(data, taken, count, n, rng), controls,
+                               max_position, {f for f, *_ in other})
+        more, more_examples = tester.test(other, score, held, held_labels, base, classes, n_examples, bootstrap, rng)
+        rows, examples, chosen = rows + more, examples + more_examples, chosen + other
     table = _assemble(rows, data, amp, chosen, planted, q, min_effect)
-    table.attrs["examples"] = pd.DataFrame(examples, columns=["feature", "class", "edit", "text", "p_before",
-                                                              "p_after"])
+    table.attrs["examples"] = pd.DataFrame(examples, columns=["feature", "class", "edit", "text", "before",
+                                                              "p_before", "p_after"])
     table.attrs["seconds"] = time.perf_counter() - t0
     return table
 
 
-def _test_all(chosen, data: pd.DataFrame, score, test_texts: list[str], test_labels: np.ndarray,
+def _test_all(chosen, data: pd.DataFrame, score, test_texts: list[str], test_labels: np.ndarray, base: np.ndarray,
               classes: list[str], n_examples: int, n_controls: int, max_position: int, n_boot: int,
               rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
     """The causal test of every chosen candidate against the controls of its frequency band."""
-    base = score(test_texts)
     pool = InsertionPool(test_texts, test_labels, base, n_examples, max_position, rng)
     counts = data[data.kind.isin(["word", "bigram"])].drop_duplicates("feature").set_index("feature")["count"]
     min_count = int(counts.min()) if len(counts) else 1
@@ -182,7 +201,8 @@ def _assemble(rows: list[dict], data: pd.DataFrame, amp: pd.DataFrame, chosen, p
     done = {(f, c) for f, _, c, _ in chosen}
     rest = data[data.significant & ~pd.Series([(f, c) in done for f, c in zip(data.feature, data["class"])],
                                               index=data.index, dtype=bool)].sort_values("z", ascending=False)
-    rest = rest.assign(source="data", verdict=np.where(rest.kind == "property", "correlational", "not tested"))
+    no_edit = [k == "property" and not has_edit(f) for f, k in zip(rest.feature, rest.kind)]
+    rest = rest.assign(source="data", verdict=np.where(np.array(no_edit, dtype=bool), "correlational", "not tested"))
     table = pd.concat([tested, rest.drop(columns=["z_threshold"])], ignore_index=True)
     table["amplification"] = [amplification.get(f, np.nan) for f in table.feature]
     table["planted"] = table.feature.isin(list(planted))
