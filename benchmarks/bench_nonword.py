@@ -46,6 +46,7 @@ def main() -> None:
     p.add_argument("model")
     p.add_argument("--hide-planted", action="store_true")
     p.add_argument("--set", action="append", default=[])
+    p.add_argument("--only", choices=["before", "after"], help="run one of the two (default: both)")
     args = p.parse_args()
     torch.set_num_threads(1)
     config = load_config(args.config, args.set)
@@ -60,15 +61,19 @@ def main() -> None:
                   bootstrap=d.bootstrap, seed=d.seed + config.seed, min_effect=d.min_effect, device="cpu")
     args_ = (model, tok, data.train_texts, data.train_labels, data.test_texts, data.test_labels, data.classes)
     t0 = time.perf_counter()
-    before = discover(*args_, properties=False, templates=False, **common)
+    if args.only != "after":
+        before = discover(*args_, properties=False, templates=False, **common)
+        tb = before[before.n_insert.notna()]
+        old = Counter(verdict_before(r, d.q, d.min_effect) for r in tb.to_dict("records"))
+        print(f"before (words, test half, old verdicts): {len(tb)} tested, {dict(old)}; "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+    if args.only == "before":
+        return
     t1 = time.perf_counter()
     after = discover(*args_, validation_texts=data.val_texts, validation_labels=data.val_labels, **common)
     t2 = time.perf_counter()
-    tb = before[before.n_insert.notna()]
-    old = Counter(verdict_before(r, d.q, d.min_effect) for r in tb.to_dict("records"))
     ta = after[after.n_insert.notna()]
     words = ta[ta.kind.isin(["word", "bigram"])]
-    print(f"before (words, test half, old verdicts): {len(tb)} tested, {dict(old)}; {t1 - t0:.0f} s")
     print(f"after, words: {len(words)} tested, {dict(Counter(words.verdict))}")
     print(f"after, all: {len(ta)} tested, {dict(Counter(ta.verdict))}; {t2 - t1:.0f} s")
     nonword = after[after.kind.isin(["property", "prefix", "suffix"])]
