@@ -122,3 +122,34 @@ def test_control_templates_are_unassociated_and_frequency_matched():
                          "kind": ["prefix"] * 8, "class": ["x", "y"] * 4, "count": [40, 40, 38, 38, 40, 40, 400, 400],
                          "z": [5.0, -5.0, 0.2, -0.2, 0.1, -0.1, 0.3, -0.3]})
     assert control_templates(data, "^a b", 40, 1, {"^a b"}, np.random.default_rng(0)) == ["^c d"]
+
+
+def test_nested_templates_are_tested_once_and_slices_without_an_edit_not_at_all():
+    from probe.discovery.nonword import select_nonword
+    from probe.discovery.templates import nested
+
+    assert nested("^london reuters", "^london") and nested("best regards$", "regards$")
+    assert not nested("^london", "^reuters london") and not nested("^best", "best$")
+    data = pd.DataFrame({"feature": ["^london reuters", "^london", "casing_ratio_bucket=2", "length_bucket=0",
+                                     "^paris"],
+                         "kind": ["prefix", "prefix", "property", "property", "prefix"],
+                         "class": ["x", "x", "x", "y", "x"], "z": [9.0, 8.0, 7.0, 6.0, 5.0],
+                         "significant": [True] * 5})
+    assert [f for f, *_ in select_nonword(data, 5)] == ["^london reuters", "length_bucket=0", "^paris"]
+    assert [f for f, *_ in select_nonword(data, 1)] == ["^london reuters"]
+    data.loc[1, "z"] = 9.0  # the same texts: the longer template is the boilerplate
+    assert [f for f, *_ in select_nonword(data, 1)] == ["^london reuters"]
+
+
+def test_weakly_used_needs_a_significant_effect_above_negligible_and_below_min_effect():
+    from probe.discovery.verdicts import verdict
+
+    base = {"n_insert": 50, "n_delete": 50, "q_insert": 0.01, "q_delete": 1.0, "override_effect_ci_low": 0.05,
+            "override_effect_ci_high": 0.18, "deletion_effect_ci_low": -0.01, "deletion_effect_ci_high": 0.02,
+            "significant": True}
+    assert verdict(base, 0.05, 0.1) == "weakly used"  # the 0.115 [0.05, 0.18], q 0.013
+    assert verdict({**base, "override_effect_ci_low": 0.11}, 0.05, 0.1) == "used shortcut"
+    assert verdict({**base, "q_insert": 0.2}, 0.05, 0.1) == "inconclusive"  # not significant, too wide
+    tiny = {**base, "override_effect_ci_low": 2e-8, "override_effect_ci_high": 5e-8}
+    assert verdict(tiny, 0.05, 0.1) == "correlated but not used"  # significant but negligible
+    assert verdict({**base, "n_insert": 10}, 0.05, 0.1) == "inconclusive"  # too few texts

@@ -157,7 +157,7 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
     base = score(held)
     rows, examples = _test_all(chosen, data, score, held, held_labels, base, classes, n_examples, controls,
                                max_position, bootstrap, rng)
-    other = select_nonword(data, max_candidates)
+    other = select_nonword(data, max(1, max_candidates // 2))
     if other:
         taken = {f for f, *_ in chosen}
         tester = NonwordTester(data, train_texts, lambda count, n: _controls(data, taken, count, n, rng), controls,

@@ -2,8 +2,9 @@
 the data candidates and tested by :func:`probe.discovery.edit_test.edit_effects`.
 
 Which are tested: data-significant property slices that have an edit (:mod:`probe.discovery.property_edits`)
-and data-significant templates (:mod:`probe.discovery.templates`), by z, up to ``max_candidates`` (a cap
-of their own, next to the words'). Slices without an edit stay *correlational*.
+and data-significant templates (:mod:`probe.discovery.templates`), by z, up to half of ``max_candidates``
+(a cap of their own, next to the words'; nested templates tested once). Slices without an edit stay
+*correlational*.
 """
 
 from __future__ import annotations
@@ -21,12 +22,22 @@ KINDS = ("property",) + templates.KINDS
 
 
 def select_nonword(data: pd.DataFrame, max_candidates: int) -> list[tuple[str, str, str, str]]:
-    """``(feature, kind, class, "data")`` of the significant slices with an edit and templates, by z."""
+    """``(feature, kind, class, "data")`` of the significant slices with an edit and templates, by z, up to
+    ``max_candidates``; a template nested in (or holding) a chosen one of the same kind and class is skipped
+    ("^london" next to "^london reuters": one boilerplate, one test)."""
     rows = data[data.kind.isin(KINDS) & data.significant]
     rows = rows[np.array([k != "property" or has_edit(f) for f, k in zip(rows.feature, rows.kind)], dtype=bool)]
-    rows = rows.sort_values(["z", "feature", "class"], ascending=[False, True, True], kind="stable")
-    rows = rows.drop_duplicates("feature").head(max_candidates)
-    return [(f, k, c, "data") for f, k, c in zip(rows.feature, rows.kind, rows["class"])]
+    rows = rows.assign(words=[len(f.split()) for f in rows.feature])  # equal z: the longer template, the whole boilerplate
+    rows = rows.sort_values(["z", "words", "feature", "class"], ascending=[False, False, True, True], kind="stable")
+    chosen: list[tuple[str, str, str, str]] = []
+    for f, k, c in zip(rows.feature, rows.kind, rows["class"]):
+        if len(chosen) >= max_candidates:
+            break
+        if f in {x[0] for x in chosen} or any(k == k2 and c == c2 and templates.nested(f, f2)
+                                              for f2, k2, c2, _ in chosen if k in templates.KINDS):
+            continue
+        chosen.append((f, k, c, "data"))
+    return chosen
 
 
 class NonwordTester:

@@ -49,6 +49,13 @@ def parse(feature: str) -> tuple[str, list[str]]:
     return "suffix", feature[:-1].split()
 
 
+def nested(a: str, b: str) -> bool:
+    """Whether templates ``a`` and ``b`` of one kind are the same boilerplate at two lengths (one extends the other)."""
+    (ka, pa), (kb, pb) = parse(a), parse(b)
+    short, long_ = sorted((pa, pb), key=len)
+    return ka == kb and (long_[: len(short)] == short if ka == "prefix" else long_[-len(short):] == short)
+
+
 def template_features(text: str, max_k: int = MAX_K) -> set[tuple[str, str]]:
     """The ``(feature, kind)`` templates of one text: its first and last k word keys, k = 1..max_k."""
     keys, _ = _keyed(text)

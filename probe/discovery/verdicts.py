@@ -8,8 +8,8 @@ Verdicts (docs/design.md §8), with BH q-values over every p-value of the run's 
 - ``used, plausibly task-relevant``: the deletion test passes (q ≤ q_level, paired deletion effect's
   interval above ``min_effect``) but insertion does not: the model uses the word as evidence in
   context; whether that evidence is legitimate is the user's judgement;
-- ``weakly used``: a test passes (q ≤ q_level, its effect's interval above 0) but the interval does not
-  clear ``min_effect``: the data show use, smaller than the effect probe calls a shortcut;
+- ``weakly used``: a test passes (q ≤ q_level, its effect's interval above :data:`NEGLIGIBLE`) but the
+  interval does not clear ``min_effect``: the data show use, smaller than the effect probe calls a shortcut;
 - ``correlated but not used``: the feature is label-associated in the training data, both tests ran
   on at least ``min_examples`` examples and both effects' intervals lie below ``LARGE_EFFECT``;
 - ``not used``: the same for a candidate that came only from the model (no significant association);
@@ -28,6 +28,9 @@ import pandas as pd
 
 USED = ("used shortcut", "used, plausibly task-relevant")
 WEAK = "weakly used"
+# an effect within this of 0 is no use: edits that change a text's length move probabilities by ~1e-7
+# (padding and batching arithmetic) consistently enough for a sign-flip test to call it significant
+NEGLIGIBLE = 0.01
 LARGE_EFFECT = 0.1  # an effect interval reaching this high is not evidence of non-use
 MIN_EXAMPLES = 20  # fewer examples in a direction and that test decides nothing
 SUMMARY_KEYS = ("feature", "kind", "class", "verdict", "override_rate", "override_ci_low", "override_ci_high",
@@ -45,8 +48,8 @@ def verdict(row: dict, q_level: float, min_effect: float) -> str:
         return "used shortcut"
     if del_ok and row["q_delete"] <= q_level and row["deletion_effect_ci_low"] > min_effect:
         return "used, plausibly task-relevant"
-    if (ins_ok and row["q_insert"] <= q_level and row["override_effect_ci_low"] > 0) or \
-            (del_ok and row["q_delete"] <= q_level and row["deletion_effect_ci_low"] > 0):
+    if (ins_ok and row["q_insert"] <= q_level and row["override_effect_ci_low"] > NEGLIGIBLE) or \
+            (del_ok and row["q_delete"] <= q_level and row["deletion_effect_ci_low"] > NEGLIGIBLE):
         return WEAK
     if ins_ok and del_ok and row["override_effect_ci_high"] < LARGE_EFFECT \
             and row["deletion_effect_ci_high"] < LARGE_EFFECT:
