@@ -72,6 +72,14 @@ def test_flag_edits_move_the_property_and_controls_do_not(ctx, name, text_withou
         assert [w for w in edited.split() if w not in new] == text_without.split()
     edited, control = out_of(text_with, rng)
     assert pe.value(edited, ctx) == 0 and pe.value(control, ctx) == 1
+    if name in ("contains_digit", "has_url"):  # words deleted: the rest kept, in order, as many in the control
+        assert _kept(text_with, edited) and _kept(text_with, control)
+        assert len(edited.split()) == len(control.split()) < len(text_with.split())
+    else:  # a mark removed: the same words without it; the control removes as many other marks
+        def bare(t):
+            return [w for w in (x.strip("!@#.,;") for x in t.split()) if w]
+        assert bare(edited) == bare(text_with) == bare(control)
+        assert len(edited) == len(control) < len(text_with)
     assert into(text_with, rng) is None and out_of(text_without, rng) is None  # only texts outside / inside
     # slice 0 is the mirror image: into 0 takes the property away
     into0, out0 = pe.directions(0, ctx)
