@@ -32,6 +32,23 @@ def verdict_before(row: dict, q_level: float, min_effect: float) -> str:
     return "inconclusive"
 
 
+def candidates(data, d) -> None:
+    """The property slices and templates of the training split, with z, as discovery counts them."""
+    from probe.discovery.candidates import mark_significant, property_association, word_association
+    from probe.discovery.nonword import select_nonword
+    from probe.discovery.templates import template_association
+
+    parts = [f(data.train_texts, data.train_labels, data.classes, d.min_count)
+             for f in (word_association, property_association, template_association)]
+    table = mark_significant(pd.concat(parts, ignore_index=True), d.alpha)
+    nonword = table[table.kind.isin(["property", "prefix", "suffix"])]
+    print(f"{len(table)} (feature, class) rows, z threshold {table.z_threshold.iloc[0]:.2f}; templates in >= "
+          f"{d.min_count} texts: {nonword[nonword.kind != 'property'].feature.nunique()}")
+    print(nonword[nonword.significant].sort_values("z", ascending=False)[
+        ["feature", "kind", "class", "count", "share", "z"]].to_string())
+    print("tested:", select_nonword(table, max(1, d.max_candidates // 2)))
+
+
 def main() -> None:
     import torch
 
@@ -47,10 +64,14 @@ def main() -> None:
     p.add_argument("--hide-planted", action="store_true")
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--only", choices=["before", "after"], help="run one of the two (default: both)")
+    p.add_argument("--candidates", action="store_true", help="only the non-word candidates of the training data "
+                   "(no model: seconds)")
     args = p.parse_args()
     torch.set_num_threads(1)
     config = load_config(args.config, args.set)
     data = build_task_data(config)
+    if args.candidates:
+        return candidates(data, config.discover)
     tok = load_tokenizer(config.model.backbone)
     model = load_trained(args.model, config.model.backbone, data.classes, config.finetune, seed=config.seed)
     d = config.discover
