@@ -28,7 +28,7 @@ def verdict_before(row: dict, q_level: float, min_effect: float) -> str:
         return "used, plausibly task-relevant"
     if ins_ok and del_ok and row["override_effect_ci_high"] < LARGE_EFFECT \
             and row["deletion_effect_ci_high"] < LARGE_EFFECT:
-        return "correlated but not used" if row["significant"] else "not used"
+        return "correlated but not used" if row["source"] != "model" else "not used"  # model-only: not significant
     return "inconclusive"
 
 
