@@ -12,7 +12,8 @@ Verdicts (docs/design.md §8), with BH q-values over every p-value of the run's 
   interval does not clear ``min_effect``: the data show use, smaller than the effect probe calls a shortcut;
 - ``correlated but not used``: the feature is label-associated in the training data, both tests ran
   on at least ``min_examples`` examples and both effects' intervals lie below ``LARGE_EFFECT``;
-- ``not used``: the same for a candidate that came only from the model (no significant association);
+- ``not used``: the same for a candidate that came only from the model (no significant association); for
+  a vocabulary word no held-out text contains (nothing to delete), the insertion test alone;
 - ``inconclusive``: anything else: the data could not tell (too few examples, or an interval too wide to
   rule out a large effect);
 - ``correlational``: a natural-property slice without an edit (:data:`probe.discovery.property_edits.NO_EDIT`),
@@ -34,7 +35,8 @@ NEGLIGIBLE = 0.01
 LARGE_EFFECT = 0.1  # an effect interval reaching this high is not evidence of non-use
 MIN_EXAMPLES = 20  # fewer examples in a direction and that test decides nothing
 SUMMARY_KEYS = ("feature", "kind", "class", "verdict", "override_rate", "override_ci_low", "override_ci_high",
-                "deletion_drop", "deletion_ci_low", "deletion_ci_high", "q_value", "count", "z")
+                "deletion_drop", "deletion_ci_low", "deletion_ci_high", "q_value", "count", "z", "source",
+                "reference_override_rate")
 # summary key -> table column
 SUMMARY_COLUMNS = {"override_ci_low": "override_rate_ci_low", "override_ci_high": "override_rate_ci_high",
                    "deletion_ci_low": "deletion_drop_ci_low", "deletion_ci_high": "deletion_drop_ci_high"}
@@ -54,6 +56,9 @@ def verdict(row: dict, q_level: float, min_effect: float) -> str:
     if ins_ok and del_ok and row["override_effect_ci_high"] < LARGE_EFFECT \
             and row["deletion_effect_ci_high"] < LARGE_EFFECT:
         return "correlated but not used" if row["significant"] else "not used"
+    if ins_ok and row.get("source") == "vocabulary" and row["n_delete"] == 0 \
+            and row["override_effect_ci_high"] < LARGE_EFFECT:
+        return "not used"
     return "inconclusive"
 
 
@@ -88,7 +93,8 @@ def sentence(row: dict) -> str:
     if row["verdict"] == "used shortcut":
         return (f'Inserting "{f}" once into {row["n_insert"]} held-out texts of other classes moves '
                 f'{row["override_rate"]:.0%} of them to {c} (control words: {row["override_control"]:.0%}); '
-                "a single word overriding the rest of a document is shortcut-like behaviour, whatever the word means.")
+                "a single word overriding the rest of a document is shortcut-like behaviour, whatever the word means."
+                + _vocabulary_note(row))
     if row["verdict"] == "used, plausibly task-relevant":
         return (f'Removing "{f}" from {row["n_delete"]} held-out texts lowers P({c}) by {row["deletion_drop"]:.2f} '
                 f'on average (random words: {row["deletion_control"]:.2f}), but inserting it alone rarely changes the '
@@ -114,6 +120,16 @@ def _edit_sentence(row: dict, what: str) -> str:
         return (f'{what} is associated with {c} in the training data (z = {row["z"]:.1f}) but editing texts into or '
                 "out of it changes the predictions no more than the control edit does.")
     return f"{what} ({c}): {v}."
+
+
+def _vocabulary_note(row: dict) -> str:
+    """What a vocabulary trigger adds to its sentence: where it came from, and the reference's rate."""
+    if row.get("source") != "vocabulary":
+        return ""
+    ref = row.get("reference_override_rate")
+    before = "" if ref is None or ref != ref else f' The pretrained reference: {ref:.0%} (controls ' \
+        f'{row.get("reference_override_control", float("nan")):.0%}).'
+    return f" Found by searching the vocabulary: your texts need not contain it.{before}"
 
 
 def discovered(table: pd.DataFrame) -> list[dict]:
