@@ -129,10 +129,8 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
     Candidates come from ``train_texts`` (Gardner et al. 2021 z, Bonferroni at ``alpha``); the
     held-out ``test_texts`` are halved at random: model candidates are ranked by attribution on up to
     ``n_examples`` texts of one half, and every causal test runs on the other half, so a candidate is
-    never tested on the texts that selected it; ``validation_texts`` (never training texts) join the tested
-    half. With ``properties`` / ``templates``, property slices and position templates are candidates too,
-    and those with an edit are tested by it (:mod:`probe.discovery.nonword`). ``planted``: ``{token:
-    class}`` of planted features, always tested and flagged unless ``hide_planted``. With ``vocabulary``, whole words of the tokenizer's
+    never tested on the texts that selected it; ``validation_texts`` join the tested half. ``templates``:
+    templates too (:mod:`probe.discovery.nonword`). ``planted``: ``{token: class}`` of planted features, always tested and flagged unless ``hide_planted``. With ``vocabulary``, whole words of the tokenizer's
     vocabulary that the model's gradient ranks as triggers (:mod:`probe.discovery.vocabulary`,
     ``vocabulary_k`` per class screened by insertion on the ranking half, ``vocabulary_tested`` per class
     tested if they override at least ``vocabulary_min_screen`` of the screen) join with source
@@ -175,19 +173,12 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
             exclude={f for f, *_ in chosen}, progress=progress)
         chosen += [(w, "word", classes[c], "vocabulary") for w, c in zip(found.word, found["class"])]
         t_search, screened = time.perf_counter() - t_vocab, found.attrs.get("screened")
-    held = [test_texts[i] for i in tested] + list(validation_texts)
-    held_labels = np.concatenate([test_labels[tested], np.asarray(validation_labels if validation_labels is not None
-                                                                  else [], dtype=test_labels.dtype)])
+    held, held_labels = _held(test_texts, test_labels, tested, validation_texts, validation_labels)
     rows, examples, pool = _test_all(chosen, data, score, held, held_labels, classes, n_examples, controls,
                                      max_position, bootstrap, rng, vocab, progress)
-    other = select_nonword(data, max(1, max_candidates // 2))
-    if other:  # shortcuts that are not words (issue 25): property slices and templates, by their edits
-        taken = {f for f, *_ in chosen}
-        tester = NonwordTester(data, train_texts, lambda count, n: _controls(data, taken, count, n, rng), controls,
-                               max_position, {f for f, *_ in other})
-        more, more_examples = tester.test(other, score, held, held_labels, score(held), classes, n_examples,
-                                          bootstrap, rng)
-        rows, examples, chosen = rows + more, examples + more_examples, chosen + other
+    other, more, more_examples = _test_nonword(max(1, max_candidates // 2), chosen, data, train_texts, score, held,
+                                               held_labels, classes, n_examples, controls, max_position, bootstrap, rng)
+    rows, examples, chosen = rows + more, examples + more_examples, chosen + other
     table = _assemble(rows, data, amp, chosen, planted, q, min_effect)
     if vocabulary:  # the search, the vocabulary words' tests and the reference's rates
         t_ref = time.perf_counter()
@@ -200,6 +191,27 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
                                                               "p_before", "p_after"])
     table.attrs["seconds"] = time.perf_counter() - t0
     return table
+
+
+def _held(test_texts, test_labels: np.ndarray, tested: np.ndarray, validation_texts, validation_labels):
+    """The held-out texts the causal tests draw from: the tested half of the test split and the validation
+    split (never training texts), with their labels."""
+    extra = np.asarray(validation_labels if validation_labels is not None else [], dtype=test_labels.dtype)
+    return [test_texts[i] for i in tested] + list(validation_texts), np.concatenate([test_labels[tested], extra])
+
+
+def _test_nonword(cap: int, chosen, data: pd.DataFrame, train_texts, score, held: list[str], held_labels: np.ndarray,
+                  classes: list[str], n_examples: int, n_controls: int, max_position: int, n_boot: int,
+                  rng: np.random.Generator) -> tuple[list, list[dict], list[dict]]:
+    """Shortcuts that are not words (issue 25): up to ``cap`` property slices and templates, tested by their
+    edits; ``(chosen, rows, examples)``."""
+    other = select_nonword(data, cap)
+    if not other:
+        return [], [], []
+    taken = {f for f, *_ in chosen}
+    tester = NonwordTester(data, train_texts, lambda count, n: _controls(data, taken, count, n, rng), n_controls,
+                           max_position, {f for f, *_ in other})
+    return (other, *tester.test(other, score, held, held_labels, score(held), classes, n_examples, n_boot, rng))
 
 
 def _reference_columns(table: pd.DataFrame, head, tokenizer, pool: InsertionPool, classes: list[str],
