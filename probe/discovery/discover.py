@@ -129,16 +129,15 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
     Candidates come from ``train_texts`` (Gardner et al. 2021 z, Bonferroni at ``alpha``); the
     held-out ``test_texts`` are halved at random: model candidates are ranked by attribution on up to
     ``n_examples`` texts of one half, and every causal test runs on the other half, so a candidate is
-    never tested on the texts that selected it; ``validation_texts`` join the tested half. ``templates``:
-    templates too (:mod:`probe.discovery.nonword`). ``planted``: ``{token: class}`` of planted features, always
-    tested and flagged unless ``hide_planted``. With ``vocabulary``, whole words of the tokenizer's vocabulary
-    that the model's gradient ranks as triggers (:mod:`probe.discovery.vocabulary`, ``vocabulary_k`` per class
-    screened by insertion on the ranking half, ``vocabulary_tested`` per class tested if they override at least
-    ``vocabulary_min_screen`` of the screen) join with source "vocabulary". The planned number of edited texts
-    and an estimate of the time are logged before the tests, which show a progress bar (``progress``). The
-    table's ``attrs`` hold ``examples`` (edited texts), ``seconds``, and with ``vocabulary``
-    ``vocabulary_seconds`` and ``vocabulary_screen`` (every screened word: gradient score and rank, screened
-    override rate and ΔP)."""
+    never tested on the texts that selected it; ``validation_texts`` join the tested half. ``templates``: templates
+    too (:mod:`probe.discovery.nonword`). ``planted``: ``{token: class}`` of planted features, always tested and
+    flagged unless ``hide_planted``. With ``vocabulary``, whole words of the tokenizer's vocabulary that the model's
+    gradient ranks as triggers (:mod:`probe.discovery.vocabulary`, ``vocabulary_k`` per class screened by insertion on
+    the ranking half, ``vocabulary_tested`` per class tested if they override at least ``vocabulary_min_screen`` of
+    the screen) join with source "vocabulary". The planned number of edited texts and an estimate of the time are
+    logged before the tests, which show a progress bar (``progress``). The table's ``attrs`` hold ``examples`` (edited
+    texts), ``seconds``, and with ``vocabulary`` ``vocabulary_seconds`` and ``vocabulary_screen`` (every screened
+    word: gradient score and rank, screened override rate and ΔP)."""
     from probe.discovery.model_candidates import amplification_table
 
     t0 = time.perf_counter()
