@@ -213,14 +213,21 @@ def test_run_writes_discovery_and_the_report_section_after_the_verdict_cards(tmp
     ex = pd.read_csv(ex_path)
     ex.loc[len(ex)] = {"seed": 0, "feature": "zebra", "class": "business", "edit": "insert",
                        "text": "<script>alert(1)</script>", "p_before": 0.1, "p_after": 0.9}
+    ex["before"] = ex["before"].astype(object)  # empty for word findings (no before / after)
+    ex.loc[len(ex)] = {"seed": 0, "feature": "has_exclamation=1", "class": "sport", "edit": "insert",
+                       "text": "<i>goal</i>!!", "before": "<i>goal</i>", "p_before": 0.1, "p_after": 0.9}
     ex.to_csv(ex_path, index=False)
     summary = {**run.summary, "discovered": [{"feature": "zebra", "class": "business", "verdict": "used shortcut",
-                                              "sentence": "s", "planted": True}]}
+                                              "sentence": "s", "planted": True},
+                                             {"feature": "has_exclamation=1", "class": "sport",
+                                              "verdict": "used shortcut", "sentence": "p", "planted": False}]}
     (run.path / "summary.json").write_text(json.dumps(summary))
     html = render_report(run.path).read_text()
     assert html.index('id="shortcuts-found"') < html.index('id="task-quality"')
     assert html.index("Does the fine-tuned model rely") < html.index('id="shortcuts-found"')
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+    # a property finding shows its text before and after the edit, escaped (issue 25)
+    assert "before “&lt;i&gt;goal&lt;/i&gt;”" in html and "after “&lt;i&gt;goal&lt;/i&gt;!!”" in html
 
 
 def test_marker_statistic_by_hand():

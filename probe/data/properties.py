@@ -82,9 +82,9 @@ def _tertiles(scores: Sequence[float]) -> np.ndarray:
     return np.searchsorted(bucket_edges(scores, 3), scores, side="right").astype(int)
 
 
-_MENTION = re.compile(r"(?<![\w@])@\w+")
-_URL = re.compile(r"(?i)\b(?:https?://|www\.)\S+")
-_HASHTAG = re.compile(r"(?<![\w&#])#\w*[^\W\d]\w*")
+MENTION = re.compile(r"(?<![\w@])@\w+")
+URL = re.compile(r"(?i)\b(?:https?://|www\.)\S+")
+HASHTAG = re.compile(r"(?<![\w&#])#\w*[^\W\d]\w*")
 
 
 def _flag(texts: Sequence[str], pattern: re.Pattern) -> np.ndarray:
@@ -117,19 +117,24 @@ def punctuation_density_bucket(texts: Sequence[str]) -> np.ndarray:
     return _tertiles([density(t) for t in texts])
 
 
+@register_property("has_exclamation", "the text contains an exclamation mark (emphasis punctuation)")
+def has_exclamation(texts: Sequence[str]) -> np.ndarray:
+    return np.array(["!" in t for t in texts], dtype=int)
+
+
 @register_property("has_mention", "the text contains an @user mention", applies_to="social")
 def has_mention(texts: Sequence[str]) -> np.ndarray:
-    return _flag(texts, _MENTION)
+    return _flag(texts, MENTION)
 
 
 @register_property("has_url", "the text contains a URL (http://, https:// or www.)", applies_to="social")
 def has_url(texts: Sequence[str]) -> np.ndarray:
-    return _flag(texts, _URL)
+    return _flag(texts, URL)
 
 
 @register_property("has_hashtag", "the text contains a #hashtag", applies_to="social")
 def has_hashtag(texts: Sequence[str]) -> np.ndarray:
-    return _flag(texts, _HASHTAG)
+    return _flag(texts, HASHTAG)
 
 
 def compute_properties(

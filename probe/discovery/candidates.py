@@ -95,8 +95,13 @@ def _finish(df: pd.DataFrame) -> pd.DataFrame:
 def word_association(texts: Sequence[str], labels: np.ndarray, classes: Sequence[str], min_count: int,
                      bigrams: bool = True) -> pd.DataFrame:
     """z and PMI of every word (and bigram) in at least ``min_count`` of ``texts``, per class."""
+    return feature_association(document_features(texts, bigrams), labels, classes, min_count)
+
+
+def feature_association(docs: Sequence[set[tuple[str, str]]], labels: np.ndarray, classes: Sequence[str],
+                        min_count: int) -> pd.DataFrame:
+    """z and PMI of every ``(feature, kind)`` in at least ``min_count`` of the per-text feature sets ``docs``."""
     labels = np.asarray(labels)
-    docs = document_features(texts, bigrams)
     counts = Counter(f for d in docs for f in d)
     kept = {f for f, n in counts.items() if n >= min_count}
     k = len(classes)

@@ -21,6 +21,9 @@ from tqdm.auto import tqdm
 from probe.discovery.candidates import mark_significant, property_association, word_association, word_key
 from probe.discovery.causal_test import (DELETION_CONTROLS, NO_CONTROLS, InsertionPool, benjamini_hochberg,
                                          candidate_effects)
+from probe.discovery.nonword import NonwordTester, select_nonword
+from probe.discovery.property_edits import has_edit
+from probe.discovery.templates import template_association
 from probe.discovery.verdicts import decisive_p, verdict
 from probe.engine.context import log
 from probe.discovery.vocabulary import SCREEN_MIN, reference_rates, vocabulary_candidates, vocabulary_controls
@@ -113,7 +116,8 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
              planted: dict[str, str] | None = None, hide_planted: bool = False, min_count: int = 20,
              alpha: float = 0.01, max_candidates: int = 20, n_examples: int = 150, controls: int = 5,
              q: float = 0.05, bootstrap: int = 1000, seed: int = 0, min_effect: float = 0.1,
-             max_position: int = 5, batch_size: int = 64, properties: bool = True, device=None,
+             max_position: int = 5, batch_size: int = 64, properties: bool = True, templates: bool = True,
+             validation_texts: Sequence[str] = (), validation_labels=None, device=None,
              vocabulary: bool = False, vocabulary_k: int = 10, vocabulary_texts: int = 8,
              vocabulary_screen: int = 8, vocabulary_tested: int = 1, vocabulary_min_screen: float = SCREEN_MIN,
              progress: bool = True) -> pd.DataFrame:
@@ -125,15 +129,15 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
     Candidates come from ``train_texts`` (Gardner et al. 2021 z, Bonferroni at ``alpha``); the
     held-out ``test_texts`` are halved at random: model candidates are ranked by attribution on up to
     ``n_examples`` texts of one half, and every causal test runs on the other half, so a candidate is
-    never tested on the texts that selected it. ``planted``: ``{token: class}`` of planted features,
-    always tested and flagged unless ``hide_planted``. With ``vocabulary``, whole words of the tokenizer's
-    vocabulary that the model's gradient ranks as triggers (:mod:`probe.discovery.vocabulary`,
-    ``vocabulary_k`` per class screened by insertion on the ranking half, ``vocabulary_tested`` per class
-    tested if they override at least ``vocabulary_min_screen`` of the screen) join with source
-    "vocabulary". The planned number of edited texts and an estimate of the time are logged before the
-    tests, which show a progress bar (``progress``). The table's ``attrs`` hold ``examples`` (edited
-    texts), ``seconds``, and with ``vocabulary`` ``vocabulary_seconds`` and
-    ``vocabulary_screen`` (every screened word: gradient score and rank, screened override rate and ΔP)."""
+    never tested on the texts that selected it; ``validation_texts`` join the tested half. ``templates``: templates
+    too (:mod:`probe.discovery.nonword`). ``planted``: ``{token: class}`` of planted features, always tested and
+    flagged unless ``hide_planted``. With ``vocabulary``, whole words of the tokenizer's vocabulary that the model's
+    gradient ranks as triggers (:mod:`probe.discovery.vocabulary`, ``vocabulary_k`` per class screened by insertion on
+    the ranking half, ``vocabulary_tested`` per class tested if they override at least ``vocabulary_min_screen`` of
+    the screen) join with source "vocabulary". The planned number of edited texts and an estimate of the time are
+    logged before the tests, which show a progress bar (``progress``). The table's ``attrs`` hold ``examples`` (edited
+    texts), ``seconds``, and with ``vocabulary`` ``vocabulary_seconds`` and ``vocabulary_screen`` (every screened
+    word: gradient score and rank, screened override rate and ΔP)."""
     from probe.discovery.model_candidates import amplification_table
 
     t0 = time.perf_counter()
@@ -145,6 +149,9 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
     data = word_association(train_texts, train_labels, classes, min_count)
     if properties:
         data = pd.concat([data, property_association(train_texts, train_labels, classes, min_count)],
+                         ignore_index=True)
+    if templates:
+        data = pd.concat([data, template_association(train_texts, train_labels, classes, min_count)],
                          ignore_index=True)
     data = mark_significant(data, alpha)
     # held-out halves: model candidates are ranked on one and tested on the other (no double dipping)
@@ -166,8 +173,12 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
             exclude={f for f, *_ in chosen}, progress=progress)
         chosen += [(w, "word", classes[c], "vocabulary") for w, c in zip(found.word, found["class"])]
         t_search, screened = time.perf_counter() - t_vocab, found.attrs.get("screened")
-    rows, examples, pool = _test_all(chosen, data, score, [test_texts[i] for i in tested], test_labels[tested],
-                                     classes, n_examples, controls, max_position, bootstrap, rng, vocab, progress)
+    held, held_labels = _held(test_texts, test_labels, tested, validation_texts, validation_labels)
+    rows, examples, pool = _test_all(chosen, data, score, held, held_labels, classes, n_examples, controls,
+                                     max_position, bootstrap, rng, vocab, progress)
+    other, more, more_examples = _test_nonword(max(1, max_candidates // 2), chosen, data, train_texts, score, held,
+                                               held_labels, classes, n_examples, controls, max_position, bootstrap, rng)
+    rows, examples, chosen = rows + more, examples + more_examples, chosen + other
     table = _assemble(rows, data, amp, chosen, planted, q, min_effect)
     if vocabulary:  # the search, the vocabulary words' tests and the reference's rates
         t_ref = time.perf_counter()
@@ -176,10 +187,31 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
             r["seconds"] for r in rows if r["source"] == "vocabulary")
         if screened is not None:
             table.attrs["vocabulary_screen"] = screened.assign(**{"class": [classes[c] for c in screened["class"]]})
-    table.attrs["examples"] = pd.DataFrame(examples, columns=["feature", "class", "edit", "text", "p_before",
-                                                              "p_after"])
+    table.attrs["examples"] = pd.DataFrame(examples, columns=["feature", "class", "edit", "text", "before",
+                                                              "p_before", "p_after"])
     table.attrs["seconds"] = time.perf_counter() - t0
     return table
+
+
+def _held(test_texts, test_labels: np.ndarray, tested: np.ndarray, validation_texts, validation_labels):
+    """The held-out texts the causal tests draw from: the tested half of the test split and the validation
+    split (never training texts), with their labels."""
+    extra = np.asarray(validation_labels if validation_labels is not None else [], dtype=test_labels.dtype)
+    return [test_texts[i] for i in tested] + list(validation_texts), np.concatenate([test_labels[tested], extra])
+
+
+def _test_nonword(cap: int, chosen, data: pd.DataFrame, train_texts, score, held: list[str], held_labels: np.ndarray,
+                  classes: list[str], n_examples: int, n_controls: int, max_position: int, n_boot: int,
+                  rng: np.random.Generator) -> tuple[list, list[dict], list[dict]]:
+    """Shortcuts that are not words (issue 25): up to ``cap`` property slices and templates, tested by their
+    edits; ``(chosen, rows, examples)``."""
+    other = select_nonword(data, cap)
+    if not other:
+        return [], [], []
+    taken = {f for f, *_ in chosen}
+    tester = NonwordTester(data, train_texts, lambda count, n: _controls(data, taken, count, n, rng), n_controls,
+                           max_position, {f for f, *_ in other})
+    return (other, *tester.test(other, score, held, held_labels, score(held), classes, n_examples, n_boot, rng))
 
 
 def _reference_columns(table: pd.DataFrame, head, tokenizer, pool: InsertionPool, classes: list[str],
@@ -258,7 +290,8 @@ def _assemble(rows: list[dict], data: pd.DataFrame, amp: pd.DataFrame, chosen, p
     done = {(f, c) for f, _, c, _ in chosen}
     rest = data[data.significant & ~pd.Series([(f, c) in done for f, c in zip(data.feature, data["class"])],
                                               index=data.index, dtype=bool)].sort_values("z", ascending=False)
-    rest = rest.assign(source="data", verdict=np.where(rest.kind == "property", "correlational", "not tested"))
+    no_edit = [k == "property" and not has_edit(f) for f, k in zip(rest.feature, rest.kind)]
+    rest = rest.assign(source="data", verdict=np.where(np.array(no_edit, dtype=bool), "correlational", "not tested"))
     table = pd.concat([tested, rest.drop(columns=["z_threshold"])], ignore_index=True)
     table["amplification"] = [amplification.get(f, np.nan) for f in table.feature]
     table["planted"] = table.feature.isin(list(planted))

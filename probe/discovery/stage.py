@@ -1,9 +1,10 @@
 """The discovery stage of a run: :func:`probe.discovery.discover.discover` on the run's data and model.
 
 Text classification: candidates from the fine-tuning data (``data.train_texts``: the training split as
-the model saw it, planted tokens included), causal tests on the clean held-out test split, the
-reference being the run's pretrained encoder through a probe head. The tables are ``discovery`` (one
-row per feature) and ``discovery_examples`` (edited texts shown in the report). A kind with other
+the model saw it, planted tokens included), causal tests on the held-out texts (the clean test split and
+the validation split, planted as training is; never training texts), the reference being the run's
+pretrained encoder through a probe head. The tables are ``discovery`` (one row per feature) and
+``discovery_examples`` (edited texts shown in the report). A kind with other
 candidates has its own stage in its package (taggers: :func:`probe.tasks.tokens.markers.tagger_discovery`).
 """
 
@@ -26,7 +27,8 @@ def sequence_discovery(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFr
         model.to(ctx.device).eval()
         reference = ctx.pretrained_encoder(seed).eval().to(ctx.device)
         table = discover(model, ctx.tokenizer, data.train_texts, data.train_labels, data.test_texts, data.test_labels,
-                         data.classes, reference=reference, max_length=config.task.max_length,
+                         data.classes, validation_texts=data.val_texts, validation_labels=data.val_labels,
+                         reference=reference, max_length=config.task.max_length,
                          planted={p.feature.token: data.classes[p.target] for p in data.planted},
                          hide_planted=d.hide_planted, min_count=d.min_count, alpha=d.alpha,
                          max_candidates=d.max_candidates, n_examples=d.n_examples, controls=d.controls, q=d.q,

@@ -8,12 +8,16 @@ Verdicts (docs/design.md §8), with BH q-values over every p-value of the run's 
 - ``used, plausibly task-relevant``: the deletion test passes (q ≤ q_level, paired deletion effect's
   interval above ``min_effect``) but insertion does not: the model uses the word as evidence in
   context; whether that evidence is legitimate is the user's judgement;
+- ``weakly used``: a test passes (q ≤ q_level, its effect's interval above :data:`NEGLIGIBLE`) but the
+  interval does not clear ``min_effect``: the data show use, smaller than the effect probe calls a shortcut;
 - ``correlated but not used``: the feature is label-associated in the training data, both tests ran
   on at least ``min_examples`` examples and both effects' intervals lie below ``LARGE_EFFECT``;
 - ``not used``: the same for a candidate that came only from the model (no significant association); for
   a vocabulary word no held-out text contains (nothing to delete), the insertion test alone;
-- ``inconclusive``: anything else (too few examples, or an interval too wide to rule out a large effect);
-- ``correlational``: a natural-property slice, with its label association only (no edit test);
+- ``inconclusive``: anything else: the data could not tell (too few examples, or an interval too wide to
+  rule out a large effect);
+- ``correlational``: a natural-property slice without an edit (:data:`probe.discovery.property_edits.NO_EDIT`),
+  with its label association only;
 - ``not tested``: data-significant but beyond ``max_candidates``.
 """
 
@@ -24,6 +28,10 @@ import math
 import pandas as pd
 
 USED = ("used shortcut", "used, plausibly task-relevant")
+WEAK = "weakly used"
+# an effect within this of 0 is no use: edits that change a text's length move probabilities by ~1e-7
+# (padding and batching arithmetic) consistently enough for a sign-flip test to call it significant
+NEGLIGIBLE = 0.01
 LARGE_EFFECT = 0.1  # an effect interval reaching this high is not evidence of non-use
 MIN_EXAMPLES = 20  # fewer examples in a direction and that test decides nothing
 SUMMARY_KEYS = ("feature", "kind", "class", "verdict", "override_rate", "override_ci_low", "override_ci_high",
@@ -42,6 +50,9 @@ def verdict(row: dict, q_level: float, min_effect: float) -> str:
         return "used shortcut"
     if del_ok and row["q_delete"] <= q_level and row["deletion_effect_ci_low"] > min_effect:
         return "used, plausibly task-relevant"
+    if (ins_ok and row["q_insert"] <= q_level and row["override_effect_ci_low"] > NEGLIGIBLE) or \
+            (del_ok and row["q_delete"] <= q_level and row["deletion_effect_ci_low"] > NEGLIGIBLE):
+        return WEAK
     if ins_ok and del_ok and row["override_effect_ci_high"] < LARGE_EFFECT \
             and row["deletion_effect_ci_high"] < LARGE_EFFECT:
         return "correlated but not used" if row["significant"] else "not used"
@@ -63,9 +74,22 @@ def decisive_p(row: dict) -> tuple[float, float]:
     return min(pairs, key=lambda p: p[1]) if pairs else (float("nan"), float("nan"))
 
 
+def describe(feature: str, kind: str) -> str:
+    """How a sentence names a candidate: a word, a property slice or a position template."""
+    if kind == "property":
+        return f"the property slice {feature}"
+    if kind == "prefix":
+        return f'starting with "{feature[1:]}"'
+    if kind == "suffix":
+        return f'ending with "{feature[:-1]}"'
+    return f'"{feature}"'
+
+
 def sentence(row: dict) -> str:
     """One sentence that says what a finding means."""
-    f, c = row["feature"], row["class"]
+    f, c, kind = row["feature"], row["class"], row.get("kind", "word")
+    if kind not in ("word", "bigram", "marker"):
+        return _edit_sentence(row, describe(f, kind))
     if row["verdict"] == "used shortcut":
         return (f'Inserting "{f}" once into {row["n_insert"]} held-out texts of other classes moves '
                 f'{row["override_rate"]:.0%} of them to {c} (control words: {row["override_control"]:.0%}); '
@@ -79,6 +103,23 @@ def sentence(row: dict) -> str:
         return (f'"{f}" is associated with {c} in the training data (z = {row["z"]:.1f}) but neither inserting nor '
                 "removing it changes the predictions more than control words do.")
     return f'"{f}" ({c}): {row["verdict"]}.'
+
+
+def _edit_sentence(row: dict, what: str) -> str:
+    """The sentence of a candidate tested by an edit against a same-size control edit."""
+    c, v = row["class"], row["verdict"]
+    if v == "used shortcut":
+        return (f'Editing {row["n_insert"]} held-out texts of other classes into {what} moves '
+                f'{row["override_rate"]:.0%} of them to {c} (the same-size control edit: '
+                f'{row["override_control"]:.0%}): the model uses {what} as a shortcut, whatever the content.')
+    if v == "used, plausibly task-relevant":
+        return (f'Editing {row["n_delete"]} held-out texts out of {what} lowers P({c}) by {row["deletion_drop"]:.2f} '
+                f'on average (the same-size control edit: {row["deletion_control"]:.2f}), but editing texts into it '
+                "rarely changes the prediction: the model uses it as evidence in context.")
+    if v == "correlated but not used":
+        return (f'{what} is associated with {c} in the training data (z = {row["z"]:.1f}) but editing texts into or '
+                "out of it changes the predictions no more than the control edit does.")
+    return f"{what} ({c}): {v}."
 
 
 def _vocabulary_note(row: dict) -> str:

@@ -13,7 +13,8 @@ spans of held-out sentences, reading the predicted type of a span's first word (
 
 Paired bootstrap intervals, sign-flip p-values and Benjamini–Hochberg as for text classification
 (:mod:`probe.discovery.causal_test`); model-side candidates (attribution amplification) are not drawn
-for taggers.
+for taggers. A capitalised word is a candidate too, tested by a case edit (:mod:`probe.tasks.tokens.word_shape`),
+in the same Bonferroni and Benjamini–Hochberg families.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from probe.discovery.candidates import mark_significant, marker_counts, word_key
 from probe.discovery.causal_test import NO_CONTROLS, paired_interval, sign_flip_pvalue
 from probe.engine.context import RunContext, log
 from probe.engine.guard import guarded
+from probe.tasks.tokens.word_shape import shape_counts, shape_effects
 
 
 def _spans(sentences) -> list[tuple[int, int, str]]:
@@ -112,9 +114,11 @@ def discover_markers(model, tokenizer, train, test, tags: Sequence[str], *, max_
         for s, _, t in ((s, e, t) for _, s, e, t in _spans([sent])):
             row[s] = t
         starts.append(row)
-    data = mark_significant(marker_counts([s.words for s in train], starts, types, min_count), alpha)
+    words = [s.words for s in train]
+    data = mark_significant(pd.concat([marker_counts(words, starts, types, min_count),
+                                       shape_counts(words, starts, types, min_count)], ignore_index=True), alpha)
     planted = {word_key(k): v for k, v in (planted or {}).items()}
-    sig = data[data.significant].sort_values("z", ascending=False).drop_duplicates("feature")
+    sig = data[data.significant & (data.kind == "marker")].sort_values("z", ascending=False).drop_duplicates("feature")
     chosen = [] if hide_planted else [(w, t) for w, t in planted.items()]
     chosen += [(w, t) for w, t in zip(sig.feature, sig["class"]) if w not in dict(chosen)]
     chosen = chosen[:max_candidates]
@@ -136,6 +140,11 @@ def discover_markers(model, tokenizer, train, test, tags: Sequence[str], *, max_
             continue
         rows.append({"feature": w, "kind": "marker", "class": t, "source": source,
                      **_test_marker(w, t, test, spans, clean_types, ctrl, predict, n_examples, bootstrap, rng)})
+    shapes = data[data.significant & (data.kind == "word shape")].sort_values("z", ascending=False)
+    for f, t in list(zip(shapes.feature, shapes["class"]))[:max_candidates]:  # issue 25: a cap of their own
+        chosen.append((f, t))
+        rows.append({"feature": f, "kind": "word shape", "class": t, "source": "data",
+                     **shape_effects(f, t, test, spans, clean_types, predict, n_examples, bootstrap, rng)})
     table = _marker_table(rows, data, chosen, planted, q, min_effect)
     table.attrs["examples"] = pd.DataFrame(columns=["feature", "class", "edit", "text", "p_before", "p_after"])
     table.attrs["seconds"] = time.perf_counter() - t0
