@@ -41,6 +41,12 @@ class TaskConfig(Section):
     train_size: Union[int, float] = 800
     validation_size: Union[int, float] = 200
     test_size: Union[int, float] = 400
+    prompt: Optional[str] = Field(
+        None, description="model.head label-words: the prompt template, with {text} (and {text_pair} for pair "
+        "tasks); default: the task kind's ('Text: {text}\\nLabel:')")
+    label_words: Optional[list[str]] = Field(
+        None, description="model.head label-words: one word or short phrase per class, in class order, scored "
+        "after the prompt (each after one space); default: the class names")
     max_dropped_share: float = Field(
         0.1, ge=0.0, le=1.0, description="most of the dataset's rows (sentences) that may be dropped for a "
         "missing or empty text (or word list) before the data are refused")
@@ -113,6 +119,9 @@ class ModelConfig(Section):
     labels: Optional[list[str]] = Field(
         None, description="the given checkpoint's output names in id order, when its config's id2label does not "
         "name the dataset's labels")
+    head: Literal["classifier", "label-words"] = Field(
+        "classifier", description="how the model answers: 'classifier' (a classification head on the backbone) or "
+        "'label-words' (a causal LM's next-token log-probabilities of task.label_words after task.prompt)")
     device_map: Optional[Literal["auto"]] = Field(
         None, description="'auto': let accelerate place a large given model's layers across the available devices")
 
@@ -367,10 +376,38 @@ class Config(Section):
             if self.seeds is not None and len(self.seeds) > 1:
                 raise ValueError(f"seeds {self.seeds} repeat fine-tuning, but model.finetuned is one given model; "
                                  "allowed: no seeds (or one)")
+        self._check_head()
         refusal = TASK_KINDS[self.task.type].decoder_refusal
         if self.pretrain.enabled and self.pretrain.objective == "clm" and refusal is not None:
             raise ValueError(f"pretrain.objective clm builds a causal decoder, and {self.task.type} with a decoder "
                              f"is not supported ({refusal}); allowed: mlm")
+
+    def _check_head(self) -> None:
+        """``task.prompt`` / ``task.label_words`` belong to ``model.head: label-words``, which needs a kind with
+        prompt fields and a strategy that does not train a separate head."""
+        spec, t = TASK_KINDS[self.task.type], self.task
+        if self.model.head != "label-words":
+            for key in ("prompt", "label_words"):
+                if getattr(t, key) is not None:
+                    raise ValueError(f"task.{key} applies to model.head label-words; set it, or remove task.{key}")
+            return
+        if not spec.prompt_fields:
+            raise ValueError(f"model.head label-words: {self.task.type} has no prompt to answer with a label word; "
+                             "allowed: classifier")
+        if self.finetune.strategy in ("linear_probe", "lp_ft"):
+            raise ValueError(f"finetune.strategy {self.finetune.strategy} trains a head on a frozen encoder, and "
+                             "label words are read through the language model's own output layer; allowed: full, "
+                             "lora, bitfit")
+        if t.prompt is None:
+            self.task.prompt = spec.default_prompt
+        from probe.data.prompts import check_prompt
+
+        try:
+            check_prompt(self.task.prompt, "text_pair" in spec.prompt_fields)
+        except Exception as e:  # ProbeError: reported as this field's error
+            raise ValueError(str(e)) from None
+        if t.label_words is not None and not t.label_words:
+            raise ValueError("task.label_words: got an empty list; allowed: one word per class, or leave it out")
 
     @property
     def run_dir(self) -> Path:

@@ -37,6 +37,7 @@ def execute(config: Config, progress: bool = True, shared_dir: Path | None = Non
     runs of a sweep (the pretrained model's activations)."""
     from probe.distributed import current
     from probe.engine.given import load_tokenizer_for, prepare_given
+    from probe.models.heads import check_backbone, reading_tokenizer
     from probe.tasks import task_kind
 
     kind = task_kind(config.task.type)
@@ -47,8 +48,10 @@ def execute(config: Config, progress: bool = True, shared_dir: Path | None = Non
         config, given = prepare_given(config)
         kind.check_model(config)
         data = kind.load_data(config)
+        check_backbone(config)
         tokenizer = load_tokenizer_for(config, given)
         check_planted_tokens(config, tokenizer)
+        tokenizer = reading_tokenizer(config, tokenizer, kind.labels(data))
         if given is not None:
             from probe.models.checkpoints import label_order
 

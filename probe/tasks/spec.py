@@ -22,6 +22,9 @@ class KindSpec:
     adapters. ``datasets``: the built-in datasets (:data:`probe.data.sources.BUILTIN_DATASETS`) made
     for it. ``decoder_refusal``: why a causal decoder cannot be this kind's model (None: it can).
     ``augmentation_refusals``: ``(finetune.augmentation field, why this kind cannot use it)`` pairs.
+    ``prompt_fields``: the ``task.prompt`` fields its examples fill (``text``, and ``text_pair`` for pairs)
+    when a causal LM answers with label words (``model.head: label-words``); empty: it cannot.
+    ``default_prompt``: the template used when ``task.prompt`` is not set.
     """
 
     name: str
@@ -35,6 +38,8 @@ class KindSpec:
     datasets: tuple[str, ...] = ()
     decoder_refusal: str | None = None
     augmentation_refusals: tuple[tuple[str, str], ...] = ()
+    prompt_fields: tuple[str, ...] = ()
+    default_prompt: str | None = None
 
     def augmentation_refusal(self, field: str) -> str | None:
         """Why this kind cannot use augmentation ``field``, or None."""
