@@ -23,11 +23,12 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from probe.config import Config, dump_config
+from probe.config import Config, dump_config, stable_hash
 from probe.data.planted import check_planted_tokens
 from probe.engine.context import RunContext, Timer, log
 from probe.engine.lifecycle import check_folder, error_text, stop_on_sigterm
 from probe.engine.stages import finetune_stage, pretrain_stage
+from probe.models.heads import head_key
 from probe.errors import ProbeError
 from probe.rundir import Run, atomic_write_json, atomic_write_text, running_marker, write_table
 
@@ -158,6 +159,8 @@ def _begin(ctx: RunContext) -> None:
             pretrain_stage(ctx)
     else:
         pretrain_stage(ctx)
+    if head_key(ctx.config):  # what the model reads and answers with keys its activations and fine-tuning
+        ctx.backbone_key = stable_hash([ctx.backbone_key, *head_key(ctx.config)])
 
 
 def _stages(ctx: RunContext) -> dict | None:

@@ -148,7 +148,7 @@ def load_checkpoint(ckpt: Checkpoint, auto_class, reference: str, labels: list[s
 
             order = ckpt.labels or labels
             model = load_trained(ckpt.source, reference, list(order), FinetuneConfig(strategy=ckpt.strategy),
-                                 seed=seed, task_type=ckpt.task_type or DEFAULT_KIND)
+                                 seed=seed, task_type=ckpt.task_type or DEFAULT_KIND, auto=auto_class)
         elif ckpt.kind == "peft":
             model = _load_adapter(ckpt, auto_class, n, kwargs)
         else:
@@ -157,6 +157,8 @@ def load_checkpoint(ckpt: Checkpoint, auto_class, reference: str, labels: list[s
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ProbeError(f"model.finetuned: cannot load {ckpt.source!r} as a {auto_class.__name__[12:]} ({first})") \
             from None
+    if auto_class.__name__ == "AutoModelForCausalLM":  # a label-word LM: no head to check or reorder
+        return for_analysis(model)
     if model.config.num_labels != n:
         raise ProbeError(f"model.finetuned: the classification head of {ckpt.source!r} has {model.config.num_labels} "
                          f"outputs but the dataset has {n} labels ({', '.join(labels)}); choose the dataset (and "

@@ -32,6 +32,14 @@ def auto_class(config, kind):
     return kind.auto_class()
 
 
+def head_key(config) -> list:
+    """What a label-word head adds to the keys of cached activations and fine-tuned models (nothing for a
+    classifier, so their keys stay as they were)."""
+    if not uses_label_words(config):
+        return []
+    return [LABEL_WORDS, config.task.prompt, config.task.label_words]
+
+
 def reading_tokenizer(config, tokenizer, classes: list[str]):
     """The tokenizer analyses read texts with: ``tokenizer`` itself, or for label words a
     :class:`~probe.models.label_words.PromptTokenizer` over it (label words checked against it)."""
