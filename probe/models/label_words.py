@@ -236,13 +236,12 @@ class LabelWordModel(nn.Module):
         k, m = words.shape
         cont_ids, cont_mask = words[:, :-1].repeat(batch, 1), wmask[:, 1:].repeat(batch, 1)  # [batch*k, m-1]
         full_mask = torch.cat([mask.repeat_interleave(k, 0), cont_mask], 1)
-        if inputs_embeds is not None:
-            cont = self.get_input_embeddings()(cont_ids).to(inputs_embeds.dtype)
-            hidden = self._run(None, torch.cat([inputs_embeds.repeat_interleave(k, 0), cont], 1), full_mask,
-                               output_hidden_states)
-        else:
-            hidden = self._run(torch.cat([input_ids.repeat_interleave(k, 0), cont_ids], 1), None, full_mask,
-                               output_hidden_states)
+        # the prompt's embeddings come from the embedding module, called once on the prompts as given (hooks on it,
+        # such as captum's, see the batch they expect); the label words' are read from its table directly
+        table = self.get_input_embeddings()
+        prompt = table(input_ids) if inputs_embeds is None else inputs_embeds
+        cont = torch.nn.functional.embedding(cont_ids, table.weight).to(prompt.dtype)
+        hidden = self._run(None, torch.cat([prompt.repeat_interleave(k, 0), cont], 1), full_mask, output_hidden_states)
         rows = torch.arange(batch * k, device=mask.device)
         first = hidden[-1][rows, last.repeat_interleave(k)]  # predicts each word's first token
         rest = hidden[-1][:, length:]  # [batch*k, m-1, d]: position j predicts token j+1

@@ -1,0 +1,203 @@
+"""Label-word classifiers (``model.head: label-words``, issue #26): the scores against a hand computation
+from the LM's logits (one- and multi-token words, GPT-2 / Llama / Qwen2), the training loss, prompts that
+keep their template when the text is cut, tiny causal LMs through every analysis, a LoRA adapter on a
+causal LM through ``probe diagnose``, and the inputs that are refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
+
+import probe
+from probe.errors import ProbeError
+from probe.models.backbones import load_tokenizer
+from probe.models.batching import predict_logits
+from probe.models.label_words import LabelWordModel, PromptTokenizer, label_words
+from tests.conftest import tiny_overrides
+
+V = 30522
+CLASSES = ["business", "entertainment", "politics", "sports", "tech"]
+CONFIGS = {
+    "gpt2": lambda: GPT2Config(vocab_size=V, n_embd=16, n_layer=2, n_head=2, n_positions=128, pad_token_id=0,
+                               bos_token_id=101, eos_token_id=102),
+    "llama": lambda: LlamaConfig(vocab_size=V, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                 num_key_value_heads=1, intermediate_size=32, pad_token_id=0),
+    "qwen2": lambda: Qwen2Config(vocab_size=V, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                 num_key_value_heads=1, intermediate_size=32, pad_token_id=0),
+}
+PROMPT = "Text: {text}\nTopic:"
+MULTI = ["business news", "film and music", "politics", "sport", "tech"]  # two multi-token words
+SMALL = {"task.train_size": 40, "task.validation_size": 20, "task.test_size": 60, "task.max_length": 32,
+         "analyses.bootstrap_samples": 100, "analyses.attribution_examples": 2, "analyses.ig_steps": 4,
+         "analyses.invariance_examples": 20, "analyses.attribution_methods": ["integrated_gradients", "occlusion"],
+         "analyses.faithfulness_methods": ["integrated_gradients"], "causal.layers": [0, 2], "causal.top_heads": 1,
+         "spurious": [{"token": "zebra", "target_class": "business"}], "causal.enabled": True,
+         "analyses.attribution": True, "model.head": "label-words"}
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer("minilm")
+
+
+def _lm(family: str, seed: int = 0):
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(CONFIGS[family]()).eval()
+
+
+@pytest.mark.parametrize("family", list(CONFIGS))
+@pytest.mark.parametrize("words", [CLASSES, MULTI])
+def test_scores_equal_a_hand_computation_from_the_lm_logits(tok, family, words):
+    lm = _lm(family)
+    lw = label_words(tok, PROMPT, words, CLASSES)
+    assert (max(len(w) for w in lw.ids) > 1) == (words is MULTI)
+    reader = PromptTokenizer(tok, lw)
+    texts = ["the market fell today", "a late goal in the last minute of a long and tense game", "vote"]
+    got = predict_logits(LabelWordModel(lm, lw, CLASSES), reader, texts, 64, 8, "cpu")  # padded batches
+    for i, text in enumerate(texts):
+        prompt = reader.encode_prompt(text)[0]
+        for k, word in enumerate(lw.ids):
+            with torch.no_grad():
+                logp = torch.log_softmax(lm(torch.tensor([prompt + list(word)])).logits[0].float(), -1)
+            hand = sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(word))
+            assert got[i, k] == pytest.approx(hand, abs=1e-4)
+
+
+def test_representation_is_the_last_prompt_token(tok):
+    lm = _lm("gpt2")
+    lw = label_words(tok, PROMPT, MULTI, CLASSES)
+    reader = PromptTokenizer(tok, lw)
+    prompts = [reader.encode_prompt(t)[0] for t in ("short", "a somewhat longer text here")]
+    batch = reader.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
+    model = LabelWordModel(lm, lw, CLASSES)
+    with torch.no_grad():
+        out = model(**batch, output_hidden_states=True)
+        for i, p in enumerate(prompts):
+            alone = lm(torch.tensor([p]), output_hidden_states=True).hidden_states
+            for layer in (0, 1, 2):
+                assert torch.allclose(out.hidden_states[layer][i, len(p) - 1], alone[layer][0, -1], atol=1e-5)
+
+
+def test_training_loss_is_the_gold_label_words_negative_score(tok):
+    from probe.config import FinetuneConfig
+    from probe.models.label_word_training import LabelWordObjective
+    from probe.tasks.sequence.objective import SequenceObjective
+
+    lm = _lm("llama")
+    lw = label_words(tok, PROMPT, MULTI, CLASSES)
+    reader = PromptTokenizer(tok, lw)
+    texts, labels = ["markets rallied", "the band played", "a goal"], np.array([0, 1, 3])
+    base = SequenceObjective(reader, texts, labels, texts, labels, 32, FinetuneConfig())
+    objective = LabelWordObjective(base, reader)
+    objective.encode(None)
+    inputs, y = objective.batch(np.arange(3), "cpu")
+    with torch.no_grad():
+        loss = objective.loss(lm(**inputs).logits, y)
+        scores = predict_logits(LabelWordModel(lm, lw, CLASSES), reader, texts, 32, 8, "cpu")
+    assert float(loss) == pytest.approx(-scores[np.arange(3), labels].mean(), abs=1e-4)
+
+
+def test_prompt_keeps_its_template_when_the_text_is_cut(tok):
+    lw = label_words(tok, PROMPT, None, CLASSES)
+    reader = PromptTokenizer(tok, lw)
+    text = " ".join(["word"] * 200)
+    ids = reader(text, truncation=True, max_length=24, return_offsets_mapping=True)
+    tail = tok("\nTopic:", add_special_tokens=False)["input_ids"]
+    assert len(ids["input_ids"]) <= 24 and ids["input_ids"][-len(tail):] == tail
+    spans = [(s, e) for s, e in ids["offset_mapping"] if e > s]
+    assert spans and all(text[s:e] == "word" for s, e in spans)  # offsets point into the text
+    assert reader("zebra", add_special_tokens=False)["input_ids"] == tok("zebra", add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("words, message", [
+    (["business", "business", "politics", "sport", "tech"], "have the same label word tokens"),
+    (["[CLS]", "film", "politics", "sport", "tech"], "tokenises to nothing"),
+    (["business", "film"], "got 2 words for 5 classes"),
+])
+def test_bad_label_words_are_refused(tok, words, message):
+    with pytest.raises(ProbeError, match=message):
+        label_words(tok, PROMPT, words, CLASSES)
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "probe", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["model.head=label-words", "task.prompt=no field here"], "needs {text} exactly once"),
+    (["model.head=label-words", "model.backbone=tiny-bert"], "is a bert model, not a causal decoder"),
+    (["model.head=label-words", "model.backbone=tiny-gpt2", "task.label_words=[a, a, b, c, d]"],
+     "have the same label word tokens"),
+    (["model.head=label-words", "model.backbone=tiny-gpt2", "finetune.strategy=linear_probe"],
+     "label words are read through"),
+    (["task.prompt={text} is"], "task.prompt applies to model.head label-words"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, sets, message):
+    res = _cli("run", *[a for s in sets for a in ("--set", s)], "--set", f"output_dir={tmp_path}", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in res.stderr, res.stderr
+
+
+def _run(tmp_path, name, **more):
+    over = {**tiny_overrides(tmp_path, name), **SMALL, **more}
+    return probe.run(None, progress=False, **{k.replace(".", "__"): v for k, v in over.items()})
+
+
+def _save_lm(family: str, folder, tok):
+    _lm(family).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def _check_tables(run, n_classes: int = 5):
+    for name in ("behaviour", "probing", "cka", "attribution", "erasure", "ablation"):
+        assert name in run.tables and len(run.table(name)), name
+    b = run.table("behaviour")
+    acc = b[(b.property == "task") & (b.metric == "clean_accuracy") & (b.model == "finetuned")].value
+    assert len(acc) and 0 <= float(acc.iloc[0]) <= 1
+
+
+def test_tiny_gpt2_with_label_words_through_every_analysis(tmp_path):
+    run = _run(tmp_path, "gpt2", **{"model.backbone": "tiny-gpt2", "discover.enabled": True})
+    assert run.status == "complete"
+    _check_tables(run)
+    info = json.loads((run.path / "models" / "finetuned" / "strategy.json").read_text())
+    assert info["head"] == "label-words" and info["prompt"] == "Text: {text}\nLabel:"
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_llama_and_qwen2_with_multi_token_label_words(tmp_path, tok, family):
+    base = _save_lm(family, tmp_path / f"{family}-base", tok)
+    run = _run(tmp_path, family, **{"model.backbone": base, "task.prompt": PROMPT, "task.label_words": MULTI})
+    assert run.status == "complete"
+    _check_tables(run)
+
+
+def test_lora_adapter_on_a_causal_lm_through_probe_diagnose(tmp_path, tok):
+    base = _save_lm("gpt2", tmp_path / "gpt2-base", tok)
+    trained = _run(tmp_path, "lora", **{"model.backbone": base, "finetune.strategy": "lora", "causal.enabled": False,
+                                         "analyses.attribution": False, "finetune.learning_rate": 5e-3})
+    folder = trained.path / "models" / "finetuned"
+    assert (folder / "adapter_config.json").is_file()
+    assert json.loads((folder / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
+    adapter = tmp_path / "adapter"  # a bare peft adapter, as another tool would leave it
+    adapter.mkdir()
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        (adapter / f).write_bytes((folder / f).read_bytes())
+    res = _cli("diagnose", str(adapter), "--data", "bbc-news", "--prompt", "Text: {text}\nLabel:", "--quiet",
+               "--set", f"output_dir={tmp_path}", "--set", "task.train_size=40", "--set", "task.validation_size=20",
+               "--set", "task.test_size=60", "--set", "task.max_length=32", "--set", "causal.enabled=false",
+               "--set", "analyses.attribution=false", "--set", "analyses.bootstrap_samples=100", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    given = probe.load_run(tmp_path / "diagnose-adapter")
+    ref, got = trained.table("predictions"), given.table("predictions")
+    clean = lambda t: t[t.partition == "clean"].prediction.to_numpy()  # noqa: E731
+    assert (clean(got) == clean(ref)).all()  # the adapter diagnosed gives the trained run's predictions
