@@ -64,9 +64,9 @@ class LabelWordObjective:
         return per_example.sum() if reduction == "sum" else per_example.mean()
 
     def validate(self, model, device) -> dict[str, float]:
-        from probe.models.heads import as_predictor
+        from probe.models.label_words import LabelWordModel
 
-        return self.base.validate(as_predictor(model, self.tokenizer), device)
+        return self.base.validate(LabelWordModel(model, self.words), device)
 
     def describe(self, scores: dict[str, float]) -> str:
         return self.base.describe(scores)

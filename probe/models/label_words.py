@@ -187,8 +187,10 @@ class LabelWordModel(nn.Module):
         ids, mask = words.padded()
         self.register_buffer("word_ids", ids, persistent=False)
         self.register_buffer("word_mask", mask, persistent=False)
-        classes = list(classes) if classes is not None else list(words.words)
         config = self.config
+        if classes is None:  # the names the LM's config already gives its classes, else the label words
+            named = getattr(config, "id2label", None) or {}
+            classes = [named[i] for i in range(len(named))] if len(named) == len(words.ids) else list(words.words)
         config.num_labels = len(classes)
         config.id2label, config.label2id = dict(enumerate(classes)), {c: i for i, c in enumerate(classes)}
 
