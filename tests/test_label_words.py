@@ -169,6 +169,10 @@ def test_tiny_gpt2_with_label_words_through_every_analysis(tmp_path):
     run = _run(tmp_path, "gpt2", **{"model.backbone": "tiny-gpt2", "discover.enabled": True})
     assert run.status == "complete"
     _check_tables(run)
+    zero = run.table("zero_shot")
+    assert set(zero.model) == {"pretrained"} and "reliance_gap" in set(zero.metric)
+    assert {"pretrained", "finetuned"} <= set(run.table("prompt_format").model)
+    assert run.summary["label_words"]["zero_shot_accuracy"]["value"] >= 0
     info = json.loads((run.path / "models" / "finetuned" / "strategy.json").read_text())
     assert info["head"] == "label-words" and info["prompt"] == "Text: {text}\nLabel:"
 
@@ -201,3 +205,39 @@ def test_lora_adapter_on_a_causal_lm_through_probe_diagnose(tmp_path, tok):
     ref, got = trained.table("predictions"), given.table("predictions")
     clean = lambda t: t[t.partition == "clean"].prediction.to_numpy()  # noqa: E731
     assert (clean(got) == clean(ref)).all()  # the adapter diagnosed gives the trained run's predictions
+
+
+def test_template_variants_change_one_element_and_keep_the_fields():
+    from probe.data.prompts import check_prompt, template_variants
+
+    variants = template_variants("Premise: {text}\nHypothesis: {text_pair}\nLabel:", ["yes", "no"])
+    names = [n for n, _, _ in variants]
+    assert "fields swapped" in names and "newline more" in names and len(set(names)) == len(names)
+    for _, template, words in variants:
+        check_prompt(template, pair=True)  # every variant is a usable template
+        assert len(words) == 2
+    single = dict((n, t) for n, t, _ in template_variants("Text: {text}\nLabel:", ["a", "b"]))
+    assert "fields swapped" not in single and single["separator '='"] == "Text = {text}\nLabel ="
+
+
+def test_prompt_format_table_is_paired_against_the_training_template(tok):
+    from probe.analyses.prompt_format import TRAINING, format_predictions, prompt_format_table, variant_readers
+
+    lm = _lm("gpt2", seed=3)
+    reader = PromptTokenizer(tok, label_words(tok, PROMPT, None, CLASSES))
+    texts = [f"text number {i} about {w}" for i, w in enumerate(["markets", "films", "votes", "goals", "chips"] * 6)]
+    labels = np.arange(len(texts)) % 5
+    df = prompt_format_table({"finetuned": lm}, reader, texts, labels, CLASSES, 32, 8, "cpu", 200, 0)
+    preds = format_predictions(lm, variant_readers(reader, CLASSES), texts, CLASSES, 32, 8, "cpu")
+    acc = {n: float((p == labels).mean()) for n, p in preds.items()}
+    for name, p in preds.items():
+        rows = df[df.property == name].set_index("metric").value
+        assert rows["accuracy"] == pytest.approx(acc[name])
+        if name != TRAINING:
+            assert rows["flip_rate"] == pytest.approx(float((p != preds[TRAINING]).mean()))
+            assert rows["accuracy_change"] == pytest.approx(acc[name] - acc[TRAINING])
+    same = df[(df.identical_inputs == 1) & (df.metric == "flip_rate")]
+    assert len(same) and (same.value == 0).all()  # an uncased tokenizer reads "TEXT:" as "Text:"
+    spread = df[df.metric == "accuracy_spread"].iloc[0]
+    assert spread.value == pytest.approx(max(acc.values()) - min(acc.values()))
+    assert spread.ci_low <= spread.ci_high

@@ -139,6 +139,9 @@ class AnalysesConfig(Section):
     probing: bool = True
     similarity: bool = True
     behaviour: bool = True
+    prompt_format: bool = Field(
+        True, description="model.head label-words: the pretrained and fine-tuned models under format variants of "
+        "task.prompt (separators, spacing, casing, newlines, field order, label-word casing)")
     properties: Union[Literal["auto"], list[str]] = Field(
         "auto", description="natural properties to probe: 'auto' (all registered ones that vary on the "
         "data) or a list of names (`probe properties`)")

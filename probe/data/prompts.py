@@ -34,3 +34,49 @@ def answer_text(word: str) -> str:
     """What follows the prompt for ``word``: the word after one space (``" business"``), unless it starts
     with whitespace already."""
     return word if word[:1].isspace() else " " + word
+
+
+def _literal_map(prompt: str, fn) -> str:
+    """``prompt`` with ``fn`` applied to its literal text (the fields left as they are)."""
+    out = []
+    for literal, field, spec, conv in string.Formatter().parse(prompt):
+        out.append(fn(literal).replace("{", "{{").replace("}", "}}"))
+        if field is not None:
+            out.append("{" + field + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}")
+    return "".join(out)
+
+
+def _swap_fields(prompt: str) -> str | None:
+    """A pair template with its two fields' places exchanged (each keeps the literal text around it)."""
+    if "{text_pair}" not in prompt:
+        return None
+    return prompt.replace("{text}", "\0").replace("{text_pair}", "{text}").replace("\0", "{text_pair}")
+
+
+def template_variants(prompt: str, words: list[str]) -> list[tuple[str, str, list[str]]]:
+    """Format variants of a training template (Sclar et al. 2023, "Quantifying Language Models' Sensitivity
+    to Spurious Features in Prompt Design"): ``(name, template, label words)``, each changing one element
+    and meaning the same: the separator after a field name (``:`` to `` -`` and to ``=``), the spacing
+    around it, the casing of the field names, a newline more and a newline fewer, the order of the
+    fields (pair tasks), and the label words capitalised and lower-cased (synonyms a reader would
+    accept). A variant identical to the template is left out."""
+    words = list(words)
+    edits = [
+        ("separator ' -'", _literal_map(prompt, lambda s: s.replace(":", " -")), words),
+        ("separator '='", _literal_map(prompt, lambda s: s.replace(":", " =")), words),
+        ("no space after separator", _literal_map(prompt, lambda s: s.replace(": ", ":")), words),
+        ("double space", _literal_map(prompt, lambda s: s.replace(" ", "  ")), words),
+        ("field names upper case", _literal_map(prompt, str.upper), words),
+        ("field names lower case", _literal_map(prompt, str.lower), words),
+        ("newline more", _literal_map(prompt, lambda s: s.replace("\n", "\n\n")), words),
+        ("newline fewer", _literal_map(prompt, lambda s: s.replace("\n", " ")), words),
+        ("fields swapped", _swap_fields(prompt), words),
+        ("label words capitalised", prompt, [w[:1].upper() + w[1:] for w in words]),
+        ("label words lower case", prompt, [w.lower() for w in words]),
+    ]
+    seen, out = {(prompt, tuple(words))}, []
+    for name, template, ws in edits:
+        if template is not None and (template, tuple(ws)) not in seen:
+            seen.add((template, tuple(ws)))
+            out.append((name, template, ws))
+    return out

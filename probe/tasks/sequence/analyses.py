@@ -44,11 +44,11 @@ def analyse(config: Config, data, pre_acts: np.ndarray, fine_acts: np.ndarray, p
             matrices.append(cka_matrix_table(cka_matrix(pre_acts, fine_acts, debiased=True),
                                              metric="debiased_linear_cka"))
         tables["cka_matrix"] = pd.concat(matrices, ignore_index=True)
-    tables["behaviour"] = _behaviour(config, data, preds, seed)
+    tables["behaviour"] = behaviour_table(config, data, preds, seed)
     return tables
 
 
-def _behaviour(config: Config, data, preds: dict[str, np.ndarray], seed: int) -> pd.DataFrame:
+def behaviour_table(config: Config, data, preds: dict[str, np.ndarray], seed: int) -> pd.DataFrame:
     from probe.analyses.behaviour import reliance_metrics
     from probe.analyses.stats import bootstrap_mean, metric_row
 
