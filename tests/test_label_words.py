@@ -173,6 +173,12 @@ def test_tiny_gpt2_with_label_words_through_every_analysis(tmp_path):
     assert set(zero.model) == {"pretrained"} and "reliance_gap" in set(zero.metric)
     assert {"pretrained", "finetuned"} <= set(run.table("prompt_format").model)
     assert run.summary["label_words"]["zero_shot_accuracy"]["value"] >= 0
+    templates = run.table("discovery_templates")
+    assert len(templates) and templates.feature.str.startswith("template: ").all()
+    assert set(templates.verdict) <= {"format moves predictions", "format not used", "not seen by the tokenizer",
+                                      "inconclusive"}
+    unseen = templates[templates.verdict == "not seen by the tokenizer"]
+    assert (unseen.flip_rate == 0).all()  # an uncased tokenizer does not see the casing variants
     info = json.loads((run.path / "models" / "finetuned" / "strategy.json").read_text())
     assert info["head"] == "label-words" and info["prompt"] == "Text: {text}\nLabel:"
 

@@ -1,7 +1,9 @@
 """Text classification answered with label words (``model.head: label-words``): the tables only such a model
 has. The pretrained LM answers the same prompt zero-shot (``zero_shot``: its accuracy and its behaviour on
-the same counterfactual pairs, next to the fine-tuned model's ``behaviour``), and both are read under
-format variants of the template (``prompt_format``, :mod:`probe.analyses.prompt_format`)."""
+the same counterfactual pairs, next to the fine-tuned model's ``behaviour``), both are read under format
+variants of the template (``prompt_format``, :mod:`probe.analyses.prompt_format`), and with discovery on,
+each template element is a candidate with an edit and a control edit (``discovery_templates``,
+:mod:`probe.discovery.templates`)."""
 
 from __future__ import annotations
 
@@ -38,6 +40,14 @@ def label_word_tables(ctx: RunContext, seed: int, model) -> dict[str, pd.DataFra
                 {"pretrained": pretrained.lm, "finetuned": model.lm}, ctx.tokenizer, data.test_texts,
                 data.test_labels, ctx.kind.labels(data), config.task.max_length, a.batch_size, ctx.device,
                 a.bootstrap_samples, seed)
+    if config.discover.active(len(data.planted)):
+        from probe.discovery.templates import template_discovery
+
+        d = config.discover
+        with ctx.timer.stage("discovery"):
+            tables["discovery_templates"] = template_discovery(
+                model.lm, ctx.tokenizer, data.test_texts, ctx.kind.labels(data), config.task.max_length,
+                a.batch_size, ctx.device, d.n_examples, d.bootstrap, d.q, d.min_effect, d.seed + seed)
     return tables
 
 
