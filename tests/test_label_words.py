@@ -247,3 +247,25 @@ def test_prompt_format_table_is_paired_against_the_training_template(tok):
     spread = df[df.metric == "accuracy_spread"].iloc[0]
     assert spread.value == pytest.approx(max(acc.values()) - min(acc.values()))
     assert spread.ci_low <= spread.ci_high
+
+
+def test_compare_sweep_with_remedies_on_label_words(tmp_path):
+    from probe.config import load_config
+
+    cfg = load_config(None, {**tiny_overrides(tmp_path, "sweep"), **SMALL, "model.backbone": "tiny-gpt2",
+                             "causal.enabled": False, "analyses.attribution": False, "analyses.invariance": False,
+                             "analyses.probing": False})
+    data = cfg.to_dict()
+    data["compare"] = [{"name": "full"}, {"name": "lora", "set": {"finetune.strategy": "lora"}},
+                       {"name": "bitfit", "set": {"finetune.strategy": "bitfit"}},
+                       {"name": "cf", "set": {"finetune.augmentation.counterfactual_rate": 0.5,
+                                              "finetune.adversarial.method": "fgm", "finetune.l2_sp": 0.01}}]
+    sweep = probe.run(data, progress=False)
+    assert all(r.summary["status"] == "complete" for r in sweep.runs)
+    assert "extract:pretrained" in sweep.runs[1].summary["reused_stages"]
+    table = sweep.comparison.set_index("variant")
+    assert table.loc["lora", "trainable_parameters"] < table.loc["full", "trainable_parameters"] / 10
+    assert table.loc["bitfit", "trainable_parameters"] < table.loc["full", "trainable_parameters"] / 10
+    # the zero-shot reference is the same model for every variant
+    zero = [r.summary["label_words"]["zero_shot_accuracy"]["value"] for r in sweep.runs]
+    assert len(set(zero)) == 1
