@@ -59,7 +59,13 @@ def test_scores_equal_a_hand_computation_from_the_lm_logits(tok, family, words):
     assert (max(len(w) for w in lw.ids) > 1) == (words is MULTI)
     reader = PromptTokenizer(tok, lw)
     texts = ["the market fell today", "a late goal in the last minute of a long and tense game", "vote"]
-    got = predict_logits(LabelWordModel(lm, lw, CLASSES), reader, texts, 64, 8, "cpu")  # padded batches
+    model = LabelWordModel(lm, lw, CLASSES)
+    batch = reader.pad({"input_ids": [reader.encode_prompt(t)[0] for t in texts]}, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**batch)  # padded batch
+    got = out.scores.numpy()
+    margins = predict_logits(model, reader, texts, 64, 8, "cpu")  # what every analysis reads
+    assert np.allclose(margins, got - got.mean(1, keepdims=True), atol=1e-5)
     for i, text in enumerate(texts):
         prompt = reader.encode_prompt(text)[0]
         for k, word in enumerate(lw.ids):
@@ -99,7 +105,9 @@ def test_training_loss_is_the_gold_label_words_negative_score(tok):
     inputs, y = objective.batch(np.arange(3), "cpu")
     with torch.no_grad():
         loss = objective.loss(lm(**inputs).logits, y)
-        scores = predict_logits(LabelWordModel(lm, lw, CLASSES), reader, texts, 32, 8, "cpu")
+        inputs = reader.pad({"input_ids": [reader.encode_prompt(t)[0] for t in texts]}, padding=True,
+                            return_tensors="pt")
+        scores = LabelWordModel(lm, lw, CLASSES)(**inputs).scores.numpy()
     assert float(loss) == pytest.approx(-scores[np.arange(3), labels].mean(), abs=1e-4)
 
 

@@ -95,7 +95,8 @@ def finetune_stage(ctx: RunContext, seed: int, suffix: str):
         model = load_trained(model_dir, ctx.backbone, labels, config.finetune, seed=seed, task_type=kind.name,
                              auto=auto_class(config, kind))
         return as_predictor(model, ctx.tokenizer, labels), json.loads((model_dir / "training.json").read_text()), ft_key
-    log(f"finetune: {kind.model_noun} on {config.model.backbone}"
+    noun = "label-word LM" if config.model.head == "label-words" else kind.model_noun
+    log(f"finetune: {noun} on {config.model.backbone}"
         f"{' (pretrained here)' if config.pretrain.enabled else ''}, {config.finetune.strategy}, "
         f"{config.finetune.epochs} epochs on {ctx.device.type}, seed {seed}"
         + (f", {dist.world} processes" if dist.enabled else ""))

@@ -14,8 +14,9 @@ Two objects make every analysis of a classifier work unchanged:
   (a planted token, a thesaurus word, a pretraining corpus) stay as they are. The text is cut so that
   the whole template fits ``max_length``; character offsets point into the text (template tokens get
   ``(0, 0)``, as special tokens do), so word-level analyses see only the text's words.
-- :class:`LabelWordModel` wraps the causal LM: ``forward`` returns ``logits`` = the ``[batch, classes]``
-  label-word log-probabilities and ``hidden_states`` of the prompt, so the pooled representation is
+- :class:`LabelWordModel` wraps the causal LM: ``forward`` returns ``scores`` = the ``[batch, classes]``
+  label-word log-probabilities, ``logits`` = their margins over the mean label word (same argmax and
+  softmax; what attributions explain) and ``hidden_states`` of the prompt, so the pooled representation is
   the hidden state at the last prompt token (what the adapter's last-token pooling reads), and hooks,
   swaps and head ablation act on the LM's own blocks.
 """
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.utils import ModelOutput
 
 from probe.data.prompts import answer_text, check_prompt
 from probe.errors import ProbeError
@@ -170,8 +171,21 @@ def decoder_of(lm: nn.Module) -> nn.Module:
     return inner.base_model
 
 
+@dataclass
+class LabelWordOutput(ModelOutput):
+    """``scores[b, k]`` = log P(label word k | prompt b); ``logits`` = the scores minus their mean over the
+    classes: each label word's log-probability margin over the average label word. Their argmax and
+    softmax are the scores', and an attribution of a class's logit is an attribution of that margin (the
+    vocabulary's normalisation, common to every label word, cancels)."""
+
+    logits: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
 class LabelWordModel(nn.Module):
-    """A causal LM read as a classifier: ``logits[b, k]`` = log P(label word k | prompt b).
+    """A causal LM read as a classifier: ``scores[b, k]`` = log P(label word k | prompt b), ``logits`` their
+    margins over the mean label word (:class:`LabelWordOutput`).
 
     ``lm``: an ``AutoModelForCausalLM`` (or a peft model on one); its config gets ``num_labels`` and
     ``id2label`` of the classes. Inputs are the prompts' ids (either padding side). All label words of
@@ -206,7 +220,7 @@ class LabelWordModel(nn.Module):
         return self.base_model.get_input_embeddings()
 
     def forward(self, input_ids=None, attention_mask=None, output_hidden_states: bool = False, inputs_embeds=None,
-                **_ignored) -> SequenceClassifierOutput:
+                **_ignored) -> LabelWordOutput:
         ref = input_ids if input_ids is not None else inputs_embeds
         batch, length = ref.shape[:2]
         mask = torch.ones(batch, length, dtype=torch.long, device=ref.device) if attention_mask is None \
@@ -222,7 +236,7 @@ class LabelWordModel(nn.Module):
             states = hidden if output_hidden_states else None
         else:
             scores, states = self._multi_token(input_ids, inputs_embeds, mask, last, words, wmask, output_hidden_states)
-        return SequenceClassifierOutput(logits=scores, hidden_states=states)
+        return LabelWordOutput(logits=scores - scores.mean(-1, keepdim=True), scores=scores, hidden_states=states)
 
     def _log_softmax(self, h: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(self.lm.get_output_embeddings()(h).float(), dim=-1)
