@@ -277,3 +277,25 @@ def test_compare_sweep_with_remedies_on_label_words(tmp_path):
     # the zero-shot reference is the same model for every variant
     zero = [r.summary["label_words"]["zero_shot_accuracy"]["value"] for r in sweep.runs]
     assert len(set(zero)) == 1
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_hooks_and_replayed_blocks_act_on_the_label_word_model(tok, family):
+    from probe.causal.hooks import KeptStates, edit_hidden_state, resume_at
+
+    lm = _lm(family)
+    lw = label_words(tok, PROMPT, MULTI, CLASSES)
+    reader = PromptTokenizer(tok, lw)
+    model = LabelWordModel(lm, lw, CLASSES)
+    batch = reader.pad({"input_ids": [reader.encode_prompt(t)[0] for t in ("one text", "another, longer text")]},
+                       padding=True, return_tensors="pt")
+    with torch.no_grad():
+        plain = model(**batch).scores
+        kept = KeptStates()
+        with resume_at(model, 2, kept):
+            first = model(**batch).scores
+            again = model(**batch).scores  # blocks below layer 2 replayed from the first pass
+        with edit_hidden_state(model, 1, lambda h: h * 0):
+            zeroed = model(**batch).scores
+    assert torch.allclose(plain, first) and torch.allclose(plain, again)
+    assert not torch.allclose(plain, zeroed)
