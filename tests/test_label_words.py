@@ -299,3 +299,16 @@ def test_hooks_and_replayed_blocks_act_on_the_label_word_model(tok, family):
             zeroed = model(**batch).scores
     assert torch.allclose(plain, first) and torch.allclose(plain, again)
     assert not torch.allclose(plain, zeroed)
+
+
+def test_pair_prompts_fill_both_fields_and_offsets_point_into_the_first_text(tok):
+    prompt = "Hypothesis: {text_pair}\nPremise: {text}\nLabel:"
+    with pytest.raises(ProbeError, match="unknown field"):
+        label_words(tok, prompt, None, ["yes", "no"])  # a single-text task has no second field
+    reader = PromptTokenizer(tok, label_words(tok, prompt, None, ["yes", "no"], pair=True))
+    enc = reader(["the cat sat"], ["a cat"], return_offsets_mapping=True)
+    ids = enc["input_ids"][0]
+    assert ids == reader.encode_prompt("the cat sat", "a cat")[0]
+    assert tok.decode(ids, skip_special_tokens=True).startswith("hypothesis : a cat")
+    words = [("the cat sat")[s:e] for s, e in enc["offset_mapping"][0] if e > s]
+    assert words == ["the", "cat", "sat"]

@@ -152,7 +152,8 @@ class PromptTokenizer:
 
     def _encode(self, text: str, text_pair: str | None):
         prompt = self.words.format(text, text_pair)
-        start = self.words.prompt.index("{text}")
+        head = self.words.prompt[:self.words.prompt.index("{text}")]  # the literal text (and a pair's field) before it
+        start = len(head.format(text_pair="" if text_pair is None else text_pair))
         enc = self.inner(prompt, add_special_tokens=True, return_offsets_mapping=True)
         ids, offs = list(enc["input_ids"]), list(enc["offset_mapping"])
         while ids and ids[-1] in self._special and len(ids) > 1:  # a [SEP] / EOS after the prompt: the answer goes there
