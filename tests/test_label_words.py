@@ -246,13 +246,13 @@ def test_prompt_format_table_is_paired_against_the_training_template(tok):
     acc = {n: float((p == labels).mean()) for n, p in preds.items()}
     for name, p in preds.items():
         rows = df[df.property == name].set_index("metric").value
-        assert rows["accuracy"] == pytest.approx(acc[name])
+        assert rows["format_accuracy"] == pytest.approx(acc[name])
         if name != TRAINING:
-            assert rows["flip_rate"] == pytest.approx(float((p != preds[TRAINING]).mean()))
-            assert rows["accuracy_change"] == pytest.approx(acc[name] - acc[TRAINING])
-    same = df[(df.identical_inputs == 1) & (df.metric == "flip_rate")]
+            assert rows["format_flip_rate"] == pytest.approx(float((p != preds[TRAINING]).mean()))
+            assert rows["format_accuracy_change"] == pytest.approx(acc[name] - acc[TRAINING])
+    same = df[(df.identical_inputs == 1) & (df.metric == "format_flip_rate")]
     assert len(same) and (same.value == 0).all()  # an uncased tokenizer reads "TEXT:" as "Text:"
-    spread = df[df.metric == "accuracy_spread"].iloc[0]
+    spread = df[df.metric == "format_spread"].iloc[0]
     assert spread.value == pytest.approx(max(acc.values()) - min(acc.values()))
     assert spread.ci_low <= spread.ci_high
 

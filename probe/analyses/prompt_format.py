@@ -4,9 +4,10 @@ of its training template, each a paired comparison with the training template on
 Sclar et al. (2023) found that formatting alone (separators, spacing, casing) moves few-shot accuracy by
 tens of points; Zhao et al. (2021) that label words carry their own biases. A model whose predictions
 move with a meaning-preserving format change relies on the format, a shortcut of prompted models. Per
-variant and model: ``accuracy``, ``accuracy_change`` (variant minus training template, per example, paired)
-and ``flip_rate`` (share of texts whose prediction changes), each with a bootstrap interval over the texts;
-across the variants and the training template, ``accuracy_spread`` (largest minus smallest accuracy), its
+variant and model: ``format_accuracy``, ``format_accuracy_change`` (variant minus training template, per example,
+paired) and ``format_flip_rate`` (share of texts whose prediction changes), each with a bootstrap interval
+over the texts; across the variants and the training template, ``format_spread`` (largest minus smallest
+accuracy), its
 interval from resampling the texts jointly for all variants.
 """
 
@@ -65,18 +66,18 @@ def prompt_format_table(models: dict, tokenizer: PromptTokenizer, texts: list[st
         correct = {name: (p == labels).astype(float) for name, p in preds.items()}
         for name, _ in readers:
             keys = dict(model=model_name, layer=None, property=name, n=len(texts), identical_inputs=same[name])
-            rows.append(metric_row(bootstrap_mean(correct[name], n_boot, _rng(seed)), metric="accuracy", **keys))
+            rows.append(metric_row(bootstrap_mean(correct[name], n_boot, _rng(seed)), metric="format_accuracy", **keys))
             if name != TRAINING:
                 rows.append(metric_row(bootstrap_mean(correct[name] - correct[TRAINING], n_boot, _rng(seed)),
-                                       metric="accuracy_change", **keys))
+                                       metric="format_accuracy_change", **keys))
                 rows.append(metric_row(bootstrap_mean((preds[name] != preds[TRAINING]).astype(float), n_boot,
                                                       _rng(seed)),
-                                       metric="flip_rate", **keys))
+                                       metric="format_flip_rate", **keys))
         matrix = np.stack([correct[name] for name, _ in readers])  # [variants, texts]
         boot = matrix[:, bootstrap_indices(len(texts), n_boot, _rng(seed))].mean(-1)
         spread = boot.max(0) - boot.min(0)
         acc = matrix.mean(1)
         rows.append(metric_row((float(acc.max() - acc.min()), *map(float, np.quantile(spread, [0.025, 0.975]))),
-                               model=model_name, layer=None, property="all variants", metric="accuracy_spread",
+                               model=model_name, layer=None, property="all variants", metric="format_spread",
                                n=len(texts), identical_inputs=float("nan")))
     return pd.DataFrame(rows)

@@ -204,6 +204,13 @@ def _behaviour_sections(tables: dict[str, pd.DataFrame], raw: dict[str, pd.DataF
         if edits.any():
             sections["invariance"] = tb.wide(behaviour[edits], ["property"], "table-invariance",
                                              "tables/behaviour.csv")
+    for name, index in (("zero_shot", ["property"]), ("prompt_format", ["model", "property"])):  # label words
+        if name in tables and not tables[name].empty:
+            sections[name] = tb.wide(tables[name].drop(columns=["identical_inputs"], errors="ignore"), index,
+                                     f"table-{name.replace('_', '-')}", f"tables/{name}.csv")
+    if "discovery_templates" in raw and not raw["discovery_templates"].empty:
+        sections["discovery_templates"] = tb.tidy(raw["discovery_templates"], "table-discovery-templates",
+                                                  "tables/discovery_templates.csv")
     if "training" in raw:
         sections["training"] = tb.tidy(raw["training"], "table-training", "tables/training.csv")
 

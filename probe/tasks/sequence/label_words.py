@@ -68,6 +68,6 @@ def label_word_summary(config, tables: dict[str, pd.DataFrame]) -> dict:
     out = {"prompt": config.task.prompt, "label_words": config.task.label_words,
            "zero_shot_accuracy": record(tables["zero_shot"], property="task", metric="clean_accuracy")}
     if "prompt_format" in tables:
-        out["format_spread"] = {m: record(tables["prompt_format"], model=m, metric="accuracy_spread")
+        out["format_spread"] = {m: record(tables["prompt_format"], model=m, metric="format_spread")
                                 for m in ("pretrained", "finetuned")}
     return out
