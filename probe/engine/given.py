@@ -24,7 +24,7 @@ def prepare_given(config: Config) -> tuple[Config, Checkpoint | None]:
     m = config.model
     if m.finetuned is None:
         return config, None
-    ckpt = inspect_checkpoint(m.finetuned, m.adapter_base)
+    ckpt = inspect_checkpoint(m.finetuned, m.adapter_base, m.head)
     if ckpt.task_type is not None and ckpt.task_type != config.task.type:
         raise ProbeError(f"task.type: {m.finetuned!r} is a {ckpt.task_type} model but task.type is "
                          f"{config.task.type!r}; allowed: task.type {ckpt.task_type}")

@@ -63,8 +63,9 @@ def _labels_of(config: dict) -> list[str] | None:
     return [str(id2label.get(str(i), id2label.get(i))) for i in range(len(id2label))]
 
 
-def inspect_checkpoint(source: str, adapter_base: str | None = None) -> Checkpoint:
-    """Read what ``source`` (a local folder or a hub name) holds without loading weights."""
+def inspect_checkpoint(source: str, adapter_base: str | None = None, head: str = "classifier") -> Checkpoint:
+    """Read what ``source`` (a local folder or a hub name) holds without loading weights. ``head``: the
+    run's ``model.head``; with ``label-words`` a causal LM (no classification head) is what is expected."""
     path = Path(source)
     if path.is_dir():
         if (path / STRATEGY_FILE).is_file() and ((path / "config.json").is_file()
