@@ -146,6 +146,8 @@ def _cli(*args, cwd):
     (["model.head=label-words", "model.backbone=tiny-gpt2", "finetune.strategy=linear_probe"],
      "label words are read through"),
     (["task.prompt={text} is"], "task.prompt applies to model.head label-words"),
+    (["model.head=label-words", "model.backbone=tiny-gpt2", "task.label_word_synonyms=[a, b]"],
+     "task.label_word_synonyms: got 2 words for 5 classes"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, sets, message):
     res = _cli("run", *[a for s in sets for a in ("--set", s)], "--set", f"output_dir={tmp_path}", cwd=tmp_path)
@@ -174,12 +176,14 @@ def _check_tables(run, n_classes: int = 5):
 
 
 def test_tiny_gpt2_with_label_words_through_every_analysis(tmp_path):
-    run = _run(tmp_path, "gpt2", **{"model.backbone": "tiny-gpt2", "discover.enabled": True})
+    run = _run(tmp_path, "gpt2", **{"model.backbone": "tiny-gpt2", "discover.enabled": True,
+                                    "task.label_word_synonyms": ["finance", "film", "government", "football", "science"]})
     assert run.status == "complete"
     _check_tables(run)
     zero = run.table("zero_shot")
     assert set(zero.model) == {"pretrained"} and "reliance_gap" in set(zero.metric)
-    assert {"pretrained", "finetuned"} <= set(run.table("prompt_format").model)
+    formats = run.table("prompt_format")
+    assert {"pretrained", "finetuned"} <= set(formats.model) and "label word synonyms" in set(formats.property)
     assert run.summary["label_words"]["zero_shot_accuracy"]["value"] >= 0
     templates = run.table("discovery_templates")
     assert len(templates) and templates.feature.str.startswith("template: ").all()
@@ -232,6 +236,8 @@ def test_template_variants_change_one_element_and_keep_the_fields():
         assert len(words) == 2
     single = dict((n, t) for n, t, _ in template_variants("Text: {text}\nLabel:", ["a", "b"]))
     assert "fields swapped" not in single and single["separator '='"] == "Text = {text}\nLabel ="
+    synonyms = template_variants("Text: {text}\nLabel:", ["good", "bad"], ["great", "awful"])
+    assert synonyms[-1] == ("label word synonyms", "Text: {text}\nLabel:", ["great", "awful"])
 
 
 def test_prompt_format_table_is_paired_against_the_training_template(tok):

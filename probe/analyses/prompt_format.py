@@ -34,7 +34,8 @@ def variant_readers(tokenizer: PromptTokenizer, classes: list[str]) -> list[tupl
     """The training template's reader and one per format variant (:func:`probe.data.prompts.template_variants`);
     a variant whose label words collide or vanish for this tokenizer is left out."""
     words, out = tokenizer.words, [(TRAINING, tokenizer)]
-    for name, template, ws in template_variants(words.prompt, list(words.words)):
+    synonyms = getattr(tokenizer, "synonyms", None)
+    for name, template, ws in template_variants(words.prompt, list(words.words), synonyms):
         try:
             out.append((name, PromptTokenizer(tokenizer.inner, label_words(tokenizer.inner, template, ws, classes,
                                                                            words.pair))))

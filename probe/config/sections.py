@@ -47,6 +47,9 @@ class TaskConfig(Section):
     label_words: Optional[list[str]] = Field(
         None, description="model.head label-words: one word or short phrase per class, in class order, scored "
         "after the prompt (each after one space); default: the class names")
+    label_word_synonyms: Optional[list[str]] = Field(
+        None, description="model.head label-words: another word per class, in class order, read as one more "
+        "format variant of the prompt (analyses.prompt_format)")
     max_dropped_share: float = Field(
         0.1, ge=0.0, le=1.0, description="most of the dataset's rows (sentences) that may be dropped for a "
         "missing or empty text (or word list) before the data are refused")
@@ -390,7 +393,7 @@ class Config(Section):
         prompt fields and a strategy that does not train a separate head."""
         spec, t = TASK_KINDS[self.task.type], self.task
         if self.model.head != "label-words":
-            for key in ("prompt", "label_words"):
+            for key in ("prompt", "label_words", "label_word_synonyms"):
                 if getattr(t, key) is not None:
                     raise ValueError(f"task.{key} applies to model.head label-words; set it, or remove task.{key}")
             return

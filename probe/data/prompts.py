@@ -53,13 +53,14 @@ def _swap_fields(prompt: str) -> str | None:
     return prompt.replace("{text}", "\0").replace("{text_pair}", "{text}").replace("\0", "{text_pair}")
 
 
-def template_variants(prompt: str, words: list[str]) -> list[tuple[str, str, list[str]]]:
+def template_variants(prompt: str, words: list[str],
+                      synonyms: list[str] | None = None) -> list[tuple[str, str, list[str]]]:
     """Format variants of a training template (Sclar et al. 2023, "Quantifying Language Models' Sensitivity
     to Spurious Features in Prompt Design"): ``(name, template, label words)``, each changing one element
     and meaning the same: the separator after a field name (``:`` to `` -`` and to ``=``), the spacing
     around it, the casing of the field names, a newline more and a newline fewer, the order of the
-    fields (pair tasks), and the label words capitalised and lower-cased (synonyms a reader would
-    accept). A variant identical to the template is left out."""
+    fields (pair tasks), the label words capitalised and lower-cased, and the label words swapped for
+    ``synonyms`` (one per class) when given. A variant identical to the template is left out."""
     words = list(words)
     edits = [
         ("separator ' -'", _literal_map(prompt, lambda s: s.replace(":", " -")), words),
@@ -73,7 +74,7 @@ def template_variants(prompt: str, words: list[str]) -> list[tuple[str, str, lis
         ("fields swapped", _swap_fields(prompt), words),
         ("label words capitalised", prompt, [w[:1].upper() + w[1:] for w in words]),
         ("label words lower case", prompt, [w.lower() for w in words]),
-    ]
+    ] + ([("label word synonyms", prompt, list(synonyms))] if synonyms else [])
     seen, out = {(prompt, tuple(words))}, []
     for name, template, ws in edits:
         if template is not None and (template, tuple(ws)) not in seen:

@@ -48,9 +48,14 @@ def reading_tokenizer(config, tokenizer, classes: list[str]):
     from probe.models.label_words import PromptTokenizer, label_words
     from probe.tasks import kind_spec
 
-    pair = "text_pair" in kind_spec(config.task.type).prompt_fields
-    return PromptTokenizer(tokenizer, label_words(tokenizer, config.task.prompt, config.task.label_words, classes,
-                                                  pair))
+    pair, t = "text_pair" in kind_spec(config.task.type).prompt_fields, config.task
+    if t.label_word_synonyms is not None:  # refused now, not skipped later as a variant
+        try:
+            label_words(tokenizer, t.prompt, t.label_word_synonyms, classes, pair)
+        except ProbeError as e:
+            raise ProbeError(str(e).replace("task.label_words", "task.label_word_synonyms")) from None
+    return PromptTokenizer(tokenizer, label_words(tokenizer, t.prompt, t.label_words, classes, pair),
+                           t.label_word_synonyms)
 
 
 def raw_tokenizer(tokenizer):

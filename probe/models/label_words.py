@@ -81,7 +81,10 @@ def label_words(tokenizer, prompt: str, words: list[str] | None, classes: list[s
         if not w.strip():
             raise ProbeError(f"task.label_words: the word of class {c!r} is empty; allowed: a word or short phrase")
         full = tokenizer(tail + answer_text(w), add_special_tokens=False)["input_ids"]
-        cont = full[len(base):] if full[:len(base)] == base else tokenizer(answer_text(w), add_special_tokens=False)["input_ids"]
+        if full[:len(base)] == base:
+            cont = full[len(base):]
+        else:  # the word merged with the template's end: its own tokens
+            cont = tokenizer(answer_text(w), add_special_tokens=False)["input_ids"]
         cont = [i for i in cont if i not in set(tokenizer.all_special_ids)]
         if not cont:
             raise ProbeError(f"task.label_words: {w!r} (class {c!r}) tokenises to nothing after the prompt; "
@@ -100,15 +103,15 @@ class PromptTokenizer:
     """The run's tokenizer with texts read as prompts (see the module docstring); every other attribute is
     the wrapped tokenizer's (``inner``)."""
 
-    def __init__(self, tokenizer, words: LabelWords) -> None:
-        self.inner, self.words = tokenizer, words
+    def __init__(self, tokenizer, words: LabelWords, synonyms: list[str] | None = None) -> None:
+        self.inner, self.words, self.synonyms = tokenizer, words, synonyms
         self._special = set(tokenizer.all_special_ids)
 
     def __getattr__(self, name):
         return getattr(self.__dict__["inner"], name) if "inner" in self.__dict__ else super().__getattribute__(name)
 
     def __setattr__(self, name, value) -> None:
-        if name in ("inner", "words", "_special"):
+        if name in ("inner", "words", "synonyms", "_special"):
             object.__setattr__(self, name, value)
         else:  # e.g. the pad token a decoder's tokenizer is given
             setattr(self.inner, name, value)
@@ -156,7 +159,7 @@ class PromptTokenizer:
         start = len(head.format(text_pair="" if text_pair is None else text_pair))
         enc = self.inner(prompt, add_special_tokens=True, return_offsets_mapping=True)
         ids, offs = list(enc["input_ids"]), list(enc["offset_mapping"])
-        while ids and ids[-1] in self._special and len(ids) > 1:  # a [SEP] / EOS after the prompt: the answer goes there
+        while len(ids) > 1 and ids[-1] in self._special:  # a [SEP] / EOS after the prompt: the answer goes there
             ids, offs = ids[:-1], offs[:-1]
         end = start + len(text)
         offsets = [(s - start, e - start) if s >= start and e <= end and e > s else (0, 0) for s, e in offs]
