@@ -75,6 +75,13 @@ def test_scores_equal_a_hand_computation_from_the_lm_logits(tok, family, words):
             assert got[i, k] == pytest.approx(hand, abs=1e-4)
 
 
+def test_the_zero_shot_reference_needs_no_probe_head(tok):
+    from probe.discovery.discover import _reference_head
+
+    model = LabelWordModel(_lm("gpt2"), label_words(tok, PROMPT, None, CLASSES), CLASSES)
+    assert _reference_head(model, tok, ["a"], [0], 5, 32, 8, 0) is model
+
+
 def test_representation_is_the_last_prompt_token(tok):
     lm = _lm("gpt2")
     lw = label_words(tok, PROMPT, MULTI, CLASSES)

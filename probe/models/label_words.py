@@ -199,6 +199,8 @@ class LabelWordModel(nn.Module):
     row, over the prompt's positions only.
     """
 
+    answers_task = True  # a reference that needs no probe head: the pretrained LM answers the prompt itself
+
     def __init__(self, lm: nn.Module, words: LabelWords, classes: list[str] | None = None) -> None:
         super().__init__()
         self.lm, self.words = lm, words

@@ -185,9 +185,9 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
 
     a = config.analyses
     train_idx, _ = probe_split(data.test_labels, seed)
-    head = fit_probe_head_on_features(pretrained, pre_acts[-1][train_idx], data.test_labels[train_idx],
-                                      num_labels=len(data.classes), seed=seed,
-                                      id2label=dict(enumerate(data.classes)))
+    head = pretrained if getattr(pretrained, "answers_task", False) else fit_probe_head_on_features(
+        pretrained, pre_acts[-1][train_idx], data.test_labels[train_idx], num_labels=len(data.classes), seed=seed,
+        id2label=dict(enumerate(data.classes)))  # a label-word LM answers zero-shot: no probe head
     models = {"pretrained": head, "finetuned": model}
     probabilities = {m: TextProbabilities(models[m], tokenizer, config.task.max_length) for m in models}
     partitions = _attribution_partitions(data, a.attribution_examples, seed)
