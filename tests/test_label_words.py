@@ -128,6 +128,8 @@ def test_prompt_keeps_its_template_when_the_text_is_cut(tok):
     spans = [(s, e) for s, e in ids["offset_mapping"] if e > s]
     assert spans and all(text[s:e] == "word" for s, e in spans)  # offsets point into the text
     assert reader("zebra", add_special_tokens=False)["input_ids"] == tok("zebra", add_special_tokens=False)["input_ids"]
+    with pytest.raises(ProbeError, match="task.max_length: 3 tokens leave no room"):
+        reader(text, truncation=True, max_length=3)
 
 
 @pytest.mark.parametrize("words, message", [

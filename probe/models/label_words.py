@@ -139,13 +139,15 @@ class PromptTokenizer:
         second text) is cut, in whole tokens, until the prompt fits."""
         ids, offsets = self._encode(text, text_pair)
         if max_length is not None and len(ids) > max_length:
-            for _ in range(4):  # each round cuts the texts by the overflow; merges at the cut may need another
+            for _ in range(8):  # each round cuts the texts by the overflow; merges at the cut may need another
                 over = len(ids) - max_length
                 if over <= 0:
                     break
                 text, text_pair = self._cut(text, over), (None if text_pair is None else self._cut(text_pair, over))
                 ids, offsets = self._encode(text, text_pair)
-            ids, offsets = ids[:max_length], offsets[:max_length]
+            if len(ids) > max_length:
+                raise ProbeError(f"task.max_length: {max_length} tokens leave no room for the text in task.prompt "
+                                 f"{self.words.prompt!r}; allowed: more than the template's own tokens")
         return ids, offsets
 
     def _cut(self, text: str, n: int) -> str:
