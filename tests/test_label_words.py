@@ -155,6 +155,8 @@ def _cli(*args, cwd):
     (["model.head=label-words", "model.backbone=tiny-gpt2", "finetune.strategy=linear_probe"],
      "label words are read through"),
     (["task.prompt={text} is"], "task.prompt applies to model.head label-words"),
+    (["model.head=label-words", "model.backbone=tiny-gpt2", "task.max_length=8",
+      "task.prompt=one two three four five six seven eight nine {text} label"], "leave no room for the text"),
     (["model.head=label-words", "model.backbone=tiny-gpt2", "task.label_word_synonyms=[a, b]"],
      "task.label_word_synonyms: got 2 words for 5 classes"),
 ])

@@ -54,8 +54,10 @@ def reading_tokenizer(config, tokenizer, classes: list[str]):
             label_words(tokenizer, t.prompt, t.label_word_synonyms, classes, pair)
         except ProbeError as e:
             raise ProbeError(str(e).replace("task.label_words", "task.label_word_synonyms")) from None
-    return PromptTokenizer(tokenizer, label_words(tokenizer, t.prompt, t.label_words, classes, pair),
-                           t.label_word_synonyms)
+    reader = PromptTokenizer(tokenizer, label_words(tokenizer, t.prompt, t.label_words, classes, pair),
+                             t.label_word_synonyms)
+    reader.encode_prompt("x", "x" if pair else None, t.max_length)  # a template longer than max_length is refused now
+    return reader
 
 
 def raw_tokenizer(tokenizer):
