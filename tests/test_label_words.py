@@ -329,3 +329,16 @@ def test_pair_prompts_fill_both_fields_and_offsets_point_into_the_first_text(tok
     assert tok.decode(ids, skip_special_tokens=True).startswith("hypothesis : a cat")
     words = [("the cat sat")[s:e] for s, e in enc["offset_mapping"][0] if e > s]
     assert words == ["the", "cat", "sat"]
+
+
+def test_a_classifier_checkpoint_is_refused_with_label_words(tmp_path, tok):
+    from transformers import AutoModelForSequenceClassification
+
+    config = CONFIGS["gpt2"]()
+    config.num_labels = 5
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "clf")
+    tok.save_pretrained(tmp_path / "clf")
+    res = _cli("diagnose", str(tmp_path / "clf"), "--data", "bbc-news", "--reference", "tiny-gpt2", "--prompt",
+               "Text: {text}\nLabel:", "--set", f"output_dir={tmp_path}", cwd=tmp_path)
+    assert res.returncode == 2 and "with a classification head" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
