@@ -196,7 +196,7 @@ def test_tiny_gpt2_with_label_words_through_every_analysis(tmp_path):
     formats = run.table("prompt_format")
     assert {"pretrained", "finetuned"} <= set(formats.model) and "label word synonyms" in set(formats.property)
     assert run.summary["label_words"]["zero_shot_accuracy"]["value"] >= 0
-    templates = run.table("discovery_templates")
+    templates = run.table("discovery_prompt")
     assert len(templates) and templates.feature.str.startswith("template: ").all()
     assert set(templates.verdict) <= {"format moves predictions", "format not used", "not seen by the tokenizer",
                                       "inconclusive"}

@@ -1,4 +1,4 @@
-"""Prompt-format sensitivity of a label-word classifier (docs/design.md §9): the model under format variants
+"""Prompt-format sensitivity of a label-word classifier (docs/design.md §10): the model under format variants
 of its training template, each a paired comparison with the training template on the same texts.
 
 Sclar et al. (2023) found that formatting alone (separators, spacing, casing) moves few-shot accuracy by

@@ -1,4 +1,4 @@
-"""The label-words head: a causal language model answering a prompt with a label word (docs/design.md §9).
+"""The label-words head: a causal language model answering a prompt with a label word (docs/design.md §10).
 
 Instead of a classification head on top of the transformer, the language model itself reads each
 text inside a prompt template (``task.prompt``, with ``{text}`` and, for pair tasks, ``{text_pair}``)

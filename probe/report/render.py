@@ -208,9 +208,9 @@ def _behaviour_sections(tables: dict[str, pd.DataFrame], raw: dict[str, pd.DataF
         if name in tables and not tables[name].empty:
             sections[name] = tb.wide(tables[name].drop(columns=["identical_inputs"], errors="ignore"), index,
                                      f"table-{name.replace('_', '-')}", f"tables/{name}.csv")
-    if "discovery_templates" in raw and not raw["discovery_templates"].empty:
-        sections["discovery_templates"] = tb.tidy(raw["discovery_templates"], "table-discovery-templates",
-                                                  "tables/discovery_templates.csv")
+    if "discovery_prompt" in raw and not raw["discovery_prompt"].empty:
+        sections["discovery_prompt"] = tb.tidy(raw["discovery_prompt"], "table-discovery-prompt",
+                                                  "tables/discovery_prompt.csv")
     if "training" in raw:
         sections["training"] = tb.tidy(raw["training"], "table-training", "tables/training.csv")
 

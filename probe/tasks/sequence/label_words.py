@@ -2,8 +2,8 @@
 has. The pretrained LM answers the same prompt zero-shot (``zero_shot``: its accuracy and its behaviour on
 the same counterfactual pairs, next to the fine-tuned model's ``behaviour``), both are read under format
 variants of the template (``prompt_format``, :mod:`probe.analyses.prompt_format`), and with discovery on,
-each template element is a candidate with an edit and a control edit (``discovery_templates``,
-:mod:`probe.discovery.templates`)."""
+each template element is a candidate with an edit and a control edit (``discovery_prompt``,
+:mod:`probe.discovery.prompt_elements`)."""
 
 from __future__ import annotations
 
@@ -41,11 +41,11 @@ def label_word_tables(ctx: RunContext, seed: int, model) -> dict[str, pd.DataFra
                 data.test_labels, ctx.kind.labels(data), config.task.max_length, a.batch_size, ctx.device,
                 a.bootstrap_samples, seed)
     if config.discover.active(len(data.planted)):
-        from probe.discovery.templates import template_discovery
+        from probe.discovery.prompt_elements import template_discovery
 
         d = config.discover
         with ctx.timer.stage("discovery"):
-            tables["discovery_templates"] = template_discovery(
+            tables["discovery_prompt"] = template_discovery(
                 model.lm, ctx.tokenizer, data.test_texts, ctx.kind.labels(data), config.task.max_length,
                 a.batch_size, ctx.device, d.n_examples, d.bootstrap, d.q, d.min_effect, d.seed + seed)
     return tables

@@ -1,4 +1,4 @@
-"""Template elements as discovery candidates for label-word classifiers (docs/design.md §9).
+"""Template elements as discovery candidates for label-word classifiers (docs/design.md §10).
 
 Each format variant of the training template (:func:`probe.data.prompts.template_variants`) changes one
 element of the prompt (a separator, the spacing, the casing of field names, a newline, the field order,
