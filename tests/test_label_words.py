@@ -129,7 +129,9 @@ def test_prompt_keeps_its_template_when_the_text_is_cut(tok):
     assert spans and all(text[s:e] == "word" for s, e in spans)  # offsets point into the text
     assert reader("zebra", add_special_tokens=False)["input_ids"] == tok("zebra", add_special_tokens=False)["input_ids"]
     with pytest.raises(ProbeError, match="task.max_length: 3 tokens leave no room"):
-        reader(text, truncation=True, max_length=3)
+        reader.encode_prompt(text, max_length=3, strict=True)
+    whole = reader(text, truncation=True, max_length=3)["input_ids"]  # an analysis's small budget: the template kept
+    assert whole == reader.encode_prompt("")[0] and whole[-len(tail):] == tail
 
 
 @pytest.mark.parametrize("words, message", [

@@ -56,7 +56,7 @@ def reading_tokenizer(config, tokenizer, classes: list[str]):
             raise ProbeError(str(e).replace("task.label_words", "task.label_word_synonyms")) from None
     reader = PromptTokenizer(tokenizer, label_words(tokenizer, t.prompt, t.label_words, classes, pair),
                              t.label_word_synonyms)
-    reader.encode_prompt("x", "x" if pair else None, t.max_length)  # a template longer than max_length is refused now
+    reader.encode_prompt("x", "x" if pair else None, t.max_length, strict=True)  # a template over max_length: refused
     return reader
 
 

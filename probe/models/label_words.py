@@ -133,10 +133,14 @@ class PromptTokenizer:
             out["offset_mapping"] = [r[1] for r in rows]
         return {k: v[0] for k, v in out.items()} if single else out
 
-    def encode_prompt(self, text: str, text_pair: str | None = None, max_length: int | None = None):
+    def encode_prompt(self, text: str, text_pair: str | None = None, max_length: int | None = None,
+                      strict: bool = False):
         """``(ids, offsets)`` of ``text``'s prompt: the template's leading special tokens (a BOS), none at
         the end; offsets into ``text`` (``(0, 0)`` outside it). With ``max_length`` the text (and the pair's
-        second text) is cut, in whole tokens, until the prompt fits."""
+        second text) is cut, in whole tokens, until the prompt fits. The template itself is never cut: one
+        longer than ``max_length`` is refused with ``strict`` (the run's check before any work), else
+        returned whole with an empty text (an analysis asking for less room than the template, such as
+        invariance's length budget)."""
         ids, offsets = self._encode(text, text_pair)
         if max_length is not None and len(ids) > max_length:
             for _ in range(8):  # each round cuts the texts by the overflow; merges at the cut may need another
@@ -145,7 +149,7 @@ class PromptTokenizer:
                     break
                 text, text_pair = self._cut(text, over), (None if text_pair is None else self._cut(text_pair, over))
                 ids, offsets = self._encode(text, text_pair)
-            if len(ids) > max_length:
+            if len(ids) > max_length and strict:
                 raise ProbeError(f"task.max_length: {max_length} tokens leave no room for the text in task.prompt "
                                  f"{self.words.prompt!r}; allowed: more than the template's own tokens")
         return ids, offsets
