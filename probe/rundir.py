@@ -3,6 +3,7 @@ process that writes it is still alive), and :class:`Run` for reading one back.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -18,11 +19,26 @@ import pandas as pd
 from probe.errors import ProbeError
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells (``/proc/self/status``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename, so readers never see half a file."""
+    """Write ``text`` to ``path`` via a temporary file and a rename, so readers never see half a file.
+    The file gets the mode a plain ``open`` would give it (0666 less the umask), not mkstemp's 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
@@ -64,7 +80,74 @@ def atomic_directory(path: Path) -> Iterator[Path]:
 
 def write_table(run_dir: Path, name: str, df: pd.DataFrame) -> None:
     """``tables/<name>.csv``, floats at full precision so reruns compare byte for byte."""
-    atomic_write_text(run_dir / "tables" / f"{name}.csv", df.to_csv(index=False, float_format="%.10g"))
+    write_output(run_dir, f"tables/{name}.csv", df.to_csv(index=False, float_format="%.10g"))
+
+
+# --- what probe wrote in a run folder ------------------------------------------------------------
+
+MANIFEST = "manifest.json"  # {"files": {relative path: sha256}}: every output file the run wrote
+LOCK = ".probe.lock"  # held by the run writing the folder (probe.engine.folder)
+ASIDE = ".probe-previous"  # the previous run's outputs while a rerun works (probe.engine.folder)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_output(run_dir: Path, name: str, text: str) -> None:
+    """Write the output file ``run_dir/name`` atomically and list it in the folder's manifest."""
+    atomic_write_text(Path(run_dir) / name, text)
+    record_outputs(run_dir, [name])
+
+
+def read_manifest(run_dir: Path) -> dict[str, str] | None:
+    """``{relative path: sha256}`` of the files probe wrote in ``run_dir``; None when there is no readable manifest."""
+    data = read_json(Path(run_dir) / MANIFEST)
+    files = data.get("files") if isinstance(data, dict) else None
+    return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else None
+
+
+def record_outputs(run_dir: Path, names: list[str], create: bool = True) -> None:
+    """Add ``names`` (paths relative to ``run_dir``, already written) with their checksums to the manifest
+    (started when there is none, unless not ``create``: a folder written before manifests keeps none)."""
+    run_dir = Path(run_dir)
+    files = read_manifest(run_dir)
+    if files is None and not create:
+        return
+    files = files or {}
+    files.update({n: _sha256(run_dir / n) for n in names})
+    atomic_write_json(run_dir / MANIFEST, {"files": dict(sorted(files.items()))})
+
+
+def damaged_tables(run_dir: Path) -> list[str]:
+    """The manifest's tables that are missing, or whose bytes changed since the run wrote them
+    (``tables/x.csv (missing)``, ``tables/y.csv (changed since the run wrote it)``)."""
+    run_dir = Path(run_dir)
+    out = []
+    for name, digest in sorted((read_manifest(run_dir) or {}).items()):
+        if name.startswith("tables/"):
+            path = run_dir / name
+            if not path.is_file():
+                out.append(f"{name} (missing)")
+            elif _sha256(path) != digest:
+                out.append(f"{name} (changed since the run wrote it)")
+    return out
+
+
+def probe_outputs(run_dir: Path) -> list[str]:
+    """The output files probe wrote in ``run_dir`` (relative paths that exist): the manifest's; for a
+    run folder written before manifests, ``index.html``, ``timings.json``, ``tables/*.csv`` and
+    ``tensorboard/``'s files; nothing for a folder that is not a probe run folder."""
+    run_dir = Path(run_dir)
+    files = read_manifest(run_dir)
+    if files is None:
+        if not (run_dir / "summary.json").is_file():
+            return []
+        legacy = [run_dir / "index.html", run_dir / "timings.json", *(run_dir / "tables").glob("*.csv"),
+                  *(p for p in (run_dir / "tensorboard").rglob("*") if p.is_file())]
+        files = {str(p.relative_to(run_dir)): "" for p in legacy}
+    inside = [n for n in files if not Path(n).is_absolute() and ".." not in Path(n).parts and n != MANIFEST]
+    return sorted(n for n in inside if (run_dir / n).is_file() and not (run_dir / n).is_symlink())
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -86,7 +169,7 @@ def running_marker() -> dict[str, Any]:
     return {"pid": os.getpid(), "host": socket.gethostname(), "started": round(time.time(), 3)}
 
 
-def _alive(pid: int, started: Any) -> bool:
+def process_alive(pid: int, started: Any) -> bool:
     import psutil
 
     try:
@@ -108,7 +191,7 @@ def run_state(summary: dict[str, Any]) -> str:
     pid = summary.get("pid")
     if status != "running" or not isinstance(pid, int) or summary.get("host") != socket.gethostname():
         return status
-    return "running" if _alive(pid, summary.get("started")) else "interrupted"
+    return "running" if process_alive(pid, summary.get("started")) else "interrupted"
 
 
 def not_complete(path: Path, summary: dict[str, Any]) -> str:
@@ -124,7 +207,7 @@ def not_complete(path: Path, summary: dict[str, Any]) -> str:
     return f"run {str(path)!r} is not complete (status {state!r}){tail}"
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -136,7 +219,7 @@ def _is_probe_folder(path: Path) -> bool:
     sweep folder (``config.yaml`` with a ``compare`` section)."""
     summary, config = path / "summary.json", path / "config.yaml"
     if summary.is_file():
-        data = _read_json(summary)
+        data = read_json(summary)
         return (isinstance(data, dict) and "status" in data) or config.is_file()
     if config.is_file():
         import yaml
@@ -172,12 +255,12 @@ def check_run_folder(path: Path, overwrite: bool = False) -> tuple[str | None, s
         return (f"run folder {str(path)!r}: {links[0]} is a symbolic link; probe writes only real files and "
                 "folders in a run folder; replace it with a folder or remove it"), None
     if not _is_probe_folder(path):
-        if overwrite or not any(path.iterdir()):
+        if overwrite or not any(p.name != LOCK for p in path.iterdir()):
             return None, None
         return (f"output folder {str(path)!r} is not empty and is not a probe run folder (it has no probe "
                 "summary.json); allowed: a new or empty folder, a probe run folder, or --overwrite (overwrite: "
                 "true) to write into it anyway"), None
-    summary = _read_json(path / "summary.json")
+    summary = read_json(path / "summary.json")
     if not isinstance(summary, dict):
         return None, None
     state = run_state(summary)
@@ -197,7 +280,7 @@ def read_summary(path: Path) -> dict[str, Any]:
     summary = path / "summary.json"
     if not summary.is_file():
         raise ProbeError(f"{str(path)!r} is not a probe run directory: it has no summary.json")
-    data = _read_json(summary)
+    data = read_json(summary)
     if not isinstance(data, dict):
         raise ProbeError(f"{str(summary)!r} is not valid JSON holding an object (truncated or damaged?); "
                          "run the run again with probe run")

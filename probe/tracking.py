@@ -100,17 +100,20 @@ def _headline(out: Path, summary: dict) -> None:
 
 
 def write_tensorboard(run_dir: str | Path, summary: dict, train_logs: dict) -> Path:
-    """Write ``<run_dir>/tensorboard/`` (replacing an earlier one) from ``summary`` (``summary.json``'s
-    content) and ``train_logs`` (seed → the fine-tuning log, ``models/finetuned*/training.json``)."""
-    import shutil
+    """Write event files into ``<run_dir>/tensorboard/`` from ``summary`` (``summary.json``'s content) and
+    ``train_logs`` (seed → the fine-tuning log, ``models/finetuned*/training.json``), and list them in the
+    run's manifest. Other files there stay: a rerun's life cycle has already set aside the event files
+    the previous run wrote (:mod:`probe.engine.folder`)."""
+    from probe.rundir import record_outputs
 
     require_tensorboard()
-    out = Path(run_dir) / "tensorboard"
-    if out.exists():
-        shutil.rmtree(out)
+    run_dir = Path(run_dir)
+    out = run_dir / "tensorboard"
+    before = set(out.rglob("*")) if out.exists() else set()
     for seed, log in train_logs.items():
         _finetune(out, seed, log)
     if summary.get("pretraining"):
         _pretrain(out, summary["pretraining"])
     _headline(out, summary)
+    record_outputs(run_dir, sorted(str(p.relative_to(run_dir)) for p in set(out.rglob("*")) - before if p.is_file()))
     return out

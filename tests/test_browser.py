@@ -47,7 +47,7 @@ def browser():
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000", "--allow-file-access-from-files"):
+                "--window-size=1400,900", "--allow-file-access-from-files"):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
@@ -69,7 +69,27 @@ def pages(tiny_run, tmp_path_factory):
     shutil.copytree(a, b)
     compare_html = write_comparison(probe.compare([a, b], names=["full", "again"]), root / "cmp",
                                     differences=paired_differences([a, b]))
-    return {"report": a / "index.html", "compare": compare_html, "root": root}
+    fixed = _fixed_variant(a, root)
+    fixed_html = write_comparison(probe.compare([a, fixed], names=["full", "fixed"]), root / "cmp-fixed")
+    return {"report": a / "index.html", "compare": compare_html, "fixed": fixed_html, "root": root}
+
+
+def _fixed_variant(run: Path, root: Path) -> Path:
+    """``run`` marked as relying on its feature, and a copy marked as not, whose config differs by
+    counterfactual augmentation: the comparison page's next step must name that copy and setting."""
+    import yaml
+
+    fixed = root / "fixed"
+    shutil.copytree(run, fixed)
+    for path, status in ((run, "relies"), (fixed, "none")):
+        summary = json.loads((path / "summary.json").read_text())
+        for f in summary["features"]:
+            f["verdict_status"] = status
+        (path / "summary.json").write_text(json.dumps(summary))
+    cfg = yaml.safe_load((fixed / "config.yaml").read_text())
+    cfg["finetune"].setdefault("augmentation", {})["counterfactual_rate"] = 0.5
+    (fixed / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return fixed
 
 
 def wait_for(driver, script: str, *args, timeout: float = 20.0):
@@ -161,7 +181,7 @@ def test_config_is_collapsed_until_clicked(browser, pages):
     assert pre.is_displayed()
 
 
-def test_print_hides_contents_and_opens_collapsed_tables(browser, pages):
+def test_print_keeps_collapsed_tables_collapsed_and_names_their_csv(browser, pages):
     open_page(browser, pages["report"])
     closed = browser.execute_script("return document.querySelectorAll('details:not([open])').length")
     assert closed >= 2
@@ -169,12 +189,121 @@ def test_print_hides_contents_and_opens_collapsed_tables(browser, pages):
     try:
         assert not browser.find_element("css selector", "nav.toc").is_displayed()
         browser.execute_script("window.dispatchEvent(new Event('beforeprint'))")
-        assert browser.execute_script("return document.querySelectorAll('details:not([open])').length") == 0
-        browser.execute_script("window.dispatchEvent(new Event('afterprint'))")
         assert browser.execute_script("return document.querySelectorAll('details:not([open])').length") == closed
+        notes = [e.text for e in browser.find_elements("css selector", ".printonly") if e.is_displayed()]
+        assert any("tables/probing.csv" in t for t in notes)
     finally:
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
     assert problems(browser) == []
+
+
+def pdf_pages(driver) -> int:
+    """Pages of the open page printed to PDF (A4-ish default paper, backgrounds on)."""
+    import base64
+    import re
+
+    data = base64.b64decode(driver.execute_cdp_cmd("Page.printToPDF", {"printBackground": True})["data"])
+    return len(re.findall(rb"/Type\s*/Page[^s]", data))
+
+
+def test_printed_report_is_short(browser, pages):
+    open_page(browser, pages["report"])
+    assert 1 <= pdf_pages(browser) <= 25
+
+
+@pytest.mark.parametrize("page", ["report", "compare"])
+def test_impact_banner_with_next_step_in_the_first_900_px(browser, pages, page):
+    open_page(browser, pages[page])
+    banner = browser.find_element("css selector", "#impact .banner")
+    assert banner.is_displayed() and banner.rect["y"] + banner.rect["height"] <= 900
+    assert banner.find_element("css selector", ".verdict-line").text.strip()
+    if page == "report":
+        cmd = browser.find_element("css selector", "#next-step")
+        assert cmd.text.startswith("probe run ") and cmd.rect["y"] + cmd.rect["height"] <= 900
+
+
+def test_comparison_next_step_names_the_variant_that_removed_the_shortcut(browser, pages):
+    open_page(browser, pages["fixed"])
+    cmd = browser.find_element("css selector", "#next-step")
+    assert "counterfactual_rate=0.5" in cmd.text and cmd.rect["y"] + cmd.rect["height"] <= 900
+    panel = browser.find_element("id", "table-panel")
+    assert "fixed" in panel.text and "baseline" in panel.text
+
+
+def test_task_quality_has_per_class_scores_and_confusion_matrices(browser, pages):
+    open_page(browser, pages["report"])
+    assert browser.find_element("id", "table-per-class").is_displayed()
+    heads = [th.text for th in browser.find_elements("css selector", "#table-per-class thead th")]
+    assert {"precision", "recall", "F1", "support"} <= set(heads)
+    assert browser.find_element("id", "table-confusion-0").is_displayed()
+    alts = [i.get_attribute("alt") for i in browser.find_elements("css selector", "#task-quality img")]
+    assert any(a.startswith("Confusion matrices") for a in alts)
+
+
+@pytest.mark.parametrize("page", ["report", "compare"])
+def test_every_figure_has_a_takeaway_and_its_own_alt_text(browser, pages, page):
+    open_page(browser, pages[page])
+    figs = browser.find_elements("css selector", "figure")
+    assert figs and len(figs) == len(browser.find_elements("tag name", "img"))
+    alts = []
+    for f in figs:
+        alts.append(f.find_element("tag name", "img").get_attribute("alt").strip())
+        assert len(f.find_element("css selector", "figcaption.takeaway").text.strip()) > 20
+    assert all(alts) and len(set(alts)) == len(alts), alts
+
+
+@pytest.mark.parametrize("page", ["report", "compare"])
+def test_every_tooltip_term_has_a_glossary_entry(browser, pages, page):
+    open_page(browser, pages[page])
+    terms = browser.execute_script(
+        "return Array.prototype.map.call(document.querySelectorAll('main abbr[title]'), function (a) {"
+        " return a.textContent.trim().toLowerCase(); })")
+    entries = {e.text.strip().lower() for e in browser.find_elements("css selector", "#glossary dt")}
+    missing = sorted({t for t in terms if t} - entries)
+    assert terms and not missing, missing
+
+
+@pytest.mark.parametrize("page", ["report", "compare"])
+def test_every_sortable_header_works_from_the_keyboard(browser, pages, page):
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(browser, pages[page])
+    heads = browser.find_elements("css selector", "table.sortable thead th")
+    assert heads
+    mouse_only = browser.execute_script(
+        "return Array.prototype.filter.call(document.querySelectorAll('table.sortable thead th'), function (th) {"
+        " var b = th.querySelector('button'); return !b || b.tabIndex < 0; }).length")
+    assert mouse_only == 0
+    th = browser.find_element("css selector", "#table-scorecard thead th")
+    button = th.find_element("tag name", "button")
+    browser.execute_script("arguments[0].focus()", button)
+    assert browser.switch_to.active_element == button
+    button.send_keys(Keys.ENTER)
+    assert th.get_attribute("aria-sort") == "ascending"
+    button.send_keys(Keys.SPACE)
+    assert th.get_attribute("aria-sort") == "descending"
+
+
+CONTRAST = """
+function lum(c) { var m = c.match(/[\\d.]+/g).slice(0, 3).map(Number).map(function (v) { v /= 255;
+  return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+  return 0.2126 * m[0] + 0.7152 * m[1] + 0.0722 * m[2]; }
+return Array.prototype.map.call(document.querySelectorAll('.chip'), function (e) {
+  var s = getComputedStyle(e), bg = s.backgroundColor;
+  if (/rgba\\(.*,\\s*0\\)$/.test(bg) || bg === 'transparent') { bg = 'rgb(255, 255, 255)'; }
+  var a = lum(s.color), b = lum(bg);
+  return [e.className, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05), parseFloat(s.fontSize)]; });
+"""
+
+
+@pytest.mark.parametrize("page", ["report", "compare"])
+def test_chips_have_at_least_aa_contrast(browser, pages, page):
+    open_page(browser, pages[page])
+    chips = browser.execute_script(CONTRAST)
+    assert chips
+    low = [(c, round(r, 2)) for c, r, _ in chips if r < 4.5]
+    assert not low, low
+    assert min(size for _, _, size in chips) >= 11
 
 
 def _poison(value, swaps: dict[str, str]):
@@ -230,6 +359,6 @@ def test_markup_and_script_payloads_execute_nothing(browser, evil_pages, page):
     assert browser.execute_script("return document.scripts.length") == 1  # the page's own script only
     assert browser.execute_script("return document.querySelectorAll('[onerror]').length") == 0
     srcs = browser.execute_script("return Array.prototype.map.call(document.images, function (i) { return i.src; })")
-    assert all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert all(s.startswith("data:image/svg+xml;base64,") for s in srcs)
     text = browser.execute_script("return document.body.textContent")
     assert PAYLOADS[0] in text and (page == "compare" or all(p in text for p in PAYLOADS))

@@ -229,7 +229,7 @@ def test_write_comparison_self_contained_and_escaped(runs, tmp_path):
     assert "<script>x</script>" not in html and "&lt;script&gt;x&lt;/script&gt;" in html
     assert html.lower().count("<script") == 1  # only the sort script
     assert "lp &amp; co" in html
-    assert html.count('src="data:image/png;base64,') == 1
+    assert html.count('src="data:image/svg+xml;base64,') == 1
     assert '0.550<span class="ci">0.450 – 0.650</span>' in html  # full's reliance gap cell
     assert "1,000 (10 %)" in html
     assert html_escape(headline(df), quote=False) in html  # the sentence is on the page, escaped

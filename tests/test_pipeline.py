@@ -96,7 +96,7 @@ def test_report_rerenders_from_tables(tiny_run):
     render_report(tiny_run.path)
     html = html_path.read_text()
     assert tiny_run.summary["features"][0]["verdict"].split(".")[0].replace('"', "&#34;") in html
-    assert html.count("data:image/png;base64,") >= 3
+    assert html.count("data:image/svg+xml;base64,") >= 3
 
 
 def test_interrupted_run_resumes_and_reproduces(tmp_path):

@@ -251,12 +251,28 @@ class DiscoverConfig(Section):
                               "95% interval above this")
     bootstrap: int = Field(1000, ge=100, le=100_000, description="bootstrap resamples and sign flips per test")
     seed: int = Field(0, ge=0)
+    vocabulary: Union[Literal["auto"], bool] = Field(
+        "auto", description="search the tokenizer's whole words for triggers the data may not contain (gradient "
+        "ranking, insertion screen, causal test; text classification); 'auto': on when diagnosing a given "
+        "checkpoint (model.finetuned); true / false")
+    vocabulary_k: int = Field(10, ge=1, le=10_000, description="vocabulary words per class screened by real "
+                              "insertion, highest gradient estimate first")
+    vocabulary_texts: int = Field(8, ge=1, le=10_000, description="held-out texts per class whose gradient ranks "
+                                  "the vocabulary")
+    vocabulary_screen: int = Field(8, ge=1, le=10_000, description="held-out texts per class each screened word "
+                                   "is inserted into")
+    vocabulary_tested: int = Field(1, ge=1, le=100, description="vocabulary words per class given the causal test "
+                                   "(the best screened, if they override at least a quarter of the screen)")
 
     def active(self, n_planted: int) -> bool:
         """Whether a run with ``n_planted`` planted features runs discovery."""
         if self.enabled == "auto":
             return n_planted == 0 or self.hide_planted
         return bool(self.enabled)
+
+    def vocabulary_on(self, given: bool) -> bool:
+        """Whether discovery searches the vocabulary (``given``: the run diagnoses a given checkpoint)."""
+        return given if self.vocabulary == "auto" else bool(self.vocabulary)
 
 
 class Variant(Section):

@@ -87,6 +87,8 @@ def read_table_file(path: Path) -> pd.DataFrame:
         )
     if path.stat().st_size == 0 or not path.read_text(errors="ignore").strip():
         raise ProbeError(f"task.dataset: file {str(path)!r} is empty")
+    if kind in ("csv", "tsv"):
+        _check_header(path, kind)
     try:
         if kind == "csv":
             return pd.read_csv(path)
@@ -96,6 +98,22 @@ def read_table_file(path: Path) -> pd.DataFrame:
     except (ValueError, pd.errors.ParserError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ProbeError(f"task.dataset: cannot parse {str(path)!r} as {kind}: {first}") from None
+
+
+def _check_header(path: Path, kind: str) -> None:
+    """Refuse a header that names a column twice (pandas would rename the second copy and the first
+    would be used silently)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE) if kind == "tsv" else csv.reader(fh)
+        header = next(reader, [])
+    seen: set[str] = set()
+    for name in (h.strip() for h in header):
+        if name in seen:
+            raise ProbeError(f"task.dataset: {str(path)!r} names the column {name!r} more than once (columns: "
+                             f"{', '.join(header)}); give every column a distinct name")
+        seen.add(name)
 
 
 def datasets_to_frame(obj) -> pd.DataFrame:
@@ -209,6 +227,11 @@ def load_text_classification(
             f"task.label_column: column {label_column!r} has a single class {classes[0]!r}; "
             "classification needs at least 2"
         )
+    if label_column == text_column or len(classes) == len(texts):
+        why = ("is also the text column" if label_column == text_column else
+               f"has as many distinct values as rows ({len(texts)}), one class per example")
+        raise ProbeError(f"task.label_column: column {label_column!r} {why}: it is not a label column; choose the "
+                         "column that holds the classes")
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[v] for v in raw_labels], dtype=np.int64)
     return texts, labels, classes

@@ -30,6 +30,8 @@ from probe.data.planted import insert_token
 from probe.discovery.candidates import word_key
 
 DELETION_CONTROLS = 1  # random-word deletions per example that a candidate's deletion is compared with
+NO_CONTROLS = ("inconclusive: no control word (letters only, |z| < 1 for every class) at any training frequency, "
+               "so no edit was tested")
 EXAMPLE_CHARS = 300  # characters of an example text kept for the report
 
 Scorer = Callable[[list[str]], np.ndarray]  # texts -> class probabilities [N, K]
@@ -120,8 +122,9 @@ class InsertionPool:
         """The pool's probabilities with each control word of ``band`` inserted (computed once per band)."""
         if band not in self.controls:
             texts = [t for w in words for t in self.inserted(w)]
-            probs = score(texts) if texts else np.zeros((0, self.base.shape[1]))
-            self.controls[band] = probs.reshape(len(words), len(self.texts), -1)
+            k = self.base.shape[1]
+            probs = score(texts) if texts else np.zeros((0, k))
+            self.controls[band] = probs.reshape(len(words), len(self.texts), k)
         return self.controls[band]
 
 

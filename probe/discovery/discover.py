@@ -16,10 +16,14 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from probe.discovery.candidates import mark_significant, property_association, word_association, word_key
-from probe.discovery.causal_test import InsertionPool, benjamini_hochberg, candidate_effects
+from probe.discovery.causal_test import (DELETION_CONTROLS, NO_CONTROLS, InsertionPool, benjamini_hochberg,
+                                         candidate_effects)
 from probe.discovery.verdicts import decisive_p, verdict
+from probe.engine.context import log
+from probe.discovery.vocabulary import SCREEN_MIN, reference_rates, vocabulary_candidates, vocabulary_controls
 
 PROBE_HEAD_TEXTS = 400  # training texts the reference's probe head is fitted on, at most
 ORDER = ["rank", "feature", "kind", "class", "source", "planted", "count", "z", "pmi", "amplification",
@@ -27,7 +31,8 @@ ORDER = ["rank", "feature", "kind", "class", "source", "planted", "count", "z", 
          "override_effect_ci_low", "override_effect_ci_high", "delta_p", "delta_p_ci_low", "delta_p_ci_high",
          "deletion_drop", "deletion_drop_ci_low", "deletion_drop_ci_high", "deletion_control", "deletion_effect",
          "deletion_effect_ci_low", "deletion_effect_ci_high", "n_insert", "n_delete", "p_insert", "q_insert",
-         "p_delete", "q_delete", "p_value", "q_value", "verdict"]
+         "p_delete", "q_delete", "p_value", "q_value", "verdict", "reference_override_rate",
+         "reference_override_control"]
 
 
 def scorer(model, tokenizer, max_length: int, batch_size: int, device):
@@ -109,7 +114,10 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
              planted: dict[str, str] | None = None, hide_planted: bool = False, min_count: int = 20,
              alpha: float = 0.01, max_candidates: int = 20, n_examples: int = 150, controls: int = 5,
              q: float = 0.05, bootstrap: int = 1000, seed: int = 0, min_effect: float = 0.1,
-             max_position: int = 5, batch_size: int = 64, properties: bool = True, device=None) -> pd.DataFrame:
+             max_position: int = 5, batch_size: int = 64, properties: bool = True, device=None,
+             vocabulary: bool = False, vocabulary_k: int = 10, vocabulary_texts: int = 8,
+             vocabulary_screen: int = 8, vocabulary_tested: int = 1, vocabulary_min_screen: float = SCREEN_MIN,
+             progress: bool = True) -> pd.DataFrame:
     """Shortcuts nobody planted (docs/design.md §8): one row per tested candidate, ranked by the override
     effect, then the untested data-significant features and property slices.
 
@@ -118,9 +126,15 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
     Candidates come from ``train_texts`` (Gardner et al. 2021 z, Bonferroni at ``alpha``); the
     held-out ``test_texts`` are halved at random: model candidates are ranked by attribution on up to
     ``n_examples`` texts of one half, and every causal test runs on the other half, so a candidate is
-    never tested on the texts that selected it. ``planted``: ``{token:
-    class}`` of planted features, always tested and flagged unless ``hide_planted``. The table's
-    ``attrs`` hold ``examples`` (edited texts) and ``seconds``."""
+    never tested on the texts that selected it. ``planted``: ``{token: class}`` of planted features,
+    always tested and flagged unless ``hide_planted``. With ``vocabulary``, whole words of the tokenizer's
+    vocabulary that the model's gradient ranks as triggers (:mod:`probe.discovery.vocabulary`,
+    ``vocabulary_k`` per class screened by insertion on the ranking half, ``vocabulary_tested`` per class
+    tested if they override at least ``vocabulary_min_screen`` of the screen) join with source
+    "vocabulary". The planned number of edited texts and an estimate of the time are logged before the
+    tests, which show a progress bar (``progress``). The table's ``attrs`` hold ``examples`` (edited
+    texts), ``seconds``, and with ``vocabulary`` ``vocabulary_seconds`` and
+    ``vocabulary_screen`` (every screened word: gradient score and rank, screened override rate and ΔP)."""
     from probe.discovery.model_candidates import amplification_table
 
     t0 = time.perf_counter()
@@ -143,36 +157,98 @@ def discover(model, tokenizer, train_texts: Sequence[str], train_labels, test_te
     amp = amplification_table(model, head, tokenizer, [test_texts[i] for i in sample], max_length)
     chosen = _select(data, amp, planted, hide_planted, max_candidates)
     score = scorer(model, tokenizer, max_length, batch_size, device)
-    rows, examples = _test_all(chosen, data, score, [test_texts[i] for i in tested], test_labels[tested], classes,
-                               n_examples, controls, max_position, bootstrap, rng)
+    t_vocab, vocab = time.perf_counter(), None
+    if vocabulary:
+        found, vocab = vocabulary_candidates(
+            model, tokenizer, score, [test_texts[i] for i in ranked], test_labels[ranked], len(classes),
+            k=vocabulary_k, n_texts=vocabulary_texts, n_screen=vocabulary_screen, per_class=vocabulary_tested,
+            min_screen=vocabulary_min_screen,
+            max_length=max_length, max_position=max_position, batch_size=batch_size, device=device, rng=rng,
+            exclude={f for f, *_ in chosen}, progress=progress)
+        chosen += [(w, "word", classes[c], "vocabulary") for w, c in zip(found.word, found["class"])]
+        t_search, screened = time.perf_counter() - t_vocab, found.attrs.get("screened")
+    rows, examples, pool = _test_all(chosen, data, score, [test_texts[i] for i in tested], test_labels[tested],
+                                     classes, n_examples, controls, max_position, bootstrap, rng, vocab, progress)
     table = _assemble(rows, data, amp, chosen, planted, q, min_effect)
+    if vocabulary:  # the search, the vocabulary words' tests and the reference's rates
+        t_ref = time.perf_counter()
+        table = _reference_columns(table, head, tokenizer, pool, classes, max_length, batch_size)
+        table.attrs["vocabulary_seconds"] = time.perf_counter() - t_ref + t_search + sum(
+            r["seconds"] for r in rows if r["source"] == "vocabulary")
+        if screened is not None:
+            table.attrs["vocabulary_screen"] = screened.assign(**{"class": [classes[c] for c in screened["class"]]})
     table.attrs["examples"] = pd.DataFrame(examples, columns=["feature", "class", "edit", "text", "p_before",
                                                               "p_after"])
     table.attrs["seconds"] = time.perf_counter() - t0
     return table
 
 
+def _reference_columns(table: pd.DataFrame, head, tokenizer, pool: InsertionPool, classes: list[str],
+                       max_length: int, batch_size: int) -> pd.DataFrame:
+    """``reference_override_rate`` and ``reference_override_control`` (the same control words) of every used
+    vocabulary trigger: whether the pretrained reference already had it (docs/design.md §8)."""
+    table = table.assign(reference_override_rate=np.nan, reference_override_control=np.nan)
+    used = table.index[(table.source == "vocabulary") & table.verdict.isin(["used shortcut"])]
+    if head is None or not len(used):
+        return table
+    ref_score = scorer(head, tokenizer, max_length, batch_size, next(head.parameters()).device)
+    base = ref_score(pool.texts)  # a reference of its own kind: the texts it predicts as c differ
+    for i in used:
+        c = classes.index(table.at[i, "class"])
+        rates = reference_rates(ref_score, pool, table.at[i, "feature"], c, table.at[i, "controls"].split(), base)
+        table.loc[i, ["reference_override_rate", "reference_override_control"]] = [
+            rates["reference_override_rate"], rates["reference_override_control"]]
+    return table
+
+
 def _test_all(chosen, data: pd.DataFrame, score, test_texts: list[str], test_labels: np.ndarray,
               classes: list[str], n_examples: int, n_controls: int, max_position: int, n_boot: int,
-              rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
-    """The causal test of every chosen candidate against the controls of its frequency band."""
+              rng: np.random.Generator, vocab: pd.DataFrame | None = None, progress: bool = False) -> tuple[list[dict], list[dict],
+                                                                                   InsertionPool]:
+    """The causal test of every chosen candidate against the controls of its frequency band (a vocabulary
+    candidate's: of its tokenizer-rank band, :func:`probe.discovery.vocabulary.vocabulary_controls`),
+    widened to the closest training counts where the band has too few; a candidate without any control
+    word is not tested: its row says why, and its verdict is inconclusive."""
+    t0 = time.perf_counter()
     base = score(test_texts)
     pool = InsertionPool(test_texts, test_labels, base, n_examples, max_position, rng)
+    _announce(len(chosen), len(pool.texts), n_examples, n_controls, len(test_texts), time.perf_counter() - t0)
     counts = data[data.kind.isin(["word", "bigram"])].drop_duplicates("feature").set_index("feature")["count"]
     min_count = int(counts.min()) if len(counts) else 1
     exclude = {f for f, *_ in chosen}
     rows, examples = [], []
-    for feature, kind, cls, source in chosen:
-        c = classes.index(cls)
-        count = int(counts.get(feature, min_count))
-        band = int(np.floor(np.log(max(count, 1) / max(min_count, 1)) / np.log(4)))  # powers of 4 above min_count
-        words = _controls(data, exclude, min_count * 4 ** (band + 0.5), n_controls, np.random.default_rng(band))
+    ranks = {} if vocab is None else dict(zip(vocab.word, vocab["rank"]))
+    for feature, kind, cls, source in tqdm(chosen, desc="discovery: causal tests", unit="candidate",
+                                           disable=not progress):
+        t0, c = time.perf_counter(), classes.index(cls)
+        if source == "vocabulary":
+            band, words = vocabulary_controls(vocab, int(ranks[feature]), exclude, n_controls)
+            band = ("vocabulary", band)
+        else:
+            count = int(counts.get(feature, min_count))
+            band = int(np.floor(np.log(max(count, 1) / max(min_count, 1)) / np.log(4)))  # powers of 4 above min_count
+            words = _controls(data, exclude, min_count * 4 ** (band + 0.5), n_controls, np.random.default_rng(band))
+        if not words:
+            rows.append({"feature": feature, "kind": kind, "class": cls, "source": source, "controls": "",
+                         "n_insert": 0, "n_delete": 0, "p_insert": np.nan, "p_delete": np.nan, "note": NO_CONTROLS,
+                         "seconds": time.perf_counter() - t0})
+            continue
         control = pool.control_probs(band, words, score)
         out, ex = candidate_effects(feature, c, pool, control, test_texts, base, score, n_examples, n_boot, rng)
         rows.append({"feature": feature, "kind": kind, "class": cls, "source": source,
-                     "controls": " ".join(words), **out})
+                     "controls": " ".join(words), **out, "seconds": time.perf_counter() - t0})
         examples += [{"feature": feature, "class": cls, **e} for e in ex]
-    return rows, examples
+    return rows, examples, pool
+
+
+def _announce(n_candidates: int, pool: int, n_examples: int, n_controls: int, n_base: int, seconds: float) -> None:
+    """Log the planned number of edited texts (at most: insertions into the pool, deletions with their
+    random-word controls, control words per frequency band) and the time they take at the speed of
+    the unedited pass that has just run."""
+    edits = n_candidates * (pool + n_examples * (1 + DELETION_CONTROLS) + n_controls * pool)
+    rate = n_base / seconds if seconds > 0 else float("inf")
+    log(f"discovery: {n_candidates} candidates to test, at most {edits} edited texts to score, about "
+        f"{edits / rate:.0f} s at {rate:.0f} texts/s (discover.max_candidates and discover.n_examples bound it)")
 
 
 def _assemble(rows: list[dict], data: pd.DataFrame, amp: pd.DataFrame, chosen, planted: dict[str, str], q: float,
@@ -188,7 +264,7 @@ def _assemble(rows: list[dict], data: pd.DataFrame, amp: pd.DataFrame, chosen, p
     table["amplification"] = [amplification.get(f, np.nan) for f in table.feature]
     table["planted"] = table.feature.isin(list(planted))
     table.insert(0, "rank", np.arange(1, len(table) + 1))
-    return table[[c for c in ORDER if c in table] + ["controls"] * ("controls" in table)]
+    return table[[c for c in ORDER if c in table] + [c for c in ("controls", "note") if c in table]]
 
 
 def score_tested(tested: pd.DataFrame, data: pd.DataFrame, q: float, min_effect: float) -> pd.DataFrame:
@@ -201,7 +277,7 @@ def score_tested(tested: pd.DataFrame, data: pd.DataFrame, q: float, min_effect:
     tested["q_insert"], tested["q_delete"] = qs[: len(tested)], qs[len(tested):]
     for col in ("count", "z", "pmi", "significant"):
         tested[col] = [stats[col].get((f, c), np.nan) for f, c in zip(tested.feature, tested["class"])]
-    tested["significant"] = tested["significant"].fillna(False).astype(bool)
+    tested["significant"] = tested["significant"].eq(True)  # NaN (a vocabulary word not in the data): False
     tested["verdict"] = [verdict(r, q, min_effect) for r in tested.to_dict("records")]
     pq = [decisive_p(r) for r in tested.to_dict("records")]
     tested["p_value"], tested["q_value"] = [p for p, _ in pq], [v for _, v in pq]

@@ -12,8 +12,10 @@ from __future__ import annotations
 import pandas as pd
 
 from probe.engine.context import RunContext, log
+from probe.engine.guard import guarded
 
 
+@guarded("discovery")
 def sequence_discovery(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
     """The ``discovery`` and ``discovery_examples`` tables of one fine-tuned classifier."""
     from probe.discovery.discover import discover
@@ -29,9 +31,15 @@ def sequence_discovery(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFr
                          hide_planted=d.hide_planted, min_count=d.min_count, alpha=d.alpha,
                          max_candidates=d.max_candidates, n_examples=d.n_examples, controls=d.controls, q=d.q,
                          bootstrap=d.bootstrap, seed=d.seed + seed, min_effect=d.min_effect,
-                         batch_size=a.batch_size, device=ctx.device)
+                         batch_size=a.batch_size, device=ctx.device, vocabulary=d.vocabulary_on(ctx.given is not None),
+                         vocabulary_k=d.vocabulary_k, vocabulary_texts=d.vocabulary_texts,
+                         vocabulary_screen=d.vocabulary_screen, vocabulary_tested=d.vocabulary_tested,
+                         progress=ctx.progress)
         reference.to("cpu")
     used = table[table.verdict.isin(["used shortcut", "used, plausibly task-relevant"])]
     log(f"discovery: {int(table.n_insert.notna().sum()) if 'n_insert' in table else 0} candidates tested, "
         f"{len(used)} used ({', '.join(used.feature.head(5))}) in {table.attrs['seconds']:.0f} s")
+    if "vocabulary_seconds" in table.attrs:
+        ctx.timer.seconds["discovery_vocabulary"] = round(table.attrs["vocabulary_seconds"], 3)  # part of discovery
+        log(f"discovery: vocabulary search and its tests {table.attrs['vocabulary_seconds']:.0f} s")
     return {"discovery": table, "discovery_examples": table.attrs["examples"]}

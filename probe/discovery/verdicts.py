@@ -10,7 +10,8 @@ Verdicts (docs/design.md §8), with BH q-values over every p-value of the run's 
   context; whether that evidence is legitimate is the user's judgement;
 - ``correlated but not used``: the feature is label-associated in the training data, both tests ran
   on at least ``min_examples`` examples and both effects' intervals lie below ``LARGE_EFFECT``;
-- ``not used``: the same for a candidate that came only from the model (no significant association);
+- ``not used``: the same for a candidate that came only from the model (no significant association); for
+  a vocabulary word no held-out text contains (nothing to delete), the insertion test alone;
 - ``inconclusive``: anything else (too few examples, or an interval too wide to rule out a large effect);
 - ``correlational``: a natural-property slice, with its label association only (no edit test);
 - ``not tested``: data-significant but beyond ``max_candidates``.
@@ -26,7 +27,8 @@ USED = ("used shortcut", "used, plausibly task-relevant")
 LARGE_EFFECT = 0.1  # an effect interval reaching this high is not evidence of non-use
 MIN_EXAMPLES = 20  # fewer examples in a direction and that test decides nothing
 SUMMARY_KEYS = ("feature", "kind", "class", "verdict", "override_rate", "override_ci_low", "override_ci_high",
-                "deletion_drop", "deletion_ci_low", "deletion_ci_high", "q_value", "count", "z")
+                "deletion_drop", "deletion_ci_low", "deletion_ci_high", "q_value", "count", "z", "source",
+                "reference_override_rate")
 # summary key -> table column
 SUMMARY_COLUMNS = {"override_ci_low": "override_rate_ci_low", "override_ci_high": "override_rate_ci_high",
                    "deletion_ci_low": "deletion_drop_ci_low", "deletion_ci_high": "deletion_drop_ci_high"}
@@ -43,6 +45,9 @@ def verdict(row: dict, q_level: float, min_effect: float) -> str:
     if ins_ok and del_ok and row["override_effect_ci_high"] < LARGE_EFFECT \
             and row["deletion_effect_ci_high"] < LARGE_EFFECT:
         return "correlated but not used" if row["significant"] else "not used"
+    if ins_ok and row.get("source") == "vocabulary" and row["n_delete"] == 0 \
+            and row["override_effect_ci_high"] < LARGE_EFFECT:
+        return "not used"
     return "inconclusive"
 
 
@@ -64,7 +69,8 @@ def sentence(row: dict) -> str:
     if row["verdict"] == "used shortcut":
         return (f'Inserting "{f}" once into {row["n_insert"]} held-out texts of other classes moves '
                 f'{row["override_rate"]:.0%} of them to {c} (control words: {row["override_control"]:.0%}); '
-                "a single word overriding the rest of a document is shortcut-like behaviour, whatever the word means.")
+                "a single word overriding the rest of a document is shortcut-like behaviour, whatever the word means."
+                + _vocabulary_note(row))
     if row["verdict"] == "used, plausibly task-relevant":
         return (f'Removing "{f}" from {row["n_delete"]} held-out texts lowers P({c}) by {row["deletion_drop"]:.2f} '
                 f'on average (random words: {row["deletion_control"]:.2f}), but inserting it alone rarely changes the '
@@ -73,6 +79,16 @@ def sentence(row: dict) -> str:
         return (f'"{f}" is associated with {c} in the training data (z = {row["z"]:.1f}) but neither inserting nor '
                 "removing it changes the predictions more than control words do.")
     return f'"{f}" ({c}): {row["verdict"]}.'
+
+
+def _vocabulary_note(row: dict) -> str:
+    """What a vocabulary trigger adds to its sentence: where it came from, and the reference's rate."""
+    if row.get("source") != "vocabulary":
+        return ""
+    ref = row.get("reference_override_rate")
+    before = "" if ref is None or ref != ref else f' The pretrained reference: {ref:.0%} (controls ' \
+        f'{row.get("reference_override_control", float("nan")):.0%}).'
+    return f" Found by searching the vocabulary: your texts need not contain it.{before}"
 
 
 def discovered(table: pd.DataFrame) -> list[dict]:

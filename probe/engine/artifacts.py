@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from probe.engine.context import RunContext, log
+from probe.engine.folder import keep_model_aside
 from probe.rundir import atomic_directory, atomic_write_json
 
 KEY_FILE = "probe_key.json"
@@ -78,7 +79,9 @@ def key_matches(ctx: RunContext, folder: Path, key: str) -> bool:
 
 
 def write_keyed_folder(folder: Path, key: str, fill: Callable[[Path], None]) -> None:
-    """Build a model folder with ``fill(tmp)`` in a temporary folder, add its key file, swap it in."""
+    """Build a model folder with ``fill(tmp)`` in a temporary folder, add its key file, swap it in (the
+    folder it replaces is kept aside with the previous run's outputs, :mod:`probe.engine.folder`)."""
     with atomic_directory(folder) as tmp:
         fill(tmp)
         atomic_write_json(tmp / KEY_FILE, {"key": key})
+        keep_model_aside(folder)

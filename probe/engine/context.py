@@ -58,6 +58,7 @@ class RunContext:
     backbone: str = ""
     backbone_key: str = ""
     pretraining: dict | None = None
+    analysis_errors: list[dict] = field(default_factory=list)  # analyses that raised (probe.engine.guard)
     speeds: dict[str, float | None] = field(default_factory=dict)
     given: Any = None  # the given checkpoint (probe.models.checkpoints.Checkpoint) when model.finetuned is set
 

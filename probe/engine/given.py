@@ -2,8 +2,9 @@
 
 Before any heavy work the checkpoint is inspected (:mod:`probe.models.checkpoints`), its reference
 resolved into ``model.backbone`` (so ``config.yaml`` records it), and everything that can be refused
-is refused: another task type, a reference of another depth (or architecture, with layer swaps on),
-a tokenizer of another vocabulary, labels that do not match the dataset's. The model stage then
+is refused: another task type, a model without a classification head, a truncated weight file, an
+adapter whose base is missing, a reference of another depth (or architecture, with layer swaps on),
+a tokenizer of another vocabulary, labels that do not match the dataset's or a head of another size. The model stage then
 loads the checkpoint where a trained run would fine-tune (:func:`given_model_stage`).
 """
 
@@ -73,13 +74,19 @@ def _model_config(name: str):
 
 
 def _check_architectures(config: Config, ckpt: Checkpoint) -> None:
-    """The reference must have as many layers as the checkpoint (layer-by-layer comparisons), and the
-    same architecture when layer swaps are on; checked on the configs."""
+    """An adapter's base must be readable, the reference must have as many layers as the checkpoint
+    (layer-by-layer comparisons), and the same architecture when layer swaps are on; checked on the configs."""
     ref = _model_config(config.model.backbone)
     if ref is None:
         raise ProbeError(f"model.backbone: cannot read the config of the reference {config.model.backbone!r}; allowed: "
                          "a built-in, a local model folder, or a hub name (needs a network)")
+    if ckpt.kind == "peft" and not ckpt.base:
+        raise ProbeError(f"model.adapter_base: the adapter {ckpt.source!r} names no base model; give model.adapter_base")
     fine = _model_config(ckpt.source) if ckpt.kind == "full" else _model_config(ckpt.base or config.model.backbone)
+    if fine is None and ckpt.kind == "peft":
+        raise ProbeError(f"model.adapter_base: cannot read the config of {ckpt.base!r}, the base model of the adapter "
+                         f"{ckpt.source!r}; allowed: a built-in, a local model folder, or a hub name (needs a network), "
+                         "given as model.adapter_base")
     if fine is None:
         return
     depth = (getattr(ref, "num_hidden_layers", None), getattr(fine, "num_hidden_layers", None))

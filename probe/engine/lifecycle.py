@@ -1,16 +1,17 @@
-"""The edges of a run's life cycle (:func:`probe.engine.run.run_lifecycle`): whether a folder may take the
-run, SIGTERM handled like Ctrl-C, and the error text a failed run records."""
+"""The edges of a run's life cycle (:func:`probe.engine.run.run_lifecycle`): taking the folder (its lock,
+then whether it may take the run), SIGTERM handled like Ctrl-C, and the error text a failed run records."""
 
 from __future__ import annotations
 
 import signal
 import threading
 import traceback
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from probe.engine.context import log
+from probe.engine.folder import folder_lock
 from probe.errors import Interrupted, ProbeError
 from probe.rundir import check_run_folder
 
@@ -29,6 +30,27 @@ def check_folder(run_dir: Path, overwrite: bool) -> None:
         raise ProbeError(problem)
     if note:
         log(note)
+
+
+@contextmanager
+def take_folder(run_dir: Path, overwrite: bool) -> Iterator[None]:
+    """Hold ``run_dir`` for the block: its lock (:func:`probe.engine.folder.folder_lock`, taken by the main
+    process before anything else), then :func:`check_folder`; every process raises the same refusal."""
+    from probe.distributed import current
+
+    dist = current()
+    with ExitStack() as stack:
+        problem = None
+        if dist.is_main:
+            try:
+                stack.enter_context(folder_lock(run_dir))
+            except ProbeError as e:
+                problem = str(e)
+        problem = dist.agree(problem)
+        if problem:
+            raise ProbeError(problem)
+        check_folder(run_dir, overwrite)
+        yield
 
 
 def error_text(e: BaseException) -> str:

@@ -14,6 +14,7 @@ report and every write to the run folder happen on the main process only. ``summ
 
 from __future__ import annotations
 
+import json
 import platform
 import random
 import time
@@ -26,11 +27,13 @@ import pandas as pd
 from probe.config import Config, dump_config, stable_hash
 from probe.data.planted import check_planted_tokens
 from probe.engine.context import RunContext, Timer, log
-from probe.engine.lifecycle import check_folder, error_text, stop_on_sigterm
+from probe.engine.folder import drop_aside, keep_aside, put_back
+from probe.engine.guard import error_warnings
+from probe.engine.lifecycle import error_text, stop_on_sigterm, take_folder
 from probe.engine.stages import finetune_stage, pretrain_stage
 from probe.models.heads import head_key
 from probe.errors import ProbeError
-from probe.rundir import Run, atomic_write_json, atomic_write_text, running_marker, write_table
+from probe.rundir import Run, atomic_write_json, running_marker, write_output, write_table
 
 
 def execute(config: Config, progress: bool = True, shared_dir: Path | None = None) -> Run:
@@ -42,29 +45,42 @@ def execute(config: Config, progress: bool = True, shared_dir: Path | None = Non
     from probe.tasks import task_kind
 
     kind = task_kind(config.task.type)
-    check_folder(config.run_dir, config.overwrite)
-    timer = Timer()
-    t_start = time.perf_counter()
-    with timer.stage("data"):
-        config, given = prepare_given(config)
-        kind.check_model(config)
-        data = kind.load_data(config)
-        check_backbone(config)
-        tokenizer = load_tokenizer_for(config, given)
-        check_planted_tokens(config, tokenizer)
-        tokenizer = reading_tokenizer(config, tokenizer, kind.labels(data))
-        if given is not None:
-            from probe.models.checkpoints import label_order
+    with take_folder(config.run_dir, config.overwrite):
+        timer = Timer()
+        t_start = time.perf_counter()
+        with timer.stage("data"):
+            config, given = prepare_given(config)
+            kind.check_model(config)
+            data = kind.load_data(config)
+            check_backbone(config)
+            tokenizer = load_tokenizer_for(config, given)
+            check_planted_tokens(config, tokenizer)
+            tokenizer = reading_tokenizer(config, tokenizer, kind.labels(data))
+            if given is not None:
+                from probe.models.checkpoints import check_head
 
-            label_order(given.labels, kind.labels(data), given.source)  # a mismatch is refused before any heavy work
-        device = run_device(config)
-    log(kind.describe(config, data))
-    for note in getattr(data, "notes", []):
-        log(f"warning: {note}")
-    ctx = RunContext(config=config, kind=kind, data=data, tokenizer=tokenizer, device=device,
-                     run_dir=config.run_dir, timer=timer, progress=progress and current().is_main,
-                     shared_dir=shared_dir, given=given)
-    return run_lifecycle(config, timer, t_start, lambda run_dir: _stages(ctx))
+                check_head(given, kind.labels(data))  # a mismatch is refused before any heavy work
+            check_requirements(config)
+            device = run_device(config)
+        log(kind.describe(config, data))
+        for note in getattr(data, "notes", []):
+            log(f"warning: {note}")
+        ctx = RunContext(config=config, kind=kind, data=data, tokenizer=tokenizer, device=device,
+                         run_dir=config.run_dir, timer=timer, progress=progress and current().is_main,
+                         shared_dir=shared_dir, given=given)
+        return run_lifecycle(config, timer, t_start, lambda run_dir: _stages(ctx))
+
+
+def check_requirements(config: Config) -> None:
+    """What the run needs besides its data and model, checked before the folder is touched: the
+    augmentation's masked LM and translation models, and tensorboard for ``tracking: tensorboard``."""
+    from probe.models.augmenters import check_sources as check_augmentation_sources
+
+    check_augmentation_sources(config)
+    if config.tracking == "tensorboard":
+        from probe.tracking import require_tensorboard
+
+        require_tensorboard()
 
 
 def run_device(config: Config):
@@ -89,23 +105,20 @@ def _create(run_dir: Path) -> None:
 
 
 def _start(run_dir: Path, config: Config) -> None:
-    """Mark the run ``running`` with this process's id and host, then drop what a previous run in the
-    folder rendered or tabulated: a report shows only what this run computes."""
-    import shutil
-
+    """Keep aside what a previous run in the folder wrote (:func:`probe.engine.folder.keep_aside`: a
+    report shows only what this run computes), then mark the run ``running`` with this process's id and host."""
+    keep_aside(run_dir)
     _mark(run_dir, "running", config_hash=config.hash(), **running_marker())
-    (run_dir / "index.html").unlink(missing_ok=True)
-    (run_dir / "timings.json").unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "tables", ignore_errors=True)
-    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
 
 
 def run_lifecycle(config: Config, timer: Timer, t_start: float, stages: Callable[[Path], dict | None]) -> Run:
     """Run ``stages(run_dir)`` inside the run folder's life cycle: ``summary.json`` says ``running``
     first (with the process id and host), ``interrupted`` on Ctrl-C or SIGTERM, ``failed`` (with the
     error) if anything else raises, and ``complete`` only after the stages' summary, ``timings.json``
-    and the report are written. ``stages`` returns the summary, or None on a helper process of a
-    data-parallel run (only the main process writes)."""
+    and the report are written. The previous run's outputs are kept aside meanwhile: dropped when
+    the run completes, put back when it does not (a finished run put back keeps its own summary).
+    ``stages`` returns the summary, or None on a helper process of a data-parallel run (only the
+    main process writes)."""
     from probe.distributed import current
 
     dist = current()
@@ -121,31 +134,27 @@ def run_lifecycle(config: Config, timer: Timer, t_start: float, stages: Callable
         except BaseException as e:  # mark failed (or interrupted) and re-raise: nothing may look complete
             if dist.is_main:
                 status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-                _mark(run_dir, status, config_hash=config.hash(), error=error_text(e))
+                if put_back(run_dir):
+                    log(f"{status}; the finished run that was in {run_dir} is kept as it was")
+                else:
+                    _mark(run_dir, status, config_hash=config.hash(), error=error_text(e))
             raise
         if summary is None:  # a helper process of a data-parallel run: the main process writes
             dist.barrier()
             return Run(run_dir)
         timer.seconds["total"] = round(time.perf_counter() - t_start, 3)
-        atomic_write_json(run_dir / "timings.json", timer.seconds)
+        write_output(run_dir, "timings.json", json.dumps(timer.seconds, indent=2) + "\n")
         summary["timings"] = timer.seconds
         summary["status"] = "complete"
         atomic_write_json(run_dir / "summary.json", summary)
+        drop_aside(run_dir)
     log(f"done in {timer.seconds['total']:.0f} s: {run_dir / 'index.html'}")
     dist.barrier()
     return Run(run_dir)
 
 
 def _begin(ctx: RunContext) -> None:
-    """Seed, write ``config.yaml`` (main process), check the augmentation's models and run the optional
-    pretraining stage."""
-    from probe.models.augmenters import check_sources
-
-    check_sources(ctx.config)
-    if ctx.config.tracking == "tensorboard":
-        from probe.tracking import require_tensorboard
-
-        require_tensorboard()
+    """Seed, write ``config.yaml`` (main process) and run the optional pretraining stage."""
     seed = ctx.config.seed
     random.seed(seed)
     np.random.seed(seed)
@@ -153,7 +162,7 @@ def _begin(ctx: RunContext) -> None:
 
     torch.manual_seed(seed)
     if ctx.dist.is_main:
-        atomic_write_text(ctx.run_dir / "config.yaml", dump_config(ctx.config))
+        write_output(ctx.run_dir, "config.yaml", dump_config(ctx.config))
     if ctx.config.pretrain.enabled:
         with ctx.timer.stage("pretrain"):
             pretrain_stage(ctx)
@@ -257,9 +266,14 @@ def _summary(ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict)
     headline = {k: first.get(k) for k in ("aligned_accuracy", "conflicting_accuracy", "s_only_error", "flip_rate",
                                           "reliance_gap")}
     train_speed = [t["tokens_per_second"] for t in train_logs.values() if t.get("tokens_per_second")]
+    found = None
+    if "discovery" in tables:
+        from probe.discovery.verdicts import discovered
+
+        found = discovered(pooled_rows(tables["discovery"]))
     summary = {
         "status": "running", "name": config.name, "config_hash": config.hash(),
-        "verdict": headline_verdict(features, part.pop("nothing_planted")),
+        "verdict": headline_verdict(features, part.pop("nothing_planted"), found),
         "task_metric": part.pop("task_metric"), "task_accuracy": part.pop("task_accuracy"), **headline,
         "features": features, "seeds": config.run_seeds, "per_seed": part.pop("per_seed"),
         "probe_family": config.analyses.probe_family, **part,
@@ -271,13 +285,12 @@ def _summary(ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict)
                      "trainable_parameters": _first_int(train_logs, "trainable_parameters"),
                      "total_parameters": _first_int(train_logs, "total_parameters"),
                      "seconds": float(sum(t.get("seconds", 0.0) for t in train_logs.values()))},
-        "warnings": list(getattr(ctx.data, "notes", [])),
+        "warnings": list(getattr(ctx.data, "notes", [])) + error_warnings(ctx.analysis_errors),
+        **({"analysis_errors": ctx.analysis_errors} if ctx.analysis_errors else {}),
         "reused_stages": ctx.reused, "device": str(ctx.device), "seed": config.seed, "versions": _versions(),
     }
-    if "discovery" in tables:
-        from probe.discovery.verdicts import discovered
-
-        summary["discovered"] = discovered(pooled_rows(tables["discovery"]))
+    if found is not None:
+        summary["discovered"] = found
     if ctx.pretraining is not None:
         summary["pretraining"] = ctx.pretraining
     if ctx.dist.enabled:

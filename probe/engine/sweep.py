@@ -26,21 +26,27 @@ def execute_sweep(config: Config, progress: bool = True) -> Sweep:
     """Run every variant of ``config.compare`` into ``output_dir/name/<variant>``, then write
     ``comparison.html`` and ``comparison.csv`` there. Artifacts that do not depend on the variant
     (the pretrained model's activations) are computed once, in ``shared/``; the data stage is
-    rebuilt per variant (deterministic, seconds). Every variant is validated before any work."""
-    from probe.comparison import compare, paired_differences
-    from probe.report.comparison_page import write_comparison
+    rebuilt per variant (deterministic, seconds). Every variant is validated before any work, and the
+    sweep holds its folder's lock (:func:`probe.engine.lifecycle.take_folder`) throughout."""
     from probe.config import variant_configs
-    from probe.distributed import current
-    from probe.engine.lifecycle import check_folder
-    from probe.engine.run import execute
-
-    from probe.models.augmenters import check_sources
+    from probe.engine.lifecycle import take_folder
+    from probe.engine.run import check_requirements
 
     variants = variant_configs(config)
-    for v in variants:  # a missing masked LM or translation model is refused before the first variant runs
-        check_sources(v)
+    for v in variants:  # a missing masked LM, translation model or tensorboard is refused before the first variant
+        check_requirements(v)
     sweep_dir = config.run_dir
-    check_folder(sweep_dir, config.overwrite)
+    with take_folder(sweep_dir, config.overwrite):
+        return _run_variants(config, variants, sweep_dir, progress)
+
+
+def _run_variants(config: Config, variants: list[Config], sweep_dir: Path, progress: bool) -> Sweep:
+    """Each variant's run (in its own folder, under its own lock), then the comparison."""
+    from probe.comparison import compare, paired_differences
+    from probe.distributed import current
+    from probe.engine.run import execute
+    from probe.report.comparison_page import write_comparison
+
     main = current().is_main
     if main:
         sweep_dir.mkdir(parents=True, exist_ok=True)

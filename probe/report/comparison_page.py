@@ -13,11 +13,11 @@ import pandas as pd
 from probe.comparison import COLUMNS, METRICS, fmt_interval, pareto_optimal
 from probe.errors import ProbeError
 from probe.report import glossary
-from probe.report.scorecard import CHIPS, slug
+from probe.report.scorecard import CHIPS, SEVERITY, slug
 from probe.report.tables import interval, number
 from probe.rundir import atomic_write_text, read_summary
 
-LABELS = {"flip_to_target": "flips to the token's class",
+LABELS = {"flip_to_target": "flips to the token's class", "seeds": "seeds (collapsed)",
           "clean_accuracy": "clean accuracy", "conflicting_accuracy": "conflicting accuracy",
           "s_only_error": "s-only error", "flip_rate": "flip rate", "reliance_gap": "reliance gap",
           "spurious_attribution_share": "IG share on token", "top_layer_cka_drift": "top-layer CKA drift"}
@@ -32,6 +32,8 @@ COLUMN_HELP = {
     "conflicting_accuracy": "accuracy on other-class test examples with the planted token inserted",
     "s_only_error": "fraction of those conflicting examples predicted as the token's class",
     "flip_rate": "fraction of conflicting examples whose prediction changes when the token is inserted",
+    "flip_to_target": "conflicting examples not predicted as the token's class before insertion and predicted as it "
+                      "after: the s-only error without the model's prior bias toward that class",
     "reliance_gap": "paired drop in accuracy of the conflicting examples when the token is inserted (0 = no reliance)",
     "spurious_attribution_share": "share of integrated-gradients attribution on the planted token, "
                                   "conflicting examples (n/a when attribution did not run)",
@@ -163,7 +165,83 @@ def scorecard(df: pd.DataFrame) -> list[dict]:
                      "clean": number(r["clean_accuracy"], 2),
                      "clean_ci": interval(r["clean_accuracy_ci_low"], r["clean_accuracy_ci_high"], 2),
                      "href": "#variant-" + slug(r["variant"])})
-    return rows
+    return sorted(rows, key=lambda r: SEVERITY.index(r["status"]))
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def _overrides(ref_path: Any, path: Any) -> list[str] | None:
+    """``key=value`` settings that turn the reference run's config.yaml into the variant's (name and output
+    folder aside); None when either cannot be read."""
+    import yaml
+
+    try:
+        ref, var = (_flat(yaml.safe_load((Path(str(p)) / "config.yaml").read_text(encoding="utf-8")))
+                    for p in (ref_path, path))
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    skip = ("name", "output_dir", "compare")
+    keys = [k for k in var if not k.startswith(skip) and ref.get(k) != var[k]]
+    keys += [k for k in ref if k not in var and not k.startswith(skip)]
+    return [f"{k}={yaml.safe_dump(var.get(k), default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k in keys]
+
+
+def reference_index(df: pd.DataFrame) -> int:
+    """The baseline row: the variant named ``full``, else the first."""
+    full = df.index[df["variant"].astype(str) == "full"]
+    return int(full[0]) if len(full) else int(df.index[0])
+
+
+def next_step(df: pd.DataFrame, statuses: list[str]) -> dict:
+    """The variant whose run found no reliance ("removed the shortcut") at the least cost to clean accuracy
+    (the highest clean accuracy among them), with the command that applies its settings to the baseline's
+    config; ``{}`` when no variant removed it or the baseline itself shows no reliance."""
+    from probe.report.impact import command
+
+    ref = reference_index(df)
+    if statuses[ref] != "relies":
+        return {}
+    removed = [i for i in df.index if statuses[i] == "none" and i != ref]
+    if not removed:
+        return {"ref": ref, "sentence": "No variant removed the shortcut: every run still relies on it or is "
+                "inconclusive.", "command": ""}
+    best = max(removed, key=lambda i: float(df.loc[i, "clean_accuracy"]) if df.loc[i, "clean_accuracy"] ==
+               df.loc[i, "clean_accuracy"] else -1.0)
+    b, r = df.loc[best], df.loc[ref]
+    cost = float(r["clean_accuracy"]) - float(b["clean_accuracy"])
+    how = (f"costs {cost:.2f} of clean accuracy" if cost > 0.005 else f"raises clean accuracy by {-cost:.2f}"
+           if cost < -0.005 else "keeps clean accuracy")
+    sets = _overrides(r["path"], b["path"])
+    cmd = command(f"{r['path']}/config.yaml", f"{r['variant']}-{b['variant']}", sets) if sets else ""
+    return {"ref": ref, "best": best, "command": cmd,
+            "sentence": f"Next step: {b['variant']} removed the shortcut (its run finds no reliance: reliance gap "
+                        f"{fmt_interval(b['reliance_gap'], b['reliance_gap_ci_low'], b['reliance_gap_ci_high'])}) "
+                        f"and {how} against {r['variant']} ({fmt_interval(b['clean_accuracy'])} vs "
+                        f"{fmt_interval(r['clean_accuracy'])}); of the variants that removed it, it costs least."}
+
+
+PANEL = ("clean_accuracy", "conflicting_accuracy", "reliance_gap", "s_only_error", "flip_rate")
+
+
+def panel(df: pd.DataFrame, ref: int, other: int) -> dict:
+    """Baseline against one variant, metric by metric: both values with intervals and the difference."""
+    r, v = df.loc[ref], df.loc[other]
+    rows = []
+    for m in PANEL:
+        d = float(v[m]) - float(r[m])
+        rows.append({"metric": LABELS[m], "help": glossary.definition(m),
+                     "ref": number(r[m], 2), "ref_ci": interval(r[f"{m}_ci_low"], r[f"{m}_ci_high"], 2),
+                     "var": number(v[m], 2), "var_ci": interval(v[f"{m}_ci_low"], v[f"{m}_ci_high"], 2),
+                     "diff": number(d, 2, signed=True)})
+    return {"ref": str(r["variant"]), "var": str(v["variant"]), "rows": rows}
 
 
 def write_comparison(df: pd.DataFrame, out_dir: str | Path, differences: pd.DataFrame | None = None) -> Path:
@@ -192,12 +270,31 @@ def write_comparison(df: pd.DataFrame, out_dir: str | Path, differences: pd.Data
                       "sort": _sort_key(r.value),
                       "real": bool(r.ci_low > 0 or r.ci_high < 0)} for r in differences.itertuples()]
     plotted = df["clean_accuracy"].notna() & df["conflicting_accuracy"].notna()
-    figure = figures.pareto_figure(df[plotted], optimal[plotted].tolist()) if plotted.any() else None
+    figure = None
+    if plotted.any():
+        from probe.report.takeaways import figure as fig
+
+        front = ", ".join(str(v) for v in df.loc[optimal & plotted, "variant"])
+        top = df.loc[df["conflicting_accuracy"].astype(float).idxmax()]
+        figure = fig(figures.pareto_figure(df[plotted], optimal[plotted].tolist()),
+                     "Clean against conflicting accuracy, one point per variant",
+                     f"Pareto-optimal: {front}; the highest conflicting accuracy is {top['variant']}'s "
+                     f"({number(top['conflicting_accuracy'], 2)}, clean {number(top['clean_accuracy'], 2)}).")
     header, body = _table(df, optimal)
     features = sorted({str(f) for f in df["feature"] if str(f)})
     from probe.report.render import environment
 
+    statuses = [_verdict_status(p, str(f)) if str(f) else "" for p, f in zip(df["path"], df["feature"])]
+    step = next_step(df, statuses) if len(df) else {}
+    if step.get("best") is not None:
+        shown = panel(df, step["ref"], step["best"])
+    elif len(df) > 1:
+        ref = reference_index(df)
+        shown = panel(df, ref, next(i for i in df.index if i != ref))
+    else:
+        shown = None
     html = environment().get_template("compare.html.j2").render(
+        step=step, panel=shown,
         scorecard=scorecard(df), has_differences=bool(diff_rows),
         n=len(df), headline=headline(df), figure=figure, header=header, body=body,
         column_help=COLUMN_HELP, labels=LABELS, interval_note=INTERVAL_NOTE, features=features,

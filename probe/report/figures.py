@@ -1,7 +1,9 @@
-"""Figures for the report, drawn from the stored tables only, returned as inline PNG data URIs.
+"""Figures for the report, drawn from the stored tables only, returned as inline SVG data URIs (sharp at
+any screen resolution and zoom; text kept as text).
 
-Pretrained and fine-tuned keep the same two colour-blind-safe colours everywhere
-(Okabe & Ito 2008 palette).
+Pretrained and fine-tuned keep the same two colour-blind-safe colours everywhere (Okabe & Ito 2008
+palette) and differ also by marker and line style (pretrained: squares, dashed; fine-tuned: circles,
+solid), so they read in grey print too; every other series has a colour of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ FINETUNED = "#D55E00"  # vermillion
 BASELINE = "#777777"
 MODEL_COLOURS = {"pretrained": PRETRAINED, "finetuned": FINETUNED}
 MODEL_LABELS = {"pretrained": "pretrained", "finetuned": "fine-tuned"}
+MODEL_MARKERS = {"pretrained": "s", "finetuned": "o"}
+MODEL_LINES = {"pretrained": "--", "finetuned": "-"}
 
 
 def _plt():
@@ -24,8 +28,8 @@ def _plt():
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
-                         "svg.hashsalt": "probe", "figure.dpi": 110, "text.parse_math": False,
+    plt.rcParams.update({"font.size": 9.5, "axes.spines.top": False, "axes.spines.right": False,
+                         "svg.hashsalt": "probe", "svg.fonttype": "none", "text.parse_math": False,
                          "text.usetex": False})
     return plt
 
@@ -33,16 +37,16 @@ def _plt():
 def _to_uri(fig) -> str:
     plt = _plt()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _by_layer(ax, d: pd.DataFrame, colour: str, label: str, ls: str = "-") -> None:
+def _by_layer(ax, d: pd.DataFrame, colour: str, label: str, ls: str = "-", marker: str = "o") -> None:
     d = d.sort_values("layer")
     if d.empty:
         return
-    ax.plot(d.layer, d.value, marker="o", ms=3, color=colour, label=label, ls=ls)
+    ax.plot(d.layer, d.value, marker=marker, ms=3.5, color=colour, label=label, ls=ls)
     if d.ci_low.notna().any():
         ax.fill_between(d.layer, d.ci_low, d.ci_high, color=colour, alpha=0.18, lw=0)
 
@@ -68,9 +72,11 @@ def _panel_grid(plt, n: int, rows_per: int, width: float, height: float):
     return fig, panel
 
 
-def probing_figure(probing: pd.DataFrame) -> str:
+def probing_figure(probing: pd.DataFrame, uninformative=()) -> str:
     """Per property: probe accuracy (top) and selectivity (bottom) by layer, pretrained vs fine-tuned,
-    with 95 % bands; dashed grey: majority baseline; dotted: control-task accuracy."""
+    with 95 % bands; dash-dot grey: majority baseline; dotted: control-task accuracy. A property in
+    ``uninformative`` (no probe above its majority baseline) is titled so and gets no selectivity curve:
+    a selectivity of probes that only predict the majority value means nothing."""
     plt = _plt()
     props = list(dict.fromkeys(probing["property"]))
     has_sel = (probing.metric == "selectivity").any()
@@ -81,20 +87,25 @@ def probing_figure(probing: pd.DataFrame) -> str:
         ax = panel(j)[0]
         for model in ("pretrained", "finetuned"):
             q = p[p.model == model]
-            _by_layer(ax, q[q.metric == "accuracy"], MODEL_COLOURS[model], MODEL_LABELS[model])
+            _by_layer(ax, q[q.metric == "accuracy"], MODEL_COLOURS[model], MODEL_LABELS[model],
+                      MODEL_LINES[model], MODEL_MARKERS[model])
             control = q[q.metric == "control_accuracy"].sort_values("layer")
             if not control.empty:
                 ax.plot(control.layer, control.value, ls=":", color=MODEL_COLOURS[model], lw=1,
                         label=f"{MODEL_LABELS[model]} control task")
         base = p[p.metric == "majority_baseline"].groupby("layer")["value"].mean()
-        ax.plot(base.index, base.values, ls="--", color=BASELINE, lw=1, label="majority baseline")
-        ax.set_title(prop, fontsize=9)
+        ax.plot(base.index, base.values, ls="-.", color=BASELINE, lw=1, label="majority baseline")
+        flat = prop in uninformative
+        ax.set_title(f"{prop} (uninformative)" if flat else prop, fontsize=9)
         ax.set_ylim(0, 1.02)
         if has_sel:
             ax2 = panel(j)[1]
-            for model in ("pretrained", "finetuned"):
+            if flat:
+                ax2.text(0.5, 0.5, "no probe above the majority baseline:\nselectivity not shown", ha="center",
+                         va="center", transform=ax2.transAxes, fontsize=8, color=BASELINE)
+            for model in () if flat else ("pretrained", "finetuned"):
                 q = p[(p.model == model) & (p.metric == "selectivity")]
-                _by_layer(ax2, q, MODEL_COLOURS[model], MODEL_LABELS[model])
+                _by_layer(ax2, q, MODEL_COLOURS[model], MODEL_LABELS[model], MODEL_LINES[model], MODEL_MARKERS[model])
             ax2.axhline(0, color=BASELINE, lw=0.8)
             ax2.set_xlabel("layer (0 = embeddings)")
         else:
@@ -123,9 +134,10 @@ def mdl_figure(mdl: pd.DataFrame) -> str:
         p = d[d.property == prop]
         for model in ("pretrained", "finetuned"):
             q = p[p.model == model]
-            _by_layer(ax, q[q.metric == "codelength_bits"], MODEL_COLOURS[model], MODEL_LABELS[model])
+            _by_layer(ax, q[q.metric == "codelength_bits"], MODEL_COLOURS[model], MODEL_LABELS[model],
+                      MODEL_LINES[model], MODEL_MARKERS[model])
             _by_layer(ax, q[q.metric == "control_codelength_bits"], MODEL_COLOURS[model],
-                      f"{MODEL_LABELS[model]} control task", ls=":")
+                      f"{MODEL_LABELS[model]} control task", ls=":", marker=MODEL_MARKERS[model])
         ax.set_title(prop, fontsize=9)
         ax.set_xlabel("layer (0 = embeddings)")
         ax.set_xticks(sorted(p.layer.dropna().unique()))
@@ -157,12 +169,12 @@ def cka_heatmap(matrix: pd.DataFrame) -> str:
     plt = _plt()
     metric = "debiased_linear_cka" if (matrix.metric == "debiased_linear_cka").any() else "linear_cka"
     m = matrix[matrix.metric == metric].pivot(index="layer_pre", columns="layer_fine", values="value")
-    fig, ax = plt.subplots(figsize=(3.8, 3.2))
+    fig, ax = plt.subplots(figsize=(0.55 * m.shape[1] + 2.2, 0.5 * m.shape[0] + 1.4))
     im = ax.imshow(m.to_numpy(), vmin=0, vmax=1, cmap="viridis", origin="lower")
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             v = m.iat[i, j]
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6.5, color="white" if v < 0.6 else "black")
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v < 0.6 else "black")
     ax.set_xticks(range(m.shape[1]), m.columns)
     ax.set_yticks(range(m.shape[0]), m.index)
     ax.set_xlabel("fine-tuned layer")
@@ -230,7 +242,8 @@ def erasure_figure(erasure: pd.DataFrame, feature: str) -> str:
             _by_layer(ax, g[(g.condition == "erased") & (g.metric == metric)], colour, f"{label}, erased")
             r = g[(g.condition == "random") & (g.metric == metric)].sort_values("layer")
             if not r.empty:
-                ax.plot(r.layer, r.value, color=BASELINE, ls="--", lw=1, label=f"{label}, random control")
+                ax.plot(r.layer, r.value, color=BASELINE, ls="--", lw=1, marker="x" if label == "clean" else "+",
+                        ms=4, label=f"{label}, random control")
             if metric in base:
                 ax.axhline(base[metric], color=colour, ls=":", lw=1, label=f"{label}, unedited")
         ax.set_title(f"{concept} concept, {method.upper()}", fontsize=9)
@@ -246,19 +259,50 @@ def ablation_figure(ablation: pd.DataFrame, feature: str) -> str:
     a = ablation[ablation["property"] == feature]
     metrics = [m for m in ("clean_accuracy", "conflicting_accuracy") if (a.metric == m).any()]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 2.7), squeeze=False, sharey=True)
-    styles = {"swap_pretrained": (PRETRAINED, "pretrained block"), "reinit": (BASELINE, "re-initialised block")}
+    styles = {"swap_pretrained": (PRETRAINED, "pretrained block", "s"), "reinit": (ERASED, "re-initialised block", "^")}
     for ax, metric in zip(axes[0], metrics):
         m = a[a.metric == metric]
-        for intervention, (colour, label) in styles.items():
-            _by_layer(ax, m[m.intervention == intervention], colour, label)
-        for intervention, ls, label in (("none", ":", "unedited"), ("pretrained_encoder", "-.", "head on pretrained encoder")):
+        for intervention, (colour, label, marker) in styles.items():
+            _by_layer(ax, m[m.intervention == intervention], colour, label, marker=marker)
+        for intervention, colour, ls, label in (("none", "black", ":", "unedited"),
+                                                ("pretrained_encoder", CLEAN, "-.", "head on pretrained encoder")):
             v = m[m.intervention == intervention]
             if not v.empty:
-                ax.axhline(float(v.value.iloc[0]), color=FINETUNED, ls=ls, lw=1, label=label)
+                ax.axhline(float(v.value.iloc[0]), color=colour, ls=ls, lw=1.2, label=label)
         ax.set_title(metric.replace("_", " "), fontsize=9)
+        ax.set_xticks(sorted(int(v) for v in m.layer.dropna().unique()))
         ax.set_xlabel("block")
         ax.set_ylim(-0.02, 1.02)
     return _finish_panels(fig, axes, feature, ncol=2, below=0.14)
+
+
+def confusion_figure(matrices: dict[str, pd.DataFrame]) -> str:
+    """Side by side, one confusion matrix per view (clean, conflicting): rows the true class, columns the
+    predicted one; colour = share of the row (so classes of different size compare), the count written in
+    each cell; one colour scale for all."""
+    plt = _plt()
+    names = list(matrices)
+    k = max(m.shape[1] for m in matrices.values())
+    fig, axes = plt.subplots(1, len(names), figsize=(0.62 * k * len(names) + 3.2, 0.45 * k + 1.6), squeeze=False,
+                             layout="constrained")
+    im = None
+    for ax, name in zip(axes[0], names):
+        m = matrices[name]
+        counts = m.to_numpy()
+        rows = counts.sum(axis=1, keepdims=True)
+        share = counts / (rows + (rows == 0))
+        im = ax.imshow(share, vmin=0, vmax=1, cmap="Blues", aspect="auto")
+        for i in range(counts.shape[0]):
+            for j in range(counts.shape[1]):
+                ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=8,
+                        color="white" if share[i, j] > 0.55 else "black")
+        ax.set_xticks(range(counts.shape[1]), [str(c) for c in m.columns], rotation=35, ha="right", fontsize=8)
+        ax.set_yticks(range(counts.shape[0]), [str(c) for c in m.index], fontsize=8)  # each panel its own rows
+        ax.set_xlabel("predicted")
+        ax.set_title(f"{name} (n = {int(counts.sum())})", fontsize=9)
+    axes[0][0].set_ylabel("true class")
+    fig.colorbar(im, ax=axes[0].tolist(), fraction=0.03, label="share of the true class's examples")
+    return _to_uri(fig)
 
 
 PARETO = "#E69F00"  # orange: Pareto-optimal variants

@@ -17,7 +17,8 @@ TERMS: dict[str, tuple[str, str]] = {
                              "accuracy with the token inserted into test examples of other classes"),
     "conflicting_accuracy_before": ("conflicting accuracy, before insertion",
                                     "accuracy of the same conflicting examples without the token"),
-    "s_only_error": ("s-only error", "fraction of conflicting examples predicted as the token's class"),
+    "s_only_error": ("s-only error", "fraction of conflicting (s-only: the spurious token is their only cue to its "
+                     "class) examples predicted as the token's class"),
     "reliance_gap": ("reliance gap", "accuracy of the conflicting examples before the token was inserted minus "
                      "after (the same examples, paired, so class difficulty cancels out)"),
     "format_accuracy": ("accuracy", "test accuracy of the model reading each text through this template variant"),
@@ -43,18 +44,63 @@ TERMS: dict[str, tuple[str, str]] = {
     "validation_accuracy": ("validation accuracy", "accuracy on the validation split after the epoch"),
     "validation_f1": ("validation F1", "entity-level F1 on the validation split after the epoch"),
     "train_loss": ("training loss", "mean cross-entropy over the epoch's training batches"),
+    # task quality (scikit-learn's classification_report)
+    "class": ("class", "the true class of the test examples in the row"),
+    "true": ("true class", "rows: the examples' true class; columns: the class the model predicted"),
+    "support": ("support", "test examples of the class (the n of its recall)"),
+    "predicted": ("predicted", "test examples the model assigned to the class (the n of its precision)"),
+    "precision": ("precision", "of the examples predicted as the class, the share that belong to it: TP / (TP + FP)"),
+    "recall": ("recall", "of the examples of the class, the share predicted as it: TP / (TP + FN)"),
+    "class_f1": ("F1", "harmonic mean of precision and recall: 2 TP / (2 TP + FP + FN)"),
+    "confusion_matrix": ("confusion matrix", "counts of test examples by true class (rows) and predicted class "
+                         "(columns); the diagonal is right"),
+    "majority_rate": ("majority rate", "accuracy of always predicting the most frequent test class"),
+    "s_only": ("s-only", "s for the spurious feature: examples in which the spurious token is the only cue to "
+               "its class, i.e. conflicting examples"),
+    "leace": ("LEACE", "LEAst-squares Concept Erasure (Belrose et al. 2023): the smallest edit of the "
+              "activations after which no linear classifier can predict the concept better than a constant"),
+    "inlp": ("INLP", "Iterative Null-space Projection (Ravfogel et al. 2020): repeatedly fit a linear probe "
+             "for the concept and project its directions out until a fresh probe is near chance"),
+    "random_control": ("random control", "as many random directions erased at the same layer (amnesic probing, "
+                       "Elazar et al. 2021): what erasing any directions does"),
+    "verdict_relies": ("relies", "verdict: the deciding number's whole 95 % interval lies above its threshold "
+                       "(for discovered words: the insertion test passes the false-discovery control too)"),
+    "verdict_none": ("no reliance", "verdict: the deciding number's whole 95 % interval lies below the threshold "
+                     "and the model learned the task"),
+    "verdict_inconclusive": ("inconclusive", "verdict: the interval straddles the threshold, too few examples, or "
+                             "a model that never learned the task"),
+    "verdict_relevant": ("used, plausibly task-relevant", "discovery verdict: deleting the word lowers the "
+                         "probability of its class beyond controls, but inserting it does not override a text"),
+    "uninformative": ("uninformative", "a natural property no probe predicts better than its majority value at "
+                      "any layer: nothing to read either way"),
+    "correlational": ("correlational only", "found by probing or by association in the data, not by an "
+                      "intervention: decodable or associated, not shown to be used"),
+    "reliance_threshold": ("reliance threshold", "analyses.reliance_threshold: the smallest effect that counts "
+                           "as reliance (a verdict needs the whole 95 % interval on one side of it)"),
+    "counterfactual_augmentation": ("counterfactual augmentation", "finetune.augmentation.counterfactual_rate: "
+                                    "the planted token inserted into that share of the other classes' training "
+                                    "examples, labels unchanged (Kaushik et al. 2020)"),
     # discovery (docs/design.md §8)
     "override_rate": ("override rate", "held-out examples not of class c, without the word and not predicted c: "
                       "the share predicted c after inserting the word once among the first five words"),
     "deletion_drop": ("deletion effect", "held-out examples containing the word: the mean drop of P(c) when "
                       "every occurrence is removed"),
+    "n_insert": ("n inserted", "held-out texts of other classes the word was inserted into: the n of the override "
+                 "rate"),
+    "amplification": ("attribution amplification", "fine-tuned / pretrained attribution mass of the word relative "
+                      "to its share of the words: how much more fine-tuning made the model look at it"),
     "q_value": ("q-value", "Benjamini–Hochberg adjusted p-value of the paired test against frequency-matched "
                 "control words"),
     "z": ("z", "Gardner et al. 2021: (p̂ − p0) / sqrt(p0 (1 − p0) / n) for the word and class in the training split"),
+    "reference_override_rate": ("reference override", "a trigger found by searching the vocabulary (from: "
+                                "vocabulary): the pretrained reference's override rate for the same word, on "
+                                "texts it does not predict as c"),
     # probing
     "accuracy": ("probe accuracy", "held-out accuracy of a logistic-regression probe on standardised pooled "
                  "activations of this layer"),
-    "majority_baseline": ("majority baseline", "accuracy of always predicting the most frequent label"),
+    "majority_baseline": ("majority baseline", "held-out accuracy of always predicting the label most frequent in "
+                          "the probe's training half; below 0.5 on a two-valued property when that label is the "
+                          "rarer one in the held-out half"),
     "control_accuracy": ("control accuracy", "probe accuracy on the control task (Hewitt & Liang 2019): each "
                          "type gets one random label from the property's label distribution"),
     "selectivity": ("selectivity", "probe accuracy minus control accuracy, same probe, same data"),
@@ -104,11 +150,15 @@ TERMS: dict[str, tuple[str, str]] = {
     "s_only_error_scan": ("s-only error (head scan)", "s-only error with one attention head's output zeroed"),
     # columns
     "value": ("value", "the metric's point estimate"),
+    "value_ci": ("value [95 %]", "the metric's point estimate, its 95 % interval under it"),
     "ci_low": ("95 % low", "lower end of the 95 % interval (bootstrap over test examples, or across seeds)"),
     "ci_high": ("95 % high", "upper end of the 95 % interval"),
     "n": ("n", "examples the number is computed on"),
     "seed": ("seed", "fine-tuning seed; \"all\" rows pool the seeds (mean, Student-t interval)"),
     "layer": ("layer", "0 = embeddings, then one per transformer block"),
+    "head": ("head", "attention head of the block, counted from 0"),
+    "count": ("training count", "training examples containing the feature"),
+    "override_control": ("control", "override rate of frequency-matched control words inserted the same way"),
     "property": ("property", "what is probed or tested: the task, a planted token, a natural property or an edit"),
     "partition": ("partition", "clean, aligned (token in its class) or conflicting (token in other classes)"),
     "method": ("method", "attribution or erasure method; random = the random-order or random-direction control"),

@@ -15,7 +15,13 @@ Rows, in order:
 - each natural property probed (``probing.csv`` properties other than the task and the planted
   features): *correlational only* — probing shows what is decodable, not what is used — decided by
   the amplification (fine-tuned − pretrained probe accuracy) at the layer where it is largest in size;
-  links to the probing section.
+  links to the probing section; *uninformative* instead when no probe of it, at any layer of either
+  model, beats the majority rate (its interval's lower end never above the majority baseline): a
+  property the probes can only predict as its majority value says nothing either way.
+
+Each row carries the threshold of its deciding number and its rule in words (Evidently-style: the value
+next to what it is judged against), the n it is computed on, and rows sort by severity: relies first,
+then plausibly task-relevant, inconclusive, no reliance, correlational, uninformative.
 """
 
 from __future__ import annotations
@@ -27,7 +33,13 @@ import pandas as pd
 from probe.report.tables import interval, number
 
 CHIPS = {"relies": "relies", "none": "no reliance", "inconclusive": "inconclusive",
-         "correlational": "correlational only", "relevant": "used, plausibly task-relevant"}
+         "correlational": "correlational only", "relevant": "used, plausibly task-relevant",
+         "uninformative": "uninformative"}
+#: each chip's glossary entry (probe.report.glossary.TERMS)
+CHIP_TERMS = {"relies": "verdict_relies", "none": "verdict_none", "inconclusive": "verdict_inconclusive",
+              "relevant": "verdict_relevant", "correlational": "correlational", "uninformative": "uninformative"}
+#: the order rows sort in: most severe first
+SEVERITY = ("relies", "relevant", "inconclusive", "none", "correlational", "uninformative")
 
 
 def slug(text: str) -> str:
@@ -36,33 +48,51 @@ def slug(text: str) -> str:
 
 
 def _row(feature: str, kind: str, status: str, metric: str, value, lo, hi, href: str, signed: bool = False,
-         note: str = "") -> dict:
-    return {"feature": feature, "kind": kind, "status": status, "chip": CHIPS[status], "metric": metric,
-            "value": number(value, 2, signed), "ci": interval(lo, hi, 2, signed), "href": href, "note": note}
+         note: str = "", n=None, threshold: str = "", rule: str = "") -> dict:
+    known_n = isinstance(n, (int, float)) and n == n
+    return {"feature": feature, "kind": kind, "status": status, "chip": CHIPS[status], "chip_term": CHIP_TERMS[status],
+            "metric": metric,
+            "value": number(value, 2, signed), "ci": interval(lo, hi, 2, signed), "href": href, "note": note,
+            "n": f"n = {int(n)}" if known_n else "", "threshold": threshold, "rule": rule,
+            "severity": SEVERITY.index(status)}
 
 
-def _planted(summary: dict) -> list[dict]:
+def _n(table: pd.DataFrame | None, prop: str, metric: str):
+    """The ``n`` column of ``table``'s row for (``prop``, ``metric``), or None."""
+    if table is None or "n" not in table or "metric" not in table:
+        return None
+    r = table[(table["property"].astype(str) == prop) & (table.metric == metric)]["n"].dropna()
+    return float(r.iloc[0]) if len(r) else None
+
+
+def _planted(summary: dict, behaviour: pd.DataFrame | None, threshold: float) -> list[dict]:
     rows = []
     for f in summary.get("features", []):
         gap = f.get("reliance_gap") or {}
         status = f.get("verdict_status", "inconclusive")
         rows.append(_row(f.get("name", ""), f.get("kind", "planted"), status if status in CHIPS else "inconclusive",
                          "reliance_gap", gap.get("value"), gap.get("ci_low"), gap.get("ci_high"),
-                         "#verdict-" + slug(f.get("name", ""))))
+                         "#verdict-" + slug(f.get("name", "")), n=_n(behaviour, f.get("name", ""), "reliance_gap"),
+                         threshold=f"{threshold:g}",
+                         rule=f"relies: whole interval above {threshold:g}; no reliance: wholly below it and the "
+                              f"model learned the task; else inconclusive"))
     return rows
 
 
-def _discovered(summary: dict) -> list[dict]:
+def _discovered(summary: dict, q: float, min_effect: float) -> list[dict]:
     rows = []
     for d in summary.get("discovered") or []:
         verdict = str(d.get("verdict", ""))
         status = {"used shortcut": "relies", "used, plausibly task-relevant": "relevant"}.get(verdict, "inconclusive")
         name = f"{d.get('feature', '')} → {d.get('class', '')}" if d.get("class") not in (None, "") \
             else str(d.get("feature", ""))
-        q = d.get("q_value")
+        qv = d.get("q_value")
         rows.append(_row(name, f"discovered {d.get('kind', '')}".strip(), status, "override_rate",
                          d.get("override_rate"), d.get("override_ci_low"), d.get("override_ci_high"),
-                         "#shortcuts-found", note=f"q = {number(q, 3)}" if q is not None else ""))
+                         "#shortcuts-found", note=f"q = {number(qv, 3)}" if qv is not None else "",
+                         n=d.get("n_insert"), threshold=f"q ≤ {q:g}, effect > {min_effect:g}",
+                         rule=f"used shortcut: inserting the word beats control words at q ≤ {q:g} and the "
+                              f"override effect's whole interval lies above {min_effect:g}"))
     return rows
 
 
@@ -77,8 +107,24 @@ def _invariance(behaviour: pd.DataFrame | None, threshold: float) -> list[dict]:
                   else "none" if hi < threshold else "inconclusive")
         rows.append(_row(str(r["property"]).replace("_", " "), "invariance edit", status, "change_rate",
                          r["value"], lo, hi, "#invariance",
-                         note="the edit left every input unchanged" if vacuous else ""))
+                         note="the edit left every input unchanged" if vacuous else "", n=r.get("n"),
+                         threshold=f"{threshold:g}",
+                         rule=f"relies: whole interval above {threshold:g}; no reliance: wholly below; else "
+                              "inconclusive"))
     return rows
+
+
+def uninformative(probing: pd.DataFrame, prop: str) -> bool:
+    """No probe of ``prop`` beats the majority rate anywhere: at every (model, layer) the probe accuracy's
+    interval starts at or below the majority baseline (False when there are no such rows to judge)."""
+    p = probing[probing["property"].astype(str) == prop]
+    acc = p[p.metric == "accuracy"].set_index(["model", "layer"])["ci_low"].astype(float)
+    base = p[p.metric == "majority_baseline"].set_index(["model", "layer"])["value"].astype(float)
+    both = acc.index.intersection(base.index)
+    return len(both) > 0 and not bool((acc.loc[both] > base.loc[both] + 1e-9).any())
+
+
+CORRELATIONAL = "correlational only: probing shows what is decodable, not what the model uses"
 
 
 def _natural(probing: pd.DataFrame | None, planted: set[str]) -> list[dict]:
@@ -90,19 +136,33 @@ def _natural(probing: pd.DataFrame | None, planted: set[str]) -> list[dict]:
             continue
         amp = probing[(probing["property"].astype(str) == prop) & (probing.metric == "accuracy_difference")]
         amp = amp[amp["value"].astype(float).notna()]
+        if uninformative(probing, prop):
+            p = probing[probing["property"].astype(str) == prop]
+            acc = p[p.metric == "accuracy"].dropna(subset=["value"])
+            best = acc.loc[acc["value"].astype(float).idxmax()] if not acc.empty else {}
+            base = p.loc[p.metric == "majority_baseline", "value"].astype(float)
+            rows.append(_row(prop.replace("_", " "), "natural property", "uninformative", "accuracy",
+                             best.get("value"), best.get("ci_low"), best.get("ci_high"), "#probing",
+                             note=f"best probe; majority baseline {base.max():.2f}" if len(base) else "",
+                             rule="uninformative: no probe's interval rises above the majority baseline"))
+            continue
         if amp.empty:
             rows.append(_row(prop.replace("_", " "), "natural property", "correlational", "accuracy_difference",
-                             None, None, None, "#probing"))
+                             None, None, None, "#probing", rule=CORRELATIONAL))
             continue
         r = amp.loc[amp["value"].astype(float).abs().idxmax()]
         rows.append(_row(prop.replace("_", " "), "natural property", "correlational", "accuracy_difference",
                          r["value"], r["ci_low"], r["ci_high"], "#probing", signed=True,
-                         note=f"largest at layer {int(r['layer'])}" if r["layer"] == r["layer"] else ""))
+                         note=f"largest at layer {int(r['layer'])}" if r["layer"] == r["layer"] else "",
+                         rule=CORRELATIONAL))
     return rows
 
 
-def scorecard(summary: dict, tables: dict[str, pd.DataFrame], threshold: float = 0.05) -> list[dict]:
-    """The scorecard's rows (see the module docstring); every string is plain text for Jinja to escape."""
+def scorecard(summary: dict, tables: dict[str, pd.DataFrame], threshold: float = 0.05, q: float = 0.05,
+              min_effect: float = 0.1) -> list[dict]:
+    """The scorecard's rows (see the module docstring), most severe first; every string is plain text for
+    Jinja to escape. ``q`` and ``min_effect``: the run's ``discover.q`` and ``discover.min_effect``."""
     planted = {str(f.get("name", "")) for f in summary.get("features", [])}
-    return (_planted(summary) + _discovered(summary) + _invariance(tables.get("behaviour"), threshold)
-            + _natural(tables.get("probing"), planted))
+    rows = (_planted(summary, tables.get("behaviour"), threshold) + _discovered(summary, q, min_effect)
+            + _invariance(tables.get("behaviour"), threshold) + _natural(tables.get("probing"), planted))
+    return sorted(rows, key=lambda r: r["severity"])

@@ -22,6 +22,9 @@ from probe.report import glossary
 BLUE, VERMILLION = (0, 114, 178), (213, 94, 0)
 #: tables with more rows than this are collapsed by default
 COLLAPSE_ROWS = 25
+#: columns that count or index things: a whole number there prints as an integer (layer 6, not 6.000)
+INTEGER_COLUMNS = {"layer", "head", "n", "count", "seed", "rank", "epoch", "example", "support", "predicted",
+                   "n_insert", "n_delete", "position", "layer_pre", "layer_fine", "step"}
 
 
 def _known(v: Any) -> bool:
@@ -72,6 +75,8 @@ def _plain_cell(name: str, v: Any) -> dict:
     if isinstance(v, float):
         if v != v:
             return {"text": "", "sort": ""}
+        if name in INTEGER_COLUMNS and v.is_integer():
+            return {"text": str(int(v)), "sort": sort_key(v)}
         small = 0 < abs(v) < 0.001  # a q-value, a tiny C: keep its significant digits
         text = f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.2g}" if small else f"{v:.3f}"
         return {"text": text, "sort": sort_key(v)}
@@ -84,25 +89,26 @@ def value_cell(v: Any, lo: Any, hi: Any, signed: bool = False, bg: str = "") -> 
 
 
 def table(tid: str, csv: str, columns: list[dict], rows: list[list[dict]], collapsed: bool | None = None,
-          note: str = "") -> dict:
+          note: str = "", caption: str = "") -> dict:
     """A table dict; collapsed by default when it has more than ``COLLAPSE_ROWS`` rows."""
     if collapsed is None:
         collapsed = len(rows) > COLLAPSE_ROWS
-    return {"id": tid, "csv": csv, "columns": columns, "rows": rows, "collapsed": collapsed, "note": note}
+    return {"id": tid, "csv": csv, "columns": columns, "rows": rows, "collapsed": collapsed, "note": note,
+            "caption": caption}
 
 
-def tidy(df: pd.DataFrame, tid: str, csv: str, collapsed: bool | None = None) -> dict:
+def tidy(df: pd.DataFrame, tid: str, csv: str, collapsed: bool | None = None, caption: str = "") -> dict:
     """A tidy table as is, with human column and metric names; ``value``, ``ci_low`` and ``ci_high``
     become one cell (the value, its interval under it)."""
     merged = {"value", "ci_low", "ci_high"} <= set(df.columns)
     names = [c for c in df.columns if not (merged and c in ("ci_low", "ci_high"))]
-    cols = [column(c, numeric=pd.api.types.is_numeric_dtype(df[c]) or c == "value",
-                   label="value [95 %]" if merged and c == "value" else None) for c in names]
+    cols = [column("value_ci" if merged and c == "value" else c,
+                   numeric=pd.api.types.is_numeric_dtype(df[c]) or c == "value") for c in names]
     rows = []
     for r in df.to_dict("records"):
         rows.append([value_cell(r["value"], r["ci_low"], r["ci_high"]) if merged and c == "value"
                      else _plain_cell(c, r[c]) for c in names])
-    return table(tid, csv, cols, rows, collapsed)
+    return table(tid, csv, cols, rows, collapsed, caption=caption)
 
 
 def layer_grid(df: pd.DataFrame, index: list[str], tid: str, csv: str, signed: bool = True,
@@ -114,7 +120,7 @@ def layer_grid(df: pd.DataFrame, index: list[str], tid: str, csv: str, signed: b
     low = 0.0 if signed or finite.empty else float(finite.min())
     scale = (float(finite.abs().max()) if signed else float(finite.max()) - low) if not finite.empty else 0.0
     layers = sorted({int(v) for v in df["layer"].dropna()})
-    cols = [column(c) for c in index] + [column("layer", True, label=f"layer {layer}") for layer in layers]
+    cols = [column(c) for c in index] + [{"label": f"layer {layer}", "title": "", "numeric": True} for layer in layers]
     rows = []
     for key, g in df.groupby(index, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from probe.config import Config
 from probe.engine.context import RunContext, log
+from probe.engine.guard import guarded
 
 SCAN_EXAMPLES = 64  # conflicting examples the single-head scan ranks heads on (72 heads × 1 pass each for minilm)
 
@@ -318,6 +319,7 @@ def causal_strata(data) -> np.ndarray:
     return strata
 
 
+@guarded("causal tests")
 def causal_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
     """Erasure and ablation tables of one fine-tuned classifier (:mod:`probe.causal.experiment`), timed as
     two stages. The probing texts are halved (stratified by :func:`causal_strata`): erasers are fitted on

@@ -15,6 +15,7 @@ import pandas as pd
 from probe.config import Config, stable_hash
 from probe.engine.artifacts import cached_arrays, extract_sharded, speed
 from probe.engine.context import RunContext, log
+from probe.engine.guard import guarded
 from probe.tasks.base import TaskKind, final_validation
 from probe.tasks.sequence import SPEC
 
@@ -126,7 +127,7 @@ class SequenceClassification(TaskKind):
 
     def seed_tables(self, ctx: RunContext, seed: int, model, pre: np.ndarray, fine: dict,
                     train_log: dict) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-        from probe.tasks.sequence.analyses import analyse, attribution_tables, causal_tables, invariance_table
+        from probe.tasks.sequence.analyses import analyse, causal_tables
 
         config, data = ctx.config, ctx.data
         a = config.analyses
@@ -135,14 +136,7 @@ class SequenceClassification(TaskKind):
                              ctx.progress)
             predictions = _prediction_rows(data, fine["predictions"], seed)
         if a.attribution or a.invariance:
-            with ctx.timer.stage("attribution"):
-                extra = {}
-                if a.invariance:
-                    extra["behaviour"] = invariance_table(config, data, model, ctx.tokenizer, seed)
-                if a.attribution:
-                    extra.update(attribution_tables(config, data, ctx.pretrained_encoder(), model, ctx.tokenizer,
-                                                    pre, seed, ctx.progress))
-            for name, df in extra.items():
+            for name, df in _attribution_stage(ctx, model, seed, pre).items():
                 tables[name] = pd.concat([tables[name], df], ignore_index=True) if name in tables else df
         if config.model.head == "label-words":
             from probe.tasks.sequence.label_words import label_word_tables
@@ -202,6 +196,22 @@ class SequenceClassification(TaskKind):
 
             out["label_words"] = label_word_summary(config, tables)
         return out
+
+
+@guarded("attribution")
+def _attribution_stage(ctx: RunContext, model, seed: int, pre: np.ndarray) -> dict[str, pd.DataFrame]:
+    """Invariance rows (added to ``behaviour``) and the attribution tables, as configured."""
+    from probe.tasks.sequence.analyses import attribution_tables, invariance_table
+
+    config, data, a = ctx.config, ctx.data, ctx.config.analyses
+    extra = {}
+    with ctx.timer.stage("attribution"):
+        if a.invariance:
+            extra["behaviour"] = invariance_table(config, data, model, ctx.tokenizer, seed)
+        if a.attribution:
+            extra.update(attribution_tables(config, data, ctx.pretrained_encoder(), model, ctx.tokenizer, pre, seed,
+                                            ctx.progress))
+    return extra
 
 
 def _majority_rate(labels: np.ndarray) -> float:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from probe.engine.context import RunContext, log
+from probe.engine.guard import guarded
 
 CKA_WORDS = 300  # words the per-layer CKA is computed on (a sample keeps the n × n Gram matrices small)
 SCAN_EXAMPLES = 64  # conflicting spans the single-head scan ranks heads on
@@ -204,6 +205,7 @@ def probe_words(name: str, y: np.ndarray, cap: int, rng: np.random.Generator) ->
 
 # --- attribution ----------------------------------------------------------------------------------
 
+@guarded("attribution")
 def attribution_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
     """Attributions of the predicted tag of a span's first word, on pairs with the marker inserted
     (conflicting and aligned); the marker's share for planted features."""
@@ -306,6 +308,7 @@ class SpanPredictor:
         return s_only_error, len(conflicting)
 
 
+@guarded("causal tests")
 def causal_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
     """LEACE / INLP erasure of each marker's concept from the tagger's token activations, layer by layer,
     against random directions, then layer swaps and head ablation (:mod:`probe.causal.experiment`).

@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 
 from probe.discovery.candidates import mark_significant, marker_counts, word_key
-from probe.discovery.causal_test import paired_interval, sign_flip_pvalue
+from probe.discovery.causal_test import NO_CONTROLS, paired_interval, sign_flip_pvalue
 from probe.engine.context import RunContext, log
+from probe.engine.guard import guarded
 
 
 def _spans(sentences) -> list[tuple[int, int, str]]:
@@ -129,6 +130,10 @@ def discover_markers(model, tokenizer, train, test, tags: Sequence[str], *, max_
         near = quiet.index[np.abs(np.log2(quiet["count"].to_numpy(dtype=float) / count)) <= 1].tolist() or quiet.index.tolist()
         ctrl = sorted(rng.choice(near, min(controls, len(near)), replace=False).tolist()) if near else []
         source = "planted" if w in planted and not hide_planted else "data"
+        if not ctrl:  # nothing to compare with: not tested, inconclusive (as for text classification)
+            rows.append({"feature": w, "kind": "marker", "class": t, "source": source, "controls": "", "n_insert": 0,
+                         "n_delete": 0, "p_insert": np.nan, "p_delete": np.nan, "note": NO_CONTROLS})
+            continue
         rows.append({"feature": w, "kind": "marker", "class": t, "source": source,
                      **_test_marker(w, t, test, spans, clean_types, ctrl, predict, n_examples, bootstrap, rng)})
     table = _marker_table(rows, data, chosen, planted, q, min_effect)
@@ -150,13 +155,16 @@ def _marker_table(rows: list[dict], data: pd.DataFrame, chosen, planted: dict[st
     table["amplification"] = np.nan
     table["planted"] = table.feature.isin(list(planted))
     table.insert(0, "rank", np.arange(1, len(table) + 1))
-    return table[[c for c in ORDER if c in table] + ["controls"] * ("controls" in table)]
+    return table[[c for c in ORDER if c in table] + [c for c in ("controls", "note") if c in table]]
 
 
+@guarded("discovery")
 def tagger_discovery(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
     """The ``discovery`` table of one tagger: marker words before entities of a type."""
     config, data = ctx.config, ctx.data
     d = config.discover
+    if d.vocabulary is True:
+        log("discovery: discover.vocabulary is for text classification; taggers draw no vocabulary candidates yet")
     with ctx.timer.stage("discovery"):
         model.to(ctx.device).eval()
         table = discover_markers(model, ctx.tokenizer, data.train, data.test, data.tags,
