@@ -344,3 +344,17 @@ def test_a_classifier_checkpoint_is_refused_with_label_words(tmp_path, tok):
                "Text: {text}\nLabel:", "--set", f"output_dir={tmp_path}", cwd=tmp_path)
     assert res.returncode == 2 and "with a classification head" in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_causal_lm_folder_through_probe_diagnose(tmp_path, tok):
+    folder = _save_lm("gpt2", tmp_path / "lm", tok)  # a plain transformers causal LM, its own reference
+    res = _cli("diagnose", folder, "--data", "bbc-news", "--reference", folder, "--prompt", "Text: {text}\nLabel:",
+               "--label-words", "business,entertainment,politics,sports,tech", "--quiet",
+               "--set", f"output_dir={tmp_path}", "--set", "task.train_size=40", "--set", "task.validation_size=20",
+               "--set", "task.test_size=60", "--set", "task.max_length=32", "--set", "causal.enabled=false",
+               "--set", "analyses.attribution=false", "--set", "analyses.bootstrap_samples=100", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    run = probe.load_run(tmp_path / "diagnose-lm")
+    b, zero = run.table("behaviour"), run.table("zero_shot")
+    acc = lambda t: float(t[(t.property == "task") & (t.metric == "clean_accuracy")].value.iloc[0])  # noqa: E731
+    assert acc(b) == pytest.approx(acc(zero))  # the model is its own reference: zero-shot = "fine-tuned"

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from probe.config.base import Section, single_word
+from probe.config.heads import check_head
 from probe.config.training import ComputeConfig, FinetuneConfig, PretrainConfig
 from probe.tasks import DEFAULT_KIND, TASK_KINDS
 
@@ -398,38 +399,11 @@ class Config(Section):
             if self.seeds is not None and len(self.seeds) > 1:
                 raise ValueError(f"seeds {self.seeds} repeat fine-tuning, but model.finetuned is one given model; "
                                  "allowed: no seeds (or one)")
-        self._check_head()
+        check_head(self)
         refusal = TASK_KINDS[self.task.type].decoder_refusal
         if self.pretrain.enabled and self.pretrain.objective == "clm" and refusal is not None:
             raise ValueError(f"pretrain.objective clm builds a causal decoder, and {self.task.type} with a decoder "
                              f"is not supported ({refusal}); allowed: mlm")
-
-    def _check_head(self) -> None:
-        """``task.prompt`` / ``task.label_words`` belong to ``model.head: label-words``, which needs a kind with
-        prompt fields and a strategy that does not train a separate head."""
-        spec, t = TASK_KINDS[self.task.type], self.task
-        if self.model.head != "label-words":
-            for key in ("prompt", "label_words", "label_word_synonyms"):
-                if getattr(t, key) is not None:
-                    raise ValueError(f"task.{key} applies to model.head label-words; set it, or remove task.{key}")
-            return
-        if not spec.prompt_fields:
-            raise ValueError(f"model.head label-words: {self.task.type} has no prompt to answer with a label word; "
-                             "allowed: classifier")
-        if self.finetune.strategy in ("linear_probe", "lp_ft"):
-            raise ValueError(f"finetune.strategy {self.finetune.strategy} trains a head on a frozen encoder, and "
-                             "label words are read through the language model's own output layer; allowed: full, "
-                             "lora, bitfit")
-        if t.prompt is None:
-            self.task.prompt = spec.default_prompt
-        from probe.data.prompts import check_prompt
-
-        try:
-            check_prompt(self.task.prompt, "text_pair" in spec.prompt_fields)
-        except Exception as e:  # ProbeError: reported as this field's error
-            raise ValueError(str(e)) from None
-        if t.label_words is not None and not t.label_words:
-            raise ValueError("task.label_words: got an empty list; allowed: one word per class, or leave it out")
 
     @property
     def run_dir(self) -> Path:
