@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--label-column", metavar="NAME", help="the dataset's label column (default: label)")
     d.add_argument("--task-type", choices=list(TASK_KINDS),
                    help=f"the task (default: {DEFAULT_KIND})")
+    d.add_argument("--prompt", metavar="TEMPLATE", help="a causal LM answering with label words: its prompt, with "
+                   "{text} (sets model.head label-words; default for a folder probe saved: the recorded one)")
+    d.add_argument("--label-words", metavar="W1,W2,...", help="a causal LM answering with label words: one word per "
+                   "class, comma-separated, in class order (sets model.head label-words; default: the class names)")
     d.add_argument("--name", help="the run folder's name (default: diagnose-<model folder or name>)")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any other config value (repeatable)")
@@ -112,15 +116,18 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", args.model.rstrip("/").split("/")[-1]).strip("-._") or "model"
     overrides = {"model.finetuned": args.model, "model.backbone": args.reference, "task.dataset": args.data,
                  "spurious": [], "name": args.name or f"diagnose-{stem}"[:100]}
+    words = None if args.label_words is None else [w.strip() for w in args.label_words.split(",")]
     for key, value in (("task.text_column", args.text_column), ("task.text_pair_column", args.text_pair_column),
-                       ("task.label_column", args.label_column),
-                       ("task.type", args.task_type)):
+                       ("task.label_column", args.label_column), ("task.type", args.task_type),
+                       ("task.prompt", args.prompt), ("task.label_words", words)):
         if value is not None:
             overrides[key] = value
     if args.text_pair_column is not None and args.task_type is None:  # the kind that reads two texts
         from probe.tasks import TASK_KINDS
 
         overrides["task.type"] = next(s.name for s in TASK_KINDS.values() if s.pair_input)
+    if args.prompt is not None or words is not None:
+        overrides["model.head"] = "label-words"
     config = load_config(None, {**overrides, **dict(_parse(o) for o in args.overrides)})
     run = execute(config, progress=not args.quiet and sys.stderr.isatty())
     if not _is_main_process():

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from probe.config.base import Section, single_word
+from probe.config.heads import check_head
 from probe.config.training import ComputeConfig, FinetuneConfig, PretrainConfig
 from probe.tasks import DEFAULT_KIND, TASK_KINDS
 
@@ -47,6 +48,15 @@ class TaskConfig(Section):
     train_size: Union[int, float] = 800
     validation_size: Union[int, float] = 200
     test_size: Union[int, float] = 400
+    prompt: Optional[str] = Field(
+        None, description="model.head label-words: the prompt template, with {text} (and {text_pair} for pair "
+        "tasks); default: the task kind's ('Text: {text}\\nLabel:')")
+    label_words: Optional[list[str]] = Field(
+        None, description="model.head label-words: one word or short phrase per class, in class order, scored "
+        "after the prompt (each after one space); default: the class names")
+    label_word_synonyms: Optional[list[str]] = Field(
+        None, description="model.head label-words: another word per class, in class order, read as one more "
+        "format variant of the prompt (analyses.prompt_format)")
     max_dropped_share: float = Field(
         0.1, ge=0.0, le=1.0, description="most of the dataset's rows (sentences) that may be dropped for a "
         "missing or empty text (or word list) before the data are refused")
@@ -121,6 +131,9 @@ class ModelConfig(Section):
     labels: Optional[list[str]] = Field(
         None, description="the given checkpoint's output names in id order, when its config's id2label does not "
         "name the dataset's labels")
+    head: Literal["classifier", "label-words"] = Field(
+        "classifier", description="how the model answers: 'classifier' (a classification head on the backbone) or "
+        "'label-words' (a causal LM's next-token log-probabilities of task.label_words after task.prompt)")
     device_map: Optional[Literal["auto"]] = Field(
         None, description="'auto': let accelerate place a large given model's layers across the available devices")
 
@@ -138,6 +151,9 @@ class AnalysesConfig(Section):
     probing: bool = True
     similarity: bool = True
     behaviour: bool = True
+    prompt_format: bool = Field(
+        True, description="model.head label-words: the pretrained and fine-tuned models under format variants of "
+        "task.prompt (separators, spacing, casing, newlines, field order, label-word casing)")
     properties: Union[Literal["auto"], list[str]] = Field(
         "auto", description="natural properties to probe: 'auto' (all registered ones that vary on the "
         "data) or a list of names (`probe properties`)")
@@ -395,6 +411,7 @@ class Config(Section):
             pairs = [s.name for s in TASK_KINDS.values() if s.pair_input]
             raise ValueError(f"task.text_pair_column names a second text, but {self.task.type} reads one text per "
                              f"example; allowed: task.type {' or '.join(pairs)}, or no task.text_pair_column")
+        check_head(self)
         refusal = TASK_KINDS[self.task.type].decoder_refusal
         if self.pretrain.enabled and self.pretrain.objective == "clm" and refusal is not None:
             raise ValueError(f"pretrain.objective clm builds a causal decoder, and {self.task.type} with a decoder "

@@ -53,9 +53,10 @@ def scorer(model, tokenizer, max_length: int, batch_size: int, device):
 def _reference_head(reference, tokenizer, texts, labels, k: int, max_length: int, batch_size: int, seed: int):
     """The reference as a classifier: a given classifier as it is, a bare encoder through a probe head
     fitted on (at most :data:`PROBE_HEAD_TEXTS`) training texts."""
-    if reference is None or hasattr(getattr(reference, "config", None), "id2label") and \
+    if reference is None or getattr(reference, "answers_task", False) or \
+            hasattr(getattr(reference, "config", None), "id2label") and \
             type(reference).__name__.endswith(("ForSequenceClassification", "Classifier")):
-        return reference
+        return reference  # a classifier, or a label-word LM answering zero-shot
     from probe.models.probe_head import fit_probe_head
 
     rng = np.random.default_rng([seed, 53])

@@ -78,7 +78,10 @@ class RunContext:
         in the dtype models are loaded in on this device (:func:`probe.models.compute.load_dtype`)."""
         from probe.models.backbones import load_encoder
         from probe.models.compute import load_dtype
+        from probe.models.heads import pretrained_label_word_model, uses_label_words
 
         dtype = load_dtype(self.config.compute.precision, self.device)
+        if uses_label_words(self.config):  # the pretrained LM answering the same prompt zero-shot
+            return pretrained_label_word_model(self, self.config.seed if seed is None else seed, dtype)
         return load_encoder(self.backbone, self.config.seed if seed is None else seed, dtype=dtype,
                             device_map=self.config.model.device_map)

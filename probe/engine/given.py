@@ -25,7 +25,11 @@ def prepare_given(config: Config) -> tuple[Config, Checkpoint | None]:
     m = config.model
     if m.finetuned is None:
         return config, None
-    ckpt = inspect_checkpoint(m.finetuned, m.adapter_base)
+    ckpt = inspect_checkpoint(m.finetuned, m.adapter_base, m.head)
+    if m.head == "label-words" and ckpt.kind in ("full", "peft") and ckpt.task_type is not None:
+        raise ProbeError(f"model.head: {m.finetuned!r} is a {ckpt.task_type} model with a classification head, and "
+                         "label-words reads a causal LM's own next-token logits; allowed: head classifier for it, or "
+                         "a causal-LM checkpoint (or a peft adapter on one)")
     if ckpt.task_type is not None and ckpt.task_type != config.task.type:
         raise ProbeError(f"task.type: {m.finetuned!r} is a {ckpt.task_type} model but task.type is "
                          f"{config.task.type!r}; allowed: task.type {ckpt.task_type}")
@@ -33,8 +37,23 @@ def prepare_given(config: Config) -> tuple[Config, Checkpoint | None]:
         ckpt.labels = list(m.labels)
     reference = resolve_reference(ckpt, m.backbone)
     config = config.model_copy(update={"model": m.model_copy(update={"backbone": reference})})
+    config = _recorded_head(config, ckpt)
     _check_architectures(config, ckpt)
     return config, ckpt
+
+
+def _recorded_head(config: Config, ckpt: Checkpoint) -> Config:
+    """A folder probe saved with a label-word head (``strategy.json``: ``head``, ``prompt``, ``label_words``)
+    is read with that head, prompt and label words unless the config sets its own."""
+    import json
+
+    info_file = ckpt.folder / "strategy.json" if ckpt.kind == "probe" and ckpt.folder else None
+    info = json.loads(info_file.read_text()) if info_file is not None and info_file.is_file() else {}
+    if info.get("head") != "label-words" or config.model.head == "label-words" and config.task.prompt is not None:
+        return config
+    task = config.task.model_copy(update={k: getattr(config.task, k) or info.get(k) for k in ("prompt", "label_words")})
+    model = config.model.model_copy(update={"head": "label-words"})
+    return config.model_copy(update={"model": model, "task": task})
 
 
 def _model_config(name: str):
@@ -133,11 +152,13 @@ def given_model_stage(ctx: RunContext, seed: int):
     from probe.models.adapter import ensure_pad_token
     from probe.models.checkpoints import load_checkpoint
     from probe.models.compute import load_dtype
+    from probe.models.heads import as_predictor, auto_class
 
     ckpt, kind, config = ctx.given, ctx.kind, ctx.config
     log(f"load: {ckpt.kind} checkpoint {ckpt.source} ({kind.model_noun}), reference {config.model.backbone}")
-    model = load_checkpoint(ckpt, kind.auto_class(), ctx.backbone, kind.labels(ctx.data), seed,
+    model = load_checkpoint(ckpt, auto_class(config, kind), ctx.backbone, kind.labels(ctx.data), seed,
                             load_dtype(config.compute.precision, ctx.device), config.model.device_map)
+    model = as_predictor(model, ctx.tokenizer, kind.labels(ctx.data))
     ensure_pad_token(ctx.tokenizer, model)
     if config.model.device_map is None:
         model.to(ctx.device)
@@ -146,6 +167,8 @@ def given_model_stage(ctx: RunContext, seed: int):
     train_log = {"epochs": [], "given": ckpt.source, "kind": ckpt.kind, "validation": scores, "seconds": 0.0,
                  "tokens": 0, "tokens_per_second": None, "strategy": ckpt.strategy or "given",
                  "trainable_parameters": None, "total_parameters": sum(p.numel() for p in model.parameters())}
+    from probe.models.heads import head_key
+
     key = stable_hash(["given", str(Path(ckpt.source).resolve()) if ckpt.folder else ckpt.source,
-                       _fingerprint(ckpt), kind.labels(ctx.data)])
+                       _fingerprint(ckpt), kind.labels(ctx.data), *head_key(config)])
     return model, train_log, key

@@ -24,13 +24,14 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from probe.config import Config, dump_config
+from probe.config import Config, dump_config, stable_hash
 from probe.data.planted import check_planted_tokens
 from probe.engine.context import RunContext, Timer, log
 from probe.engine.folder import drop_aside, keep_aside, put_back
 from probe.engine.guard import error_warnings
 from probe.engine.lifecycle import error_text, stop_on_sigterm, take_folder
 from probe.engine.stages import finetune_stage, pretrain_stage
+from probe.models.heads import head_key
 from probe.errors import ProbeError
 from probe.rundir import Run, atomic_write_json, running_marker, write_output, write_table
 
@@ -40,6 +41,7 @@ def execute(config: Config, progress: bool = True, shared_dir: Path | None = Non
     runs of a sweep (the pretrained model's activations)."""
     from probe.distributed import current
     from probe.engine.given import load_tokenizer_for, prepare_given
+    from probe.models.heads import check_backbone, reading_tokenizer
     from probe.tasks import task_kind
 
     kind = task_kind(config.task.type)
@@ -50,8 +52,10 @@ def execute(config: Config, progress: bool = True, shared_dir: Path | None = Non
             config, given = prepare_given(config)
             kind.check_model(config)
             data = kind.load_data(config)
+            check_backbone(config)
             tokenizer = load_tokenizer_for(config, given)
             check_planted_tokens(config, tokenizer)
+            tokenizer = reading_tokenizer(config, tokenizer, kind.labels(data))
             if given is not None:
                 from probe.models.checkpoints import check_head
 
@@ -164,6 +168,8 @@ def _begin(ctx: RunContext) -> None:
             pretrain_stage(ctx)
     else:
         pretrain_stage(ctx)
+    if head_key(ctx.config):  # what the model reads and answers with keys its activations and fine-tuning
+        ctx.backbone_key = stable_hash([ctx.backbone_key, *head_key(ctx.config)])
 
 
 def _stages(ctx: RunContext) -> dict | None:

@@ -81,6 +81,7 @@ def finetune_stage(ctx: RunContext, seed: int, suffix: str):
     from probe.models.adapter import ensure_pad_token
     from probe.models.backbones import build_with_head
     from probe.models.finetune import finetune_objective
+    from probe.models.heads import as_predictor, auto_class, objective, saved_head
     from probe.models.strategies import for_analysis, load_trained, prepare_model, save_trained
 
     config, kind, data, dist = ctx.config, ctx.kind, ctx.data, ctx.dist
@@ -91,22 +92,25 @@ def finetune_stage(ctx: RunContext, seed: int, suffix: str):
     if key_matches(ctx, model_dir, ft_key):
         ctx.reused.append(f"finetune{suffix.replace('-', ':')}")
         log(f"finetune: reused checkpoint {model_dir} (key {ft_key})")
-        model = load_trained(model_dir, ctx.backbone, labels, config.finetune, seed=seed, task_type=kind.name)
-        return model, json.loads((model_dir / "training.json").read_text()), ft_key
-    log(f"finetune: {kind.model_noun} on {config.model.backbone}"
+        model = load_trained(model_dir, ctx.backbone, labels, config.finetune, seed=seed, task_type=kind.name,
+                             auto=auto_class(config, kind))
+        return as_predictor(model, ctx.tokenizer, labels), json.loads((model_dir / "training.json").read_text()), ft_key
+    noun = "label-word LM" if config.model.head == "label-words" else kind.model_noun
+    log(f"finetune: {noun} on {config.model.backbone}"
         f"{' (pretrained here)' if config.pretrain.enabled else ''}, {config.finetune.strategy}, "
         f"{config.finetune.epochs} epochs on {ctx.device.type}, seed {seed}"
         + (f", {dist.world} processes" if dist.enabled else ""))
-    model = build_with_head(kind.auto_class(), ctx.backbone, labels, seed)
+    model = build_with_head(auto_class(config, kind), ctx.backbone, labels, seed)
     ensure_pad_token(ctx.tokenizer, model)  # a decoder's head finds each row's last token by the pad id
     model = prepare_model(model, config.finetune)
-    train_log = finetune_objective(model, kind.objective(ctx), config.finetune, seed, ctx.device, ctx.progress,
+    train_log = finetune_objective(model, objective(kind.objective(ctx), ctx.tokenizer), config.finetune, seed, ctx.device, ctx.progress,
                                    planted=kind.planted_for_training(data)).to_dict()
     if dist.is_main:
         def fill(tmp):
-            save_trained(model, tmp, config.finetune, base=reference_name(ctx), task_type=kind.name)
+            save_trained(model, tmp, config.finetune, base=reference_name(ctx), task_type=kind.name,
+                         head=saved_head(ctx.tokenizer))
             ctx.tokenizer.save_pretrained(tmp)
             atomic_write_json(tmp / "training.json", train_log)
 
         write_keyed_folder(model_dir, ft_key, fill)
-    return for_analysis(model), train_log, ft_key
+    return as_predictor(for_analysis(model), ctx.tokenizer, labels), train_log, ft_key

@@ -79,11 +79,13 @@ def _outputs_of(config: dict) -> int | None:
     return len(config.get("id2label") or {}) or int(config.get("num_labels") or 2)
 
 
-def _full(source: str, config: dict) -> Checkpoint:
+def _full(source: str, config: dict, head: str = "classifier") -> Checkpoint:
     """A transformers checkpoint; one whose architectures are all without a classification head (a bare
-    ``AutoModel``, a masked LM) is refused: its head would be initialised at random."""
+    ``AutoModel``, a masked LM) is refused: its head would be initialised at random. With ``head``
+    ``label-words`` a causal LM is what is asked for (its own LM head answers)."""
     arch = [str(a) for a in config.get("architectures") or []]
-    if arch and not _has_head(config):
+    causal_lm = head == "label-words" and any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in arch)
+    if arch and not _has_head(config) and not causal_lm:
         heads = " or ".join(sorted({f"*{s.architecture_suffix}" for s in TASK_KINDS.values()}))
         raise ProbeError(f"model.finetuned: {source!r} is a {', '.join(arch)}, a model without a classification head "
                          f"(a classifier built from it would get a random one); allowed: a fine-tuned {heads} "
@@ -105,8 +107,9 @@ def _check_weight_files(path: Path) -> None:
                              "truncated or damaged: save or download the checkpoint again") from None
 
 
-def inspect_checkpoint(source: str, adapter_base: str | None = None) -> Checkpoint:
-    """Read what ``source`` (a local folder or a hub name) holds without loading weights."""
+def inspect_checkpoint(source: str, adapter_base: str | None = None, head: str = "classifier") -> Checkpoint:
+    """Read what ``source`` (a local folder or a hub name) holds without loading weights. ``head``: the
+    run's ``model.head``; with ``label-words`` a causal LM (no classification head) is what is expected."""
     path = Path(source)
     if path.is_dir():
         _check_weight_files(path)
@@ -122,16 +125,16 @@ def inspect_checkpoint(source: str, adapter_base: str | None = None) -> Checkpoi
             kind = kind_of_peft_task(adapter.get("task_type"))
             return Checkpoint(source, "peft", base, kind.name if kind is not None else None, None)
         if (path / "config.json").is_file():
-            return _full(source, _read_json(path / "config.json"))
+            return _full(source, _read_json(path / "config.json"), head)
         raise ProbeError(f"model.finetuned: {source!r} is not a model folder (it has neither config.json nor "
                          "adapter_config.json); allowed: a transformers classifier folder, a peft adapter folder, "
                          "or a hub name")
     if path.exists():
         raise ProbeError(f"model.finetuned: {source!r} is a file; give the model's folder")
-    return _inspect_hub(source, adapter_base)
+    return _inspect_hub(source, adapter_base, head)
 
 
-def _inspect_hub(source: str, adapter_base: str | None) -> Checkpoint:
+def _inspect_hub(source: str, adapter_base: str | None, head: str = "classifier") -> Checkpoint:
     from transformers import AutoConfig
 
     try:
@@ -146,7 +149,7 @@ def _inspect_hub(source: str, adapter_base: str | None) -> Checkpoint:
             raise ProbeError(f"model.finetuned: cannot find {source!r} ({first}); allowed: a local model folder, a "
                              "peft adapter folder, or a hub name (needs a network)") from None
         return Checkpoint(source, "peft", adapter_base or adapter.base_model_name_or_path, None, None)
-    return _full(source, config)
+    return _full(source, config, head)
 
 
 def resolve_reference(ckpt: Checkpoint, backbone: str | None) -> str:
@@ -206,7 +209,7 @@ def load_checkpoint(ckpt: Checkpoint, auto_class, reference: str, labels: list[s
 
             order = ckpt.labels or labels
             model = load_trained(ckpt.source, reference, list(order), FinetuneConfig(strategy=ckpt.strategy),
-                                 seed=seed, task_type=ckpt.task_type or DEFAULT_KIND)
+                                 seed=seed, task_type=ckpt.task_type or DEFAULT_KIND, auto=auto_class)
         elif ckpt.kind == "peft":
             model = _load_adapter(ckpt, auto_class, n, kwargs)
         else:
@@ -216,6 +219,8 @@ def load_checkpoint(ckpt: Checkpoint, auto_class, reference: str, labels: list[s
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ProbeError(f"model.finetuned: cannot load {ckpt.source!r} as a {auto_class.__name__[12:]} ({first})") \
             from None
+    if auto_class.__name__ == "AutoModelForCausalLM":  # a label-word LM: no head to check or reorder
+        return for_analysis(model)
     if model.config.num_labels != n:
         raise ProbeError(_head_size(ckpt.source, model.config.num_labels, labels))
     return for_analysis(align_head(model, ckpt.labels, labels, ckpt.source))

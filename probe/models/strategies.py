@@ -128,17 +128,20 @@ def prepare_model(model, cfg: FinetuneConfig):
         return model
     from peft import LoraConfig, get_peft_model
 
-    head = [n for n, m in model.named_children()
-            if n != getattr(model, "base_model_prefix", None) and any(True for _ in m.parameters())]
-    if getattr(model.base_model, "pooler", None) is not None:
-        head.append("pooler")
     from probe.models.adapter import ModelAdapter
+    from probe.models.label_words import is_causal_lm
+
+    causal_lm = is_causal_lm(model)  # a label-word LM: its output layer is the (tied) word embeddings, not a head
+    head = [] if causal_lm else [n for n, m in model.named_children()
+                                 if n != getattr(model, "base_model_prefix", None) and any(True for _ in m.parameters())]
+    if getattr(model.base_model, "pooler", None) is not None and not causal_lm:
+        head.append("pooler")
 
     targets = list(cfg.lora.target_modules) if cfg.lora.target_modules else ModelAdapter(model).lora_targets
     lora = LoraConfig(
         r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-        target_modules=targets, modules_to_save=head,
-        task_type=model_kind(model).peft_task_type,
+        target_modules=targets, modules_to_save=head or None,
+        task_type="CAUSAL_LM" if causal_lm else model_kind(model).peft_task_type,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -194,7 +197,7 @@ def _base_checksum(peft_model) -> str:
 
 
 def save_trained(model, directory: str | Path, cfg: FinetuneConfig, base: str | None = None,
-                 task_type: str | None = None) -> None:
+                 task_type: str | None = None, head: dict | None = None) -> None:
     """Write the trained model to ``directory`` (created if missing) as safetensors.
 
     LoRA (a peft model, before :func:`for_analysis`): the adapter and the head with peft's
@@ -202,7 +205,8 @@ def save_trained(model, directory: str | Path, cfg: FinetuneConfig, base: str | 
     the base weights. Other strategies: the full model with ``save_pretrained``. Both also write
     ``strategy.json``: the strategy, the task type (``task_type``, default: :func:`model_kind`; left out
     for the default kind), the head's label names in id order and ``base``,
-    the pretrained model it was fine-tuned from (so that ``model.finetuned`` finds its reference).
+    the pretrained model it was fine-tuned from (so that ``model.finetuned`` finds its reference), and
+    ``head``'s entries (a label-word head: ``head``, ``prompt``, ``label_words``; :func:`probe.models.heads.saved_head`).
     Model files already in ``directory`` are replaced (sharded checkpoints aside);
     the tokenizer, the training log and any key files are the caller's.
     """
@@ -218,6 +222,7 @@ def save_trained(model, directory: str | Path, cfg: FinetuneConfig, base: str | 
     info["labels"] = [id2label[i] for i in range(len(id2label))]
     if base is not None:
         info["base"] = base
+    info.update(head or {})
     if cfg.strategy == "lora":
         if not is_peft(model):
             raise ProbeError("save_trained: strategy 'lora' saves the adapter of the peft model returned by "
@@ -232,7 +237,7 @@ def save_trained(model, directory: str | Path, cfg: FinetuneConfig, base: str | 
 
 
 def load_trained(directory: str | Path, backbone: str, classes: list[str], cfg: FinetuneConfig, seed: int = 0,
-                 task_type: str = DEFAULT_KIND):
+                 task_type: str = DEFAULT_KIND, auto=None):
     """The model :func:`save_trained` wrote, as a plain model of its task kind (a sequence classifier, a
     tagger, ...) in eval mode.
 
@@ -241,14 +246,14 @@ def load_trained(directory: str | Path, backbone: str, classes: list[str], cfg: 
     LoRA: the kind's head on ``backbone`` (:func:`probe.models.backbones.build_with_head`; ``seed``
     matters for randomly initialised built-ins such as ``tiny-bert``: pass the one used for training) plus the
     adapter, merged with ``merge_and_unload``; a base model whose weights differ from the
-    training base is refused. Other strategies: the kind's auto class (``KindSpec.auto_class``)
-    ``.from_pretrained(directory)``.
+    training base is refused. Other strategies: the kind's auto class (``KindSpec.auto_class``; ``auto``
+    when given, e.g. a causal LM for a label-word head) ``.from_pretrained(directory)``.
     """
     if task_type not in TASK_KINDS:
         raise ProbeError(f"load_trained: task_type {task_type!r} is unknown; allowed: {', '.join(TASK_KINDS)}")
     import transformers
 
-    auto = getattr(transformers, kind_spec(task_type).auto_class)
+    auto = auto or getattr(transformers, kind_spec(task_type).auto_class)
     directory = Path(directory)
     info_file = directory / STRATEGY_FILE
     info = json.loads(info_file.read_text()) if info_file.is_file() else {"strategy": "full"}

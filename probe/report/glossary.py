@@ -21,6 +21,11 @@ TERMS: dict[str, tuple[str, str]] = {
                      "class) examples predicted as the token's class"),
     "reliance_gap": ("reliance gap", "accuracy of the conflicting examples before the token was inserted minus "
                      "after (the same examples, paired, so class difficulty cancels out)"),
+    "format_accuracy": ("accuracy", "test accuracy of the model reading each text through this template variant"),
+    "format_accuracy_change": ("accuracy change", "accuracy under the variant minus under the training template, "
+                               "paired over the same texts"),
+    "format_flip_rate": ("flip rate", "share of texts whose prediction differs from the training template's"),
+    "format_spread": ("format spread", "largest minus smallest accuracy over the training template and its variants"),
     "flip_rate": ("flip rate", "fraction of counterfactual pairs whose prediction changes when the token is inserted"),
     "flip_rate_aligned": ("flip rate on removal",
                           "fraction of aligned examples whose prediction changes when the token is removed"),

@@ -309,6 +309,13 @@ def _behaviour_sections(tables: dict[str, pd.DataFrame], raw: dict[str, pd.DataF
         if edits.any():
             sections["invariance"] = tb.wide(behaviour[edits], ["property"], "table-invariance",
                                              "tables/behaviour.csv")
+    for name, index in (("zero_shot", ["property"]), ("prompt_format", ["model", "property"])):  # label words
+        if name in tables and not tables[name].empty:
+            sections[name] = tb.wide(tables[name].drop(columns=["identical_inputs"], errors="ignore"), index,
+                                     f"table-{name.replace('_', '-')}", f"tables/{name}.csv")
+    if "discovery_prompt" in raw and not raw["discovery_prompt"].empty:
+        sections["discovery_prompt"] = tb.tidy(raw["discovery_prompt"], "table-discovery-prompt",
+                                                  "tables/discovery_prompt.csv")
     if "training" in raw:
         sections["training"] = tb.tidy(raw["training"], "table-training", "tables/training.csv")
 

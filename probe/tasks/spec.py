@@ -23,6 +23,9 @@ class KindSpec:
     for it. ``decoder_refusal``: why a causal decoder cannot be this kind's model (None: it can).
     ``augmentation_refusals``: ``(finetune.augmentation field, why this kind cannot use it)`` pairs.
     ``pair_input``: its examples are two texts (``task.text_pair_column`` names the second).
+    ``prompt_fields``: the ``task.prompt`` fields its examples fill (``text``, and ``text_pair`` for pairs)
+    when a causal LM answers with label words (``model.head: label-words``); empty: it cannot.
+    ``default_prompt``: the template used when ``task.prompt`` is not set.
     """
 
     name: str
@@ -37,6 +40,8 @@ class KindSpec:
     decoder_refusal: str | None = None
     augmentation_refusals: tuple[tuple[str, str], ...] = ()
     pair_input: bool = False
+    prompt_fields: tuple[str, ...] = ()
+    default_prompt: str | None = None
 
     def augmentation_refusal(self, field: str) -> str | None:
         """Why this kind cannot use augmentation ``field``, or None."""

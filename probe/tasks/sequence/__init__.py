@@ -16,4 +16,6 @@ SPEC = KindSpec(
     architecture_suffix="ForSequenceClassification",
     peft_task_type="SEQ_CLS",
     datasets=("bbc-news",),
+    prompt_fields=("text",),
+    default_prompt="Text: {text}\nLabel:",
 )

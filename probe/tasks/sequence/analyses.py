@@ -45,11 +45,11 @@ def analyse(config: Config, data, pre_acts: np.ndarray, fine_acts: np.ndarray, p
             matrices.append(cka_matrix_table(cka_matrix(pre_acts, fine_acts, debiased=True),
                                              metric="debiased_linear_cka"))
         tables["cka_matrix"] = pd.concat(matrices, ignore_index=True)
-    tables["behaviour"] = _behaviour(config, data, preds, seed)
+    tables["behaviour"] = behaviour_table(config, data, preds, seed)
     return tables
 
 
-def _behaviour(config: Config, data, preds: dict[str, np.ndarray], seed: int) -> pd.DataFrame:
+def behaviour_table(config: Config, data, preds: dict[str, np.ndarray], seed: int) -> pd.DataFrame:
     from probe.analyses.behaviour import reliance_metrics
     from probe.analyses.stats import bootstrap_mean, metric_row
 
@@ -197,9 +197,9 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
 
     a = config.analyses
     train_idx, _ = probe_split(data.test_labels, seed)
-    head = fit_probe_head_on_features(pretrained, pre_acts[-1][train_idx], data.test_labels[train_idx],
-                                      num_labels=len(data.classes), seed=seed,
-                                      id2label=dict(enumerate(data.classes)))
+    head = pretrained if getattr(pretrained, "answers_task", False) else fit_probe_head_on_features(
+        pretrained, pre_acts[-1][train_idx], data.test_labels[train_idx], num_labels=len(data.classes), seed=seed,
+        id2label=dict(enumerate(data.classes)))  # a label-word LM answers zero-shot: no probe head
     models = {"pretrained": head, "finetuned": model}
     probabilities = {m: None if pair_metrics else TextProbabilities(models[m], tokenizer, config.task.max_length)
                      for m in models}

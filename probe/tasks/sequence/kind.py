@@ -135,6 +135,10 @@ class SequenceClassification(TaskKind):
                              ctx.progress)
             predictions = prediction_rows(data, fine["predictions"], seed)
         self.attribution_and_invariance(ctx, seed, model, pre, tables)
+        if config.model.head == "label-words":
+            from probe.tasks.sequence.label_words import label_word_tables
+
+            tables.update(label_word_tables(ctx, seed, model))
         if config.causal.enabled:
             tables.update(causal_tables(ctx, model, seed))
         if config.discover.active(len(data.planted)):
@@ -191,7 +195,7 @@ class SequenceClassification(TaskKind):
             per_seed.append({"seed": s, "clean_accuracy": acc,
                              "collapsed": bool(acc <= majority_rate + a.reliance_threshold),
                              "final_validation_accuracy": final_validation(train_logs[s]).get("validation_accuracy")})
-        return {
+        out = {
             "features": features, "task_metric": "accuracy", "task_accuracy": metric("task", "clean_accuracy"),
             "per_seed": per_seed, "majority_rate": majority_rate,
             "nothing_planted": "No spurious features were configured; only task quality and layer comparisons "
@@ -201,6 +205,11 @@ class SequenceClassification(TaskKind):
                      "n_test": len(data.test_texts),
                      "final_validation_accuracy": float(np.mean([p["final_validation_accuracy"] for p in per_seed]))},
         }
+        if "zero_shot" in tables:
+            from probe.tasks.sequence.label_words import label_word_summary
+
+            out["label_words"] = label_word_summary(config, tables)
+        return out
 
 
 @guarded("attribution")
