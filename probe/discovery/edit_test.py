@@ -13,7 +13,7 @@ For a candidate tied to class c, on held-out texts (docs/design.md §8):
 
 Intervals, p-values and keys are those of :func:`probe.discovery.causal_test.candidate_effects`, so
 :func:`probe.discovery.discover.score_tested` puts both in one Benjamini–Hochberg family with one set of
-verdicts. Items are generic (texts here; the text-pair kind's pairs fit the same function).
+verdicts. Items are generic (texts here; pairs of texts fit the same function).
 """
 
 from __future__ import annotations
