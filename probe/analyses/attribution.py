@@ -51,11 +51,12 @@ import string
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from probe.analyses.attribution_batches import _groups, _internal_batch_size, _occlusion_groups, _pad
 from probe.analyses.stats import bootstrap_mean, metric_row
 from probe.models.batching import current_token_budget
 from probe.models.words import covered_words, encode_words, first_subwords
@@ -100,52 +101,6 @@ def _encode(tokenizer, texts: Sequence[str | Sequence[str]], max_length: int) ->
     enc = encode_words(tokenizer, split, max_length)
     words = [ws[:covered_words(w)] for ws, w in zip(split, enc.word_ids)]
     return _Encoded(enc.input_ids, enc.word_ids, words)
-
-
-def _groups(lengths: Sequence[int], rows_per_example: int, token_budget: int, max_examples: int) -> Iterator[np.ndarray]:
-    """Index groups, longest first: ``len(group) · rows_per_example · longest ≤ token_budget``
-    where possible (always at least one example per group)."""
-    order = np.argsort([-n for n in lengths], kind="stable")
-    start = 0
-    while start < len(order):
-        longest = max(int(lengths[order[start]]), 1)
-        size = max(1, min(max_examples, token_budget // (longest * max(rows_per_example, 1))))
-        yield order[start: start + size]
-        start += size
-
-
-def _occlusion_groups(n_words: Sequence[int], lengths: Sequence[int], token_budget: int, max_examples: int,
-                      spread: int = 4) -> Iterator[np.ndarray]:
-    """Occlusion's groups, most words first, each within ``spread`` words of its first example and then
-    under the token budget (:func:`_groups`). captum's ``FeatureAblation`` ablates every feature id of a
-    group in every example, so mixed word counts waste passes (14 % for 12 news texts at 64 tokens)."""
-    order, start = np.argsort([-n for n in n_words], kind="stable"), 0
-    while start < len(order):
-        end = start + 1
-        while end < len(order) and n_words[order[end]] >= n_words[order[start]] - spread:
-            end += 1
-        for sub in _groups([lengths[i] for i in order[start:end]], 1, token_budget, max_examples):
-            yield order[start:end][sub]
-        start = end
-
-
-def _internal_batch_size(n_examples: int, n_steps: int, length: int, token_budget: int) -> int:
-    """captum's ``internal_batch_size`` (rows per forward pass) for ``n_examples`` of ``length``."""
-    rows = max(1, token_budget // max(length, 1))
-    steps_per_pass = max(1, min(n_steps, rows // n_examples))
-    return n_examples * steps_per_pass
-
-
-def _pad(ids: list[list[int]], pad_id: int):
-    import torch
-
-    width = max(len(x) for x in ids)
-    out = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, x in enumerate(ids):
-        out[i, : len(x)] = torch.as_tensor(x, dtype=torch.long)
-        mask[i, : len(x)] = 1
-    return out, mask
 
 
 def _first_subwords(enc: _Encoded, word_positions: Sequence[int]) -> np.ndarray:
@@ -250,7 +205,7 @@ def attribute_tokens(
     model, tokenizer, texts: Sequence[str], method: str = "integrated_gradients", *,
     max_length: int = 128, n_steps: int = 50, token_budget: int | None = None, max_group: int = 64,
     output: str = "logit", occlusion_token: str = "mask", target: Sequence[int] | None = None,
-    word_positions: Sequence[int] | None = None,
+    word_positions: Sequence[int] | None = None, word_subset: Sequence[Sequence[int]] | None = None,
 ) -> tuple[_Encoded, list[np.ndarray], np.ndarray, np.ndarray]:
     """Token-level attributions: ``(encoded, scores per example [len(ids)], predictions, relative deltas)``.
 
@@ -258,7 +213,8 @@ def attribute_tokens(
     ``word_positions`` (token classifiers): explain the tag of word ``word_positions[i]`` of
     example i, read at its first subword. For IG the relative delta is
     ``|Σ attr − (F(x) − F(b))| / |F(x) − F(b)|`` (Sundararajan et al. 2017, completeness);
-    NaN for the other methods.
+    NaN for the other methods. ``word_subset`` (occlusion only): the words occluded in example i, one
+    pass each; the other words are not occluded and score 0.
     """
     import torch
     from captum.attr import FeatureAblation, LayerGradientXActivation, LayerIntegratedGradients
@@ -281,7 +237,9 @@ def attribute_tokens(
     rows = {"integrated_gradients": n_steps, "saliency": 1, "input_x_gradient": 1}.get(method, 1)
 
     with _frozen_eval(model):
-        groups = (_occlusion_groups([len(w) for w in enc.words], lengths, token_budget, max_group)
+        occluded = ([sorted({w for w in ws if w < len(e)}) for ws, e in zip(word_subset, enc.words)]
+                    if word_subset is not None else [list(range(len(w))) for w in enc.words])
+        groups = (_occlusion_groups([len(w) for w in occluded], lengths, token_budget, max_group)
                   if method == "occlusion" else _groups(lengths, rows, token_budget, max_group))
         for idx in groups:
             input_ids, mask = _pad([enc.ids[i] for i in idx], tokenizer.pad_token_id)
@@ -311,17 +269,20 @@ def attribute_tokens(
                 tok = attr.norm(dim=-1) if method == "saliency" else attr.sum(-1)
             else:
                 occ = occlusion_id(tokenizer, occlusion_token)
-                n_words = max(len(enc.words[i]) for i in idx)
-                fmask = torch.full_like(input_ids, n_words)  # specials and padding: one extra group
+                n_words = max(len(occluded[i]) for i in idx)
+                fmask = torch.full_like(input_ids, n_words)  # specials, padding, words kept: one extra group
                 for r, i in enumerate(idx):
+                    feature_of = {w: k for k, w in enumerate(occluded[i])}
                     for pos, w in enumerate(enc.word_ids[i]):
-                        if w is not None and w < n_words:
-                            fmask[r, pos] = w
+                        if w is not None and w in feature_of:
+                            fmask[r, pos] = feature_of[w]
                 per_eval = max(1, token_budget // (len(idx) * input_ids.shape[1]))
                 fa = FeatureAblation(f)
                 with torch.no_grad():
                     tok = fa.attribute(input_ids, baselines=occ, target=tgt, additional_forward_args=args,
                                        feature_mask=fmask, perturbations_per_eval=per_eval)
+                if word_subset is not None:  # the extra group's score is not a word's
+                    tok = torch.where(fmask < n_words, tok, torch.zeros_like(tok))
             tok = (tok.float() * mask).cpu().numpy()
             for r, i in enumerate(idx):
                 scores[i] = tok[r, : lengths[i]].astype(np.float64)
@@ -333,6 +294,7 @@ def word_attributions(
     max_length: int = 128, n_steps: int = 50, token_budget: int | None = None, max_group: int = 64,
     output: str = "logit", occlusion_token: str = "mask", target: Sequence[int] | None = None,
     delta_warn: float = DELTA_WARN, word_positions: Sequence[int] | None = None,
+    word_subset: Sequence[Sequence[int]] | None = None,
 ) -> list[WordAttributions]:
     """Per-example word attributions of the predicted class (see the module docstring).
 
@@ -345,7 +307,7 @@ def word_attributions(
     enc, scores, preds, deltas = attribute_tokens(
         model, tokenizer, texts, method, max_length=max_length, n_steps=n_steps, token_budget=token_budget,
         max_group=max_group, output=output, occlusion_token=occlusion_token, target=target,
-        word_positions=word_positions,
+        word_positions=word_positions, word_subset=word_subset,
     )
     out = []
     for i in range(len(texts)):

@@ -194,10 +194,23 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
     rows, words = [], []
     device = next(model.parameters()).device
     jobs = [(m, method, part) for m in models for method in a.attribution_methods for part in partitions]
-    for mname, method, part in tqdm(jobs, desc="attribution", disable=not progress, leave=False):
+    budgeted, stops = {}, []
+    if a.precision == "budget":  # per model and partition: the examples its headline interval needs
+        from probe.analyses.budget import budget_rows
+        from probe.tasks.sequence.budgeted import budgeted_partition
+
+        for mname, part in tqdm([(m, p) for m in models for p in partitions if p[3]], desc="attribution",
+                                disable=not progress, leave=False):
+            keep_one_on(device, models[mname], models.values())
+            by_method, part_stops = budgeted_partition(config, models[mname], mname, part, tokenizer, seed)
+            for method, (texts, idx, attrs) in by_method.items():
+                budgeted[(mname, method, part[0], part[1])] = (part[:3] + (texts, idx), attrs)
+            stops += part_stops
+    for mname, method, part in tqdm(jobs, desc="attribution", disable=not progress or bool(budgeted), leave=False):
         keep_one_on(device, models[mname], models.values())  # one model on the accelerator at a time
+        part, attrs = budgeted.get((mname, method, part[0], part[1]), (part, None))
         frames, heat = _attribute(config, data, models[mname], mname, method, part, tokenizer, seed,
-                                  probabilities[mname])
+                                  probabilities[mname], attrs)
         rows += frames
         if heat is not None:
             words.append(heat)
@@ -205,6 +218,8 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
     out = {"attribution": pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()}
     if words:
         out["attribution_words"] = pd.concat(words, ignore_index=True)
+    if stops:
+        out["budgets"] = budget_rows(stops)
     return out
 
 
@@ -228,10 +243,11 @@ def _attribution_partitions(data, k: int, seed: int) -> list[tuple[str, str | No
 
 
 def _attribute(config: Config, data, model, mname: str, method: str, partition, tokenizer, seed: int,
-               probabilities) -> tuple[list[pd.DataFrame], pd.DataFrame | None]:
+               probabilities, attrs=None) -> tuple[list[pd.DataFrame], pd.DataFrame | None]:
     """The metric rows and (integrated gradients) heatmap rows of one model, method and partition;
     ``probabilities``: the model's :class:`probe.analyses.faithfulness.TextProbabilities`, shared by its
-    methods and partitions (their ERASER texts overlap)."""
+    methods and partitions (their ERASER texts overlap). ``attrs``: the partition's attributions when
+    already measured (a precision budget), else computed here with ``analyses.ig_steps``."""
     from probe.analyses.attribution import (heatmap_rows, spurious_attribution_metrics, telling_examples,
                                             word_attributions)
     from probe.analyses.faithfulness import faithfulness_metrics
@@ -240,12 +256,13 @@ def _attribute(config: Config, data, model, mname: str, method: str, partition, 
     part, feature, token, texts, idx = partition
     if not texts:
         return [], None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        attrs = word_attributions(model, tokenizer, texts, method, max_length=config.task.max_length,
-                                  n_steps=a.ig_steps)
-    if any("convergence" in str(w.message).lower() for w in caught):
-        log(f"attribution: {mname} {method} on {part}: large convergence delta; raise analyses.ig_steps")
+    if attrs is None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            attrs = word_attributions(model, tokenizer, texts, method, max_length=config.task.max_length,
+                                      n_steps=a.ig_steps)
+        if any("convergence" in str(w.message).lower() for w in caught):
+            log(f"attribution: {mname} {method} on {part}: large convergence delta; raise analyses.ig_steps")
     frames = []
     if token is not None:
         frames.append(spurious_attribution_metrics(attrs, token, model_name=mname, n_boot=a.bootstrap_samples,
