@@ -341,6 +341,7 @@ def causal_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
     the first half; every intervention is judged on the other half's counterfactual pairs."""
     from probe.analyses.probing import probe_split
     from probe.causal.experiment import ablation_table, erasure_table
+    from probe.analyses.budget import budget_rows
     from probe.causal.hooks import KeptStates
 
     config, data = ctx.config, ctx.data
@@ -362,7 +363,24 @@ def causal_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
         with ctx.timer.stage("ablation"):
             t0 = time.perf_counter()
             pretrained = ctx.pretrained_encoder(seed).eval()  # fine-tuning's starting point; stays on the CPU
+            if a.precision == "budget" and data.planted:  # held-out batches until the intervals are narrow
+                predict = _batched_predictor(model, ctx, held_idx, seed)
             out["ablation"] = ablation_table(model, pretrained, predict, c, a.bootstrap_samples, seed, ctx.progress,
                                              kept)
+            if a.precision == "budget" and data.planted:
+                out["budgets"] = budget_rows(predict.stops(data.planted[0].feature.label))
             log(f"causal: layer swaps and head ablation in {time.perf_counter() - t0:.0f} s")
     return out
+
+
+def _batched_predictor(model, ctx: RunContext, held_idx: np.ndarray, seed: int):
+    """The held-out pairs in a seeded random order, cut into ``causal.batch`` batches, behind a
+    :class:`probe.causal.budget.BatchedPredictor` that stops at ``causal.interval_width``."""
+    from probe.analyses.budget import batches
+    from probe.causal.budget import BatchedPredictor
+
+    c, a = ctx.config.causal, ctx.config.analyses
+    order = np.random.default_rng([seed, 42]).permutation(held_idx)
+    parts = [SequencePredictor(model, ctx.tokenizer, ctx.data, order[b], ctx.config.task.max_length, a.batch_size,
+                               ctx.device) for b in batches(len(order), c.batch)]
+    return BatchedPredictor(parts, c.interval_width, SCAN_EXAMPLES, len(order))
