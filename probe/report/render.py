@@ -235,6 +235,8 @@ def _causal_sections(tables: dict[str, pd.DataFrame], page: dict) -> None:
         if not heads.empty:
             sections["heads"] = tb.wide(heads, ["property", "layer", "head"], "table-heads", "tables/ablation.csv")
         sections["ablation"] = tb.tidy(ablation, "table-ablation", "tables/ablation.csv", collapsed=True)
+    if "budgets" in tables:  # analyses.precision: budget (docs/design.md §5, precision budgets)
+        sections["budgets"] = tb.tidy(tables["budgets"], "table-budgets", "tables/budgets.csv")
 
 
 #: the ranked table's columns: machine name (glossary key) → heading; override and deletion read value [interval]
