@@ -56,7 +56,10 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from probe.analyses.attribution_batches import _groups, _internal_batch_size, _occlusion_groups, _pad
+from probe.analyses.attribution_batches import internal_batch_size as _internal_batch_size
+from probe.analyses.attribution_batches import length_groups as _groups
+from probe.analyses.attribution_batches import occlusion_groups as _occlusion_groups
+from probe.analyses.attribution_batches import pad_ids as _pad
 from probe.analyses.stats import bootstrap_mean, metric_row
 from probe.models.batching import current_token_budget
 from probe.models.words import covered_words, encode_words, first_subwords
@@ -217,7 +220,7 @@ def attribute_tokens(
     pass each; the other words are not occluded and score 0.
     """
     import torch
-    from captum.attr import FeatureAblation, LayerGradientXActivation, LayerIntegratedGradients
+    from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
 
     if method not in METHODS:
         raise ValueError(f"method: {method!r}; allowed: {', '.join(METHODS)}")
@@ -268,25 +271,34 @@ def attribute_tokens(
                 attr = lgxa.attribute(input_ids, target=tgt, additional_forward_args=args).detach()
                 tok = attr.norm(dim=-1) if method == "saliency" else attr.sum(-1)
             else:
-                occ = occlusion_id(tokenizer, occlusion_token)
-                n_words = max(len(occluded[i]) for i in idx)
-                fmask = torch.full_like(input_ids, n_words)  # specials, padding, words kept: one extra group
-                for r, i in enumerate(idx):
-                    feature_of = {w: k for k, w in enumerate(occluded[i])}
-                    for pos, w in enumerate(enc.word_ids[i]):
-                        if w is not None and w in feature_of:
-                            fmask[r, pos] = feature_of[w]
-                per_eval = max(1, token_budget // (len(idx) * input_ids.shape[1]))
-                fa = FeatureAblation(f)
-                with torch.no_grad():
-                    tok = fa.attribute(input_ids, baselines=occ, target=tgt, additional_forward_args=args,
-                                       feature_mask=fmask, perturbations_per_eval=per_eval)
-                if word_subset is not None:  # the extra group's score is not a word's
-                    tok = torch.where(fmask < n_words, tok, torch.zeros_like(tok))
+                tok = _occlude(f, input_ids, tgt, args, [occluded[i] for i in idx], [enc.word_ids[i] for i in idx],
+                               occlusion_id(tokenizer, occlusion_token), token_budget, word_subset is not None)
             tok = (tok.float() * mask).cpu().numpy()
             for r, i in enumerate(idx):
                 scores[i] = tok[r, : lengths[i]].astype(np.float64)
     return enc, scores, preds, deltas
+
+
+def _occlude(f, input_ids, tgt, args, occluded: list[list[int]], word_ids: list[list[int | None]], occ: int,
+             token_budget: int, subset: bool):
+    """Occlusion scores ``[rows, tokens]`` of one group: each word in ``occluded[r]`` replaced by ``occ`` in
+    turn (captum ``FeatureAblation`` with a word-id feature mask; every other position is one extra group,
+    whose score is zeroed when ``subset``, since it is not a word's)."""
+    import torch
+    from captum.attr import FeatureAblation
+
+    n_words = max(len(o) for o in occluded)
+    fmask = torch.full_like(input_ids, n_words)  # specials, padding, words kept: one extra group
+    for r, (words, ids) in enumerate(zip(occluded, word_ids)):
+        feature_of = {w: k for k, w in enumerate(words)}
+        for pos, w in enumerate(ids):
+            if w is not None and w in feature_of:
+                fmask[r, pos] = feature_of[w]
+    per_eval = max(1, token_budget // (len(occluded) * input_ids.shape[1]))
+    with torch.no_grad():
+        tok = FeatureAblation(f).attribute(input_ids, baselines=occ, target=tgt, additional_forward_args=args,
+                                           feature_mask=fmask, perturbations_per_eval=per_eval)
+    return torch.where(fmask < n_words, tok, torch.zeros_like(tok)) if subset else tok
 
 
 def word_attributions(

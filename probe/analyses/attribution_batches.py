@@ -9,7 +9,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 
-def _groups(lengths: Sequence[int], rows_per_example: int, token_budget: int, max_examples: int) -> Iterator[np.ndarray]:
+def length_groups(lengths: Sequence[int], rows_per_example: int, token_budget: int, max_examples: int) -> Iterator[np.ndarray]:
     """Index groups, longest first: ``len(group) · rows_per_example · longest ≤ token_budget``
     where possible (always at least one example per group)."""
     order = np.argsort([-n for n in lengths], kind="stable")
@@ -21,29 +21,29 @@ def _groups(lengths: Sequence[int], rows_per_example: int, token_budget: int, ma
         start += size
 
 
-def _occlusion_groups(n_words: Sequence[int], lengths: Sequence[int], token_budget: int, max_examples: int,
+def occlusion_groups(n_words: Sequence[int], lengths: Sequence[int], token_budget: int, max_examples: int,
                       spread: int = 4) -> Iterator[np.ndarray]:
     """Occlusion's groups, most words first, each within ``spread`` words of its first example and then
-    under the token budget (:func:`_groups`). captum's ``FeatureAblation`` ablates every feature id of a
+    under the token budget (:func:`length_groups`). captum's ``FeatureAblation`` ablates every feature id of a
     group in every example, so mixed word counts waste passes (14 % for 12 news texts at 64 tokens)."""
     order, start = np.argsort([-n for n in n_words], kind="stable"), 0
     while start < len(order):
         end = start + 1
         while end < len(order) and n_words[order[end]] >= n_words[order[start]] - spread:
             end += 1
-        for sub in _groups([lengths[i] for i in order[start:end]], 1, token_budget, max_examples):
+        for sub in length_groups([lengths[i] for i in order[start:end]], 1, token_budget, max_examples):
             yield order[start:end][sub]
         start = end
 
 
-def _internal_batch_size(n_examples: int, n_steps: int, length: int, token_budget: int) -> int:
+def internal_batch_size(n_examples: int, n_steps: int, length: int, token_budget: int) -> int:
     """captum's ``internal_batch_size`` (rows per forward pass) for ``n_examples`` of ``length``."""
     rows = max(1, token_budget // max(length, 1))
     steps_per_pass = max(1, min(n_steps, rows // n_examples))
     return n_examples * steps_per_pass
 
 
-def _pad(ids: list[list[int]], pad_id: int):
+def pad_ids(ids: list[list[int]], pad_id: int):
     import torch
 
     width = max(len(x) for x in ids)
