@@ -220,6 +220,9 @@ class CausalConfig(Section):
         "position hold the planted token; 'document': does the text contain it, copied to every position")
     random_control: bool = Field(True, description="erase as many random directions at the same layer "
                                  "(amnesic control, Elazar et al. 2021)")
+    activation_memory_mb: int = Field(1024, ge=1, le=10_000_000, description="token activations of every "
+                                      "erased layer are held at once when they fit in this many MiB (float32), "
+                                      "else extracted one layer at a time (one more pass over the texts per layer)")
     inlp_max_iterations: int = Field(10, ge=1, le=200, description="INLP: most nullspace projections")
     inlp_tolerance: float = Field(
         0.02, ge=0.0, le=0.5, description="INLP stops once a fresh probe's held-out accuracy is within this "
