@@ -6,6 +6,8 @@ precise run's 95 % interval.
     OMP_NUM_THREADS=2 python benchmarks/compare_precision.py --out /tmp/precision
     # a cheap check of the script (tiny-bert; one minute):
     OMP_NUM_THREADS=1 python benchmarks/compare_precision.py --quick --out /tmp/precision-quick
+    # the same comparison on a model fine-tuned already (no fine-tuning in either run):
+    python benchmarks/compare_precision.py --given reports/default/models/finetuned --out /tmp/precision-given
 
 Each run is ``python -m probe run [CONFIG] --set analyses.precision=...`` in a fresh process (the budgeted
 one first, so the shell-timed number is a fresh process's); stderr is kept and its lines with "warn" are
@@ -59,7 +61,9 @@ def _run(mode: str, args, out: Path) -> dict:
         return {"wall": float("nan"), "warnings": [ln for ln in (out / f"{mode}.stderr.txt").read_text().splitlines()
                                                    if "warn" in ln.lower()],
                 "summary": json.loads((out / mode / "summary.json").read_text()), "dir": out / mode}
-    sets = [*(QUICK if args.quick else []), f"analyses.precision={mode}", f"output_dir={out}", f"name={mode}"]
+    given = [f"model.finetuned={args.given}", "model.backbone=null", "pretrain.enabled=false"] if args.given else []
+    sets = [*(QUICK if args.quick else []), *given, *args.sets, f"analyses.precision={mode}", f"output_dir={out}",
+            f"name={mode}"]
     cmd = [sys.executable, "-m", "probe", "run", *([args.config] if args.config else []), "--quiet"]
     for s in sets:
         cmd += ["--set", s]
@@ -120,6 +124,10 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--quick", action="store_true", help="tiny-bert and small settings: checks the script")
     p.add_argument("--reuse", action="store_true", help="compare runs already in OUT (no new runs, no wall clock)")
+    p.add_argument("--given", help="diagnose this fine-tuned checkpoint in both modes instead of fine-tuning twice "
+                   "(the tables compare the same way; the wall clock then leaves fine-tuning out)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override for both runs")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     budget = _run("budget", args, args.out)
