@@ -160,7 +160,7 @@ class AnalysesConfig(Section):
                                           "the headline share's 95% interval is at most this either side")
     attribution_batch: int = Field(6, ge=2, le=10000, description="budget: examples attributed per batch "
                                    "(attribution_examples is the cap)")
-    ig_steps_start: int = Field(16, ge=2, le=2000, description="budget: integration steps every example starts at")
+    ig_steps_start: int = Field(32, ge=2, le=2000, description="budget: integration steps every example starts at")
     ig_steps_max: int = Field(128, ge=2, le=4000, description="budget: most integration steps (doubled per example "
                               "while its convergence delta is above ig_tolerance)")
     ig_tolerance: float = Field(0.05, gt=0.0, le=1.0, description="budget: largest relative convergence delta "
