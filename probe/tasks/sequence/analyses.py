@@ -206,7 +206,8 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
             for method, (texts, idx, attrs) in by_method.items():
                 budgeted[(mname, method, part[0], part[1])] = (part[:3] + (texts, idx), attrs)
             stops += part_stops
-    for mname, method, part in tqdm(jobs, desc="attribution", disable=not progress or bool(budgeted), leave=False):
+    for mname, method, part in tqdm(jobs, desc="ERASER" if budgeted else "attribution", disable=not progress,
+                                    leave=False):
         keep_one_on(device, models[mname], models.values())  # one model on the accelerator at a time
         part, attrs = budgeted.get((mname, method, part[0], part[1]), (part, None))
         frames, heat = _attribute(config, data, models[mname], mname, method, part, tokenizer, seed,
