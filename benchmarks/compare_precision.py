@@ -91,7 +91,7 @@ def row_table(name: str, precise: Path, budget: Path) -> pd.DataFrame:
     m = p.merge(b, on=keys, how="outer", suffixes=("_precise", "_budget"))
     m["inside"] = (m["value_budget"] >= m["ci_low_precise"] - 1e-12) & (m["value_budget"] <= m["ci_high_precise"] + 1e-12)
     m["inside"] = m["inside"].astype(object)
-    m.loc[m["value_precise"].isna() | m["value_budget"].isna(), "inside"] = None
+    m.loc[m["value_precise"].isna() | m["value_budget"].isna() | m["ci_low_precise"].isna(), "inside"] = None
     m.insert(0, "table", name)
     return m[["table", *keys, *[f"{v}_{s}" for s in ("precise", "budget") for v in VALUES], "inside"]]
 

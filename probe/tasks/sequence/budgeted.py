@@ -70,7 +70,9 @@ def budgeted_partition(config, model, mname: str, partition, tokenizer, seed: in
         return headline(attrs, token)
 
     _, stop = sequential_mean(batch_values, len(texts), a.attribution_batch, a.attribution_half_width)
-    chosen = order[: stop.used]
+    sorting = np.argsort(order[: stop.used], kind="stable")  # index order, as the precise mode has them (the
+    chosen = order[: stop.used][sorting]                        # ERASER random orders then match when all are used)
+    lead_attrs = [lead_attrs[k] for k in sorting]
     sub_texts, sub_idx = [texts[i] for i in chosen], idx[chosen]
     attrs = {lead: lead_attrs}
     for m in gradient[1:]:
