@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -106,7 +108,11 @@ def main() -> int:
     p.add_argument("--only", nargs="*", help="run only these (planted control discovery tagger diagnose "
                    "diagnose-tagger; the diagnose runs need planted / tagger)")
     p.add_argument("--keep", action="store_true", help="keep the run folders under OUT/runs")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override added to every run (e.g. analyses.precision=full on a commit that has it)")
     args = p.parse_args()
+    extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.sets)}
+    DIAGNOSE_SETS.extend(args.sets)
     out: Path = args.out
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
@@ -114,7 +120,7 @@ def main() -> int:
     for name, over in [*SEQUENCE_RUNS.items(), ("tagger", TAGGER_RUN)]:
         if name in wanted:
             start = time.perf_counter()
-            run = _api_run(runs, name, over)
+            run = _api_run(runs, name, {**over, **extra})
             n = _keep_tables(run.path, out, name)
             print(f"{name}: {n} tables, {time.perf_counter() - start:.1f} s", flush=True)
     for name, source, data, extra in (("diagnose", "planted", "bbc-news", []),

@@ -82,7 +82,7 @@ def test_load_run_api(tiny_run):
     again = probe.load_run(tiny_run.path)
     assert again.summary == tiny_run.summary and again.complete
     assert isinstance(again.table("cka"), pd.DataFrame)
-    with pytest.raises(ProbeError, match="has no table 'nope'; it has: attribution, attribution_words, behaviour, cka, cka_matrix, mdl, "):
+    with pytest.raises(ProbeError, match="has no table 'nope'; it has: attribution, attribution_words, behaviour, budgets, cka, cka_matrix, mdl, "):
         again.table("nope")
     with pytest.raises(ProbeError, match="not a probe run directory"):
         probe.load_run(tiny_run.path / "tables")

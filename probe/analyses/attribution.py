@@ -229,7 +229,7 @@ def attribute_tokens(
     model, tokenizer, texts: Sequence[str], method: str = "integrated_gradients", *,
     max_length: int = 128, n_steps: int = 50, token_budget: int | None = None, max_group: int = 64,
     output: str = "logit", occlusion_token: str = "mask", target: Sequence[int] | None = None,
-    word_positions: Sequence[int] | None = None,
+    word_positions: Sequence[int] | None = None, word_subset: Sequence[Sequence[int]] | None = None,
 ) -> tuple[_Encoded, list[np.ndarray], np.ndarray, np.ndarray]:
     """Token-level attributions: ``(encoded, scores per example [len(ids)], predictions, relative deltas)``.
 
@@ -237,10 +237,11 @@ def attribute_tokens(
     ``word_positions`` (token classifiers): explain the tag of word ``word_positions[i]`` of
     example i, read at its first subword. For IG the relative delta is
     ``|Σ attr − (F(x) − F(b))| / |F(x) − F(b)|`` (Sundararajan et al. 2017, completeness);
-    NaN for the other methods.
+    NaN for the other methods. ``word_subset`` (occlusion only): the words occluded in example i, one
+    pass each; the other words are not occluded and score 0.
     """
     import torch
-    from captum.attr import FeatureAblation, LayerGradientXActivation, LayerIntegratedGradients
+    from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
 
     if method not in METHODS:
         raise ValueError(f"method: {method!r}; allowed: {', '.join(METHODS)}")
@@ -260,7 +261,9 @@ def attribute_tokens(
     rows = {"integrated_gradients": n_steps, "saliency": 1, "input_x_gradient": 1}.get(method, 1)
 
     with _frozen_eval(model):
-        groups = (_occlusion_groups([len(w) for w in enc.words], lengths, token_budget, max_group)
+        occluded = ([sorted({w for w in ws if w < len(e)}) for ws, e in zip(word_subset, enc.words)]
+                    if word_subset is not None else [list(range(len(w))) for w in enc.words])
+        groups = (_occlusion_groups([len(w) for w in occluded], lengths, token_budget, max_group)
                   if method == "occlusion" else _groups(lengths, rows, token_budget, max_group))
         for idx in groups:
             input_ids, mask = _pad([enc.ids[i] for i in idx], tokenizer.pad_token_id)
@@ -289,22 +292,34 @@ def attribute_tokens(
                 attr = lgxa.attribute(input_ids, target=tgt, additional_forward_args=args).detach()
                 tok = attr.norm(dim=-1) if method == "saliency" else attr.sum(-1)
             else:
-                occ = occlusion_id(tokenizer, occlusion_token)
-                n_words = max(len(enc.words[i]) for i in idx)
-                fmask = torch.full_like(input_ids, n_words)  # specials and padding: one extra group
-                for r, i in enumerate(idx):
-                    for pos, w in enumerate(enc.word_ids[i]):
-                        if w is not None and w < n_words:
-                            fmask[r, pos] = w
-                per_eval = max(1, token_budget // (len(idx) * input_ids.shape[1]))
-                fa = FeatureAblation(f)
-                with torch.no_grad():
-                    tok = fa.attribute(input_ids, baselines=occ, target=tgt, additional_forward_args=args,
-                                       feature_mask=fmask, perturbations_per_eval=per_eval)
+                tok = _occlude(f, input_ids, tgt, args, [occluded[i] for i in idx], [enc.word_ids[i] for i in idx],
+                               occlusion_id(tokenizer, occlusion_token), token_budget, word_subset is not None)
             tok = (tok.float() * mask).cpu().numpy()
             for r, i in enumerate(idx):
                 scores[i] = tok[r, : lengths[i]].astype(np.float64)
     return enc, scores, preds, deltas
+
+
+def _occlude(f, input_ids, tgt, args, occluded: list[list[int]], word_ids: list[list[int | None]], occ: int,
+             token_budget: int, subset: bool):
+    """Occlusion scores ``[rows, tokens]`` of one group: each word in ``occluded[r]`` replaced by ``occ`` in
+    turn (captum ``FeatureAblation`` with a word-id feature mask; every other position is one extra group,
+    whose score is zeroed when ``subset``, since it is not a word's)."""
+    import torch
+    from captum.attr import FeatureAblation
+
+    n_words = max(len(o) for o in occluded)
+    fmask = torch.full_like(input_ids, n_words)  # specials, padding, words kept: one extra group
+    for r, (words, ids) in enumerate(zip(occluded, word_ids)):
+        feature_of = {w: k for k, w in enumerate(words)}
+        for pos, w in enumerate(ids):
+            if w is not None and w in feature_of:
+                fmask[r, pos] = feature_of[w]
+    per_eval = max(1, token_budget // (len(occluded) * input_ids.shape[1]))
+    with torch.no_grad():
+        tok = FeatureAblation(f).attribute(input_ids, baselines=occ, target=tgt, additional_forward_args=args,
+                                           feature_mask=fmask, perturbations_per_eval=per_eval)
+    return torch.where(fmask < n_words, tok, torch.zeros_like(tok)) if subset else tok
 
 
 def word_attributions(
@@ -312,6 +327,7 @@ def word_attributions(
     max_length: int = 128, n_steps: int = 50, token_budget: int | None = None, max_group: int = 64,
     output: str = "logit", occlusion_token: str = "mask", target: Sequence[int] | None = None,
     delta_warn: float = DELTA_WARN, word_positions: Sequence[int] | None = None,
+    word_subset: Sequence[Sequence[int]] | None = None,
 ) -> list[WordAttributions]:
     """Per-example word attributions of the predicted class (see the module docstring).
 
@@ -324,7 +340,7 @@ def word_attributions(
     enc, scores, preds, deltas = attribute_tokens(
         model, tokenizer, texts, method, max_length=max_length, n_steps=n_steps, token_budget=token_budget,
         max_group=max_group, output=output, occlusion_token=occlusion_token, target=target,
-        word_positions=word_positions,
+        word_positions=word_positions, word_subset=word_subset,
     )
     out = []
     for i in range(len(texts)):

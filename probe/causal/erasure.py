@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 MAX_PROBE_ROWS = 4000
+LEACE_CHUNK = 65536  # rows per LeaceFitter.update: no float64 copy of a whole layer's activations
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,8 +92,8 @@ class InlpEraser(Eraser):
 
 
 def _as_float64(X) -> np.ndarray:
-    if isinstance(X, torch.Tensor):
-        X = X.detach().cpu().numpy()
+    if isinstance(X, torch.Tensor):  # any float dtype (bf16 has no numpy type): float64 holds each value exactly
+        X = X.detach().cpu().to(torch.float64).numpy()
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
         raise ValueError(f"expected a [rows, dim] matrix, got shape {X.shape}")
@@ -122,17 +123,24 @@ def fit_leace(X, z, *, shrinkage: bool = True, svd_tol: float = 0.01, constrain_
     ``proj_left @ proj_right``; it is refactored here by SVD, dropping singular values below
     ``1e-10`` of the largest, so ``rank`` is its numerical rank (<= classes − 1; concept
     directions whose whitened cross-covariance is under ``svd_tol`` are not erased). The
-    keyword arguments are the package's.
+    keyword arguments are the package's. The statistics are accumulated ``LEACE_CHUNK`` rows at a
+    time (``LeaceFitter.update``), so ``X`` may stay in its own dtype (bf16 from an accelerator).
     """
     from concept_erasure import LeaceFitter
 
-    X = _as_float64(X)
-    _, codes = _labels(z, len(X))
+    n = len(X)
+    if n <= LEACE_CHUNK:
+        X = _as_float64(X)
+    elif getattr(X, "ndim", 2) != 2:
+        raise ValueError(f"expected a [rows, dim] matrix, got shape {tuple(X.shape)}")
+    _, codes = _labels(z, n)
     k = int(codes.max()) + 1 if len(codes) else 1
     Z = np.eye(k)[codes]
     fitter = LeaceFitter(X.shape[1], k, dtype=torch.float64, shrinkage=shrinkage, svd_tol=svd_tol,
                          constrain_cov_trace=constrain_cov_trace)
-    fitter.update(torch.from_numpy(X), torch.from_numpy(Z))
+    for start in range(0, max(n, 1), LEACE_CHUNK):  # statistics accumulated chunk by chunk, in float64
+        chunk = slice(start, start + LEACE_CHUNK)
+        fitter.update(torch.from_numpy(_as_float64(X[chunk])), torch.from_numpy(Z[chunk]))
     eraser = fitter.eraser
     U, S, Vh = torch.linalg.svd(eraser.proj_left @ eraser.proj_right)
     r = int((S > S[0] * 1e-10).sum()) if S.numel() and S[0] > 0 else 0

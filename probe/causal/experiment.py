@@ -134,6 +134,14 @@ def erase(model, layer: int, concept, method: str = "leace", seed: int = 0) -> I
         yield eraser
 
 
+def activation_bytes(model, tokenizer, texts: list[str], layers: list[int], max_length: int) -> int:
+    """Bytes the token activations of ``texts`` at ``layers`` take in float32 (every real token position)."""
+    from probe.models.batching import tokenize
+
+    positions = sum(len(x) for x in tokenize(tokenizer, list(texts), max_length))
+    return positions * ModelAdapter(model).hidden_size * 4 * len(layers)
+
+
 def _concept_labels(acts, concept: str) -> np.ndarray:
     if concept == "position":
         return acts.has_token.astype(np.int64)
@@ -158,9 +166,15 @@ def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str],
     from probe.causal.token_activations import token_activations
 
     layers = resolve_layers(cfg.layers, n_layers(model))
-    fit = token_activations(model, tokenizer, fit_texts, layers, max_length, batch_size, device, token=token, side=side)
-    held = token_activations(model, tokenizer, held_texts, layers, max_length, batch_size, device, token=token,
-                             side=side)  # pairs of texts: the token is marked on its side only
+
+    def extract(texts: list[str], which: list[int]):
+        return token_activations(model, tokenizer, texts, which, max_length, batch_size, device, token=token,
+                                 side=side)  # pairs of texts: the token is marked on its side only
+
+    # every layer at once when it fits cfg.activation_memory_mb, else one layer at a time (a pass per layer)
+    stream = activation_bytes(model, tokenizer, fit_texts + held_texts, layers, max_length) > \
+        cfg.activation_memory_mb * 2 ** 20
+    fit, held = (None, None) if stream else (extract(fit_texts, layers), extract(held_texts, layers))
     keys = dict(model="finetuned", property=feature)
     kept = KeptStates() if kept is None else kept
     with resume_at(model, deepest_resumable(model), kept):  # the unedited pass keeps every layer (in budget)
@@ -176,12 +190,14 @@ def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str],
                                                           leave=False), start=1):
             if j == 1 or layer != jobs[j - 2][0]:
                 stack.close()
+                if stream:  # outside resume_at: these passes are not the held-out batches it keeps
+                    fit, held = extract(fit_texts, [layer]), extract(held_texts, [layer])
                 stack.enter_context(resume_at(model, layer, kept))
             z_fit, z_held = _concept_labels(fit, concept), _concept_labels(held, concept)
             if np.unique(z_fit).size < 2:
                 continue  # the concept does not vary here (e.g. the token never survives truncation)
-            X_fit = torch.from_numpy(fit.layers[layer])
-            X_held = torch.from_numpy(held.layers[layer])
+            X_fit = torch.as_tensor(fit.layers[layer])  # the compute dtype (float32 on the CPU)
+            X_held = torch.as_tensor(held.layers[layer])
             eraser = fit_eraser(method, X_fit, z_fit, seed, cfg.inlp_max_iterations, cfg.inlp_tolerance)
             conditions = [("erased", eraser)]
             if cfg.random_control:
@@ -191,7 +207,8 @@ def erasure_table(model, tokenizer, fit_texts: list[str], held_texts: list[str],
                 shared = ("random", layer, int(er.rank)) if condition == "random" else None
                 at = dict(layer=layer, method=method, concept=concept, condition=condition, rank=int(er.rank), **keys)
                 with torch.no_grad():
-                    dec = concept_decodability(er(X_fit).numpy(), z_fit, er(X_held).numpy(), z_held, seed=seed)
+                    dec = concept_decodability(er(X_fit).float().numpy(), z_fit, er(X_held).float().numpy(), z_held,
+                                               seed=seed)
                 rows.append(_balanced_row(dec["balanced_accuracy"], z_held, metric="concept_balanced_accuracy", **at))
                 rows.append(metric_row((dec["chance"],) * 3, metric="concept_chance", n=int(dec["n_test"]), **at))
                 rows.append(_proportion_row(dec["accuracy"], int(dec["n_test"]), metric="concept_accuracy", **at))

@@ -19,7 +19,9 @@ import numpy as np
 class TokenActivations:
     """Rows are real token positions (attention mask 1), text by text in the order given.
 
-    ``layers``: ``{layer: [N, hidden] float32}``; ``doc_index``: which text a row belongs to;
+    ``layers``: ``{layer: [N, hidden]}`` in the compute dtype: a float32 numpy array on the CPU, a CPU
+    torch tensor in bf16 / fp16 under an accelerator's autocast (half the memory; numpy has no bf16);
+    ``doc_index``: which text a row belongs to;
     ``position``: its index within the text's token sequence; ``token_ids``: its input id;
     ``has_token`` (only when a token was given): the row is a sub-word piece of a whole-word
     occurrence of the token; ``doc_has_token``: ``[n_texts]``, the truncated input holds at
@@ -107,7 +109,7 @@ def token_activations(
     encoder = encoder_of(model)
     model.to(device)
     was_training = encoder.training
-    out_layers: dict[int, np.ndarray] = {}
+    out_layers: dict[int, np.ndarray | torch.Tensor] = {}
     try:
         encoder.eval()
         with torch.inference_mode(), autocast(device):
@@ -119,11 +121,14 @@ def token_activations(
                 mask = batch["attention_mask"].bool().cpu().numpy()
                 rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in idx])
                 for layer in layers:
-                    h = hidden[layer].float().cpu().numpy()
+                    h = hidden[layer].cpu()
+                    half = h.dtype in (torch.bfloat16, torch.float16)  # kept as computed
+                    h = h if half else h.float().numpy()
                     if layer not in out_layers:
-                        out_layers[layer] = np.zeros((n, h.shape[-1]), dtype=np.float32)
+                        out_layers[layer] = (torch.zeros((n, h.shape[-1]), dtype=h.dtype) if half
+                                             else np.zeros((n, h.shape[-1]), dtype=np.float32))
                     # Boolean indexing is row-major: each text's real positions, in order (either padding side).
-                    out_layers[layer][rows] = h[mask]
+                    out_layers[layer][torch.as_tensor(rows) if half else rows] = h[torch.as_tensor(mask) if half else mask]
     finally:
         encoder.train(was_training)
 

@@ -174,7 +174,23 @@ class AnalysesConfig(Section):
         "passes per example)")
     attribution_examples: int = Field(12, ge=2, le=10000, description="examples per partition (conflicting, "
                                       "aligned, clean) that are attributed, for each model")
-    ig_steps: int = Field(32, ge=2, le=2000, description="integration steps of Layer Integrated Gradients")
+    ig_steps: int = Field(32, ge=2, le=2000, description="integration steps of Layer Integrated Gradients "
+                          "(precision: full)")
+    precision: Literal["budget", "full"] = Field(
+        "budget", description="'budget': measure attributions, layer swaps and the head scan in batches until "
+        "their intervals are as narrow as the keys below say (docs/design.md §5, precision budgets); 'full': "
+        "every example and step as configured")
+    attribution_half_width: float = Field(0.1, gt=0.0, le=1.0, description="budget: attribute batches until "
+                                          "the headline share's 95% interval is at most this either side")
+    attribution_batch: int = Field(6, ge=2, le=10000, description="budget: examples attributed per batch "
+                                   "(attribution_examples is the cap)")
+    ig_steps_start: int = Field(32, ge=2, le=2000, description="budget: integration steps every example starts at")
+    ig_steps_max: int = Field(128, ge=2, le=4000, description="budget: most integration steps (doubled per example "
+                              "while its convergence delta is above ig_tolerance)")
+    ig_tolerance: float = Field(0.05, gt=0.0, le=1.0, description="budget: largest relative convergence delta "
+                                "|sum attr - (F(x) - F(b))| / |F(x) - F(b)| accepted")
+    occlusion_top_words: int = Field(5, ge=1, le=10000, description="budget: occlusion scores each other method's "
+                                     "top words, the planted token and a random control sample of the same size")
     invariance: bool = True
     invariance_examples: int = Field(200, ge=2, le=100000)
     bootstrap_samples: int = Field(1000, ge=100, le=100000)
@@ -228,6 +244,9 @@ class CausalConfig(Section):
         "position hold the planted token; 'document': does the text contain it, copied to every position")
     random_control: bool = Field(True, description="erase as many random directions at the same layer "
                                  "(amnesic control, Elazar et al. 2021)")
+    activation_memory_mb: int = Field(1024, ge=1, le=10_000_000, description="token activations of every "
+                                      "erased layer are held at once when they fit in this many MiB (float32), "
+                                      "else extracted one layer at a time (one more pass over the texts per layer)")
     inlp_max_iterations: int = Field(10, ge=1, le=200, description="INLP: most nullspace projections")
     inlp_tolerance: float = Field(
         0.02, ge=0.0, le=0.5, description="INLP stops once a fresh probe's held-out accuracy is within this "
@@ -236,6 +255,11 @@ class CausalConfig(Section):
                              "re-initialise it; also the fine-tuned head on the pretrained encoder")
     head_ablation: bool = True
     top_heads: int = Field(5, ge=1, le=1000, description="heads listed (largest drop in s-only error)")
+    interval_width: float = Field(0.2, gt=0.0, le=1.0, description="analyses.precision budget: layer swaps, "
+                                  "head rows and the head scan read held-out batches until each condition's "
+                                  "conflicting accuracy (scan: s-only error) has a 95% interval at most this wide")
+    batch: int = Field(40, ge=2, le=1_000_000, description="analyses.precision budget: held-out pairs per batch "
+                       "(about 32 conflicting ones in the default: two batches make the precise head scan's 64)")
 
 
 class DiscoverConfig(Section):

@@ -355,6 +355,8 @@ def _causal_sections(tables: dict[str, pd.DataFrame], page: dict, threshold: flo
             sections["heads"] = tb.wide(heads, ["property", "layer", "head"], "table-heads", "tables/ablation.csv")
         page["appendix"].append(tb.tidy(ablation, "table-ablation", "tables/ablation.csv", collapsed=True,
                                         caption="All ablation rows"))
+    if "budgets" in tables:  # analyses.precision: budget (docs/design.md §5, precision budgets)
+        sections["budgets"] = tb.tidy(tables["budgets"], "table-budgets", "tables/budgets.csv")
 
 
 #: the ranked table's columns: machine name (glossary key) → heading; override and deletion read value [interval]

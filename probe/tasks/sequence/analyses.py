@@ -207,10 +207,24 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
     rows, words = [], []
     device = next(model.parameters()).device
     jobs = [(m, method, part) for m in models for method in a.attribution_methods for part in partitions]
-    for mname, method, part in tqdm(jobs, desc="attribution", disable=not progress, leave=False):
+    budgeted, stops = {}, []
+    if a.precision == "budget":  # per model and partition: the examples its headline interval needs
+        from probe.analyses.budget import budget_rows
+        from probe.tasks.sequence.budgeted import budgeted_partition
+
+        for mname, part in tqdm([(m, p) for m in models for p in partitions if p[3]], desc="attribution",
+                                disable=not progress, leave=False):
+            keep_one_on(device, models[mname], models.values())
+            by_method, part_stops = budgeted_partition(config, models[mname], mname, part, tokenizer, seed)
+            for method, (texts, idx, attrs) in by_method.items():
+                budgeted[(mname, method, part[0], part[1])] = (part[:3] + (texts, idx), attrs)
+            stops += part_stops
+    for mname, method, part in tqdm(jobs, desc="ERASER" if budgeted else "attribution", disable=not progress,
+                                    leave=False):
         keep_one_on(device, models[mname], models.values())  # one model on the accelerator at a time
+        part, attrs = budgeted.get((mname, method, part[0], part[1]), (part, None))
         frames, heat = _attribute(config, data, models[mname], mname, method, part, tokenizer, seed,
-                                  probabilities[mname], pair_metrics)
+                                  probabilities[mname], attrs, pair_metrics)
         rows += frames
         if heat is not None:
             words.append(heat)
@@ -218,6 +232,8 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
     out = {"attribution": pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()}
     if words:
         out["attribution_words"] = pd.concat(words, ignore_index=True)
+    if stops:
+        out["budgets"] = budget_rows(stops)
     return out
 
 
@@ -241,10 +257,11 @@ def _attribution_partitions(data, k: int, seed: int) -> list[tuple[str, str | No
 
 
 def _attribute(config: Config, data, model, mname: str, method: str, partition, tokenizer, seed: int,
-               probabilities, pair_metrics=None) -> tuple[list[pd.DataFrame], pd.DataFrame | None]:
+               probabilities, attrs=None, pair_metrics=None) -> tuple[list[pd.DataFrame], pd.DataFrame | None]:
     """The metric rows and (integrated gradients) heatmap rows of one model, method and partition;
     ``probabilities``: the model's :class:`probe.analyses.faithfulness.TextProbabilities`, shared by its
-    methods and partitions (their ERASER texts overlap)."""
+    methods and partitions (their ERASER texts overlap). ``attrs``: the partition's attributions when
+    already measured (a precision budget), else computed here with ``analyses.ig_steps``."""
     from probe.analyses.attribution import (heatmap_rows, spurious_attribution_metrics, telling_examples,
                                             word_attributions)
     from probe.analyses.faithfulness import faithfulness_metrics
@@ -253,12 +270,13 @@ def _attribute(config: Config, data, model, mname: str, method: str, partition, 
     part, feature, token, texts, idx = partition
     if not texts:
         return [], None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        attrs = word_attributions(model, tokenizer, texts, method, max_length=config.task.max_length,
-                                  n_steps=a.ig_steps)
-    if any("convergence" in str(w.message).lower() for w in caught):
-        log(f"attribution: {mname} {method} on {part}: large convergence delta; raise analyses.ig_steps")
+    if attrs is None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            attrs = word_attributions(model, tokenizer, texts, method, max_length=config.task.max_length,
+                                      n_steps=a.ig_steps)
+        if any("convergence" in str(w.message).lower() for w in caught):
+            log(f"attribution: {mname} {method} on {part}: large convergence delta; raise analyses.ig_steps")
     frames = []
     if pair_metrics is not None:
         frames.append(pair_metrics(attrs, feature, token, mname))
@@ -340,6 +358,7 @@ def causal_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
     the first half; every intervention is judged on the other half's counterfactual pairs."""
     from probe.analyses.probing import probe_split
     from probe.causal.experiment import ablation_table, erasure_table
+    from probe.analyses.budget import budget_rows
     from probe.causal.hooks import KeptStates
 
     config, data = ctx.config, ctx.data
@@ -361,7 +380,24 @@ def causal_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
         with ctx.timer.stage("ablation"):
             t0 = time.perf_counter()
             pretrained = ctx.pretrained_encoder(seed).eval()  # fine-tuning's starting point; stays on the CPU
+            if a.precision == "budget" and data.planted:  # held-out batches until the intervals are narrow
+                predict = _batched_predictor(model, ctx, held_idx, seed)
             out["ablation"] = ablation_table(model, pretrained, predict, c, a.bootstrap_samples, seed, ctx.progress,
                                              kept)
+            if a.precision == "budget" and data.planted:
+                out["budgets"] = budget_rows(predict.stops(data.planted[0].feature.label))
             log(f"causal: layer swaps and head ablation in {time.perf_counter() - t0:.0f} s")
     return out
+
+
+def _batched_predictor(model, ctx: RunContext, held_idx: np.ndarray, seed: int):
+    """The held-out pairs in a seeded random order, cut into ``causal.batch`` batches, behind a
+    :class:`probe.causal.budget.BatchedPredictor` that stops at ``causal.interval_width``."""
+    from probe.analyses.budget import batches
+    from probe.causal.budget import BatchedPredictor
+
+    c, a = ctx.config.causal, ctx.config.analyses
+    order = np.random.default_rng([seed, 42]).permutation(held_idx)
+    parts = [SequencePredictor(model, ctx.tokenizer, ctx.data, order[b], ctx.config.task.max_length, a.batch_size,
+                               ctx.device) for b in batches(len(order), c.batch)]
+    return BatchedPredictor(parts, c.interval_width, SCAN_EXAMPLES, len(order))

@@ -140,7 +140,8 @@ class SequenceClassification(TaskKind):
 
             tables.update(label_word_tables(ctx, seed, model))
         if config.causal.enabled:
-            tables.update(causal_tables(ctx, model, seed))
+            for name, df in causal_tables(ctx, model, seed).items():
+                tables[name] = pd.concat([tables[name], df], ignore_index=True) if name in tables else df
         if config.discover.active(len(data.planted)):
             from probe.discovery.stage import sequence_discovery
 
