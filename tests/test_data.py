@@ -121,7 +121,7 @@ def test_control_plants_at_equal_rates():
     ({"task.test_size": 5000}, "task.test_size: 5000 is larger than the dataset (2225 examples)"),
     ({"task.train_size": 2000, "task.test_size": 400}, "exceed the dataset's 2225 examples"),
     ({"task.test_size": 3}, "fewer than the 5 classes"),
-    ({"task.dataset": "nope"}, "unknown dataset 'nope'; allowed: a built-in (bbc-news, wnut16)"),
+    ({"task.dataset": "nope"}, "unknown dataset 'nope'; allowed: a built-in (bbc-news, bbc-news-pairs, wnut16)"),
     ({"task.text_column": "body"}, "task.text_column: column 'body' is not in 'bbc-news'; its columns are: text, label"),
 ])
 def test_impossible_data_configs_are_refused(over, message):

@@ -238,10 +238,13 @@ def test_a_candidate_without_control_words_is_inconclusive_with_the_reason(capsy
                      max_length=16, min_count=5, n_examples=40, bootstrap=100, properties=False, progress=True)
     tested = table[table.n_insert.notna()]
     assert len(tested) > 0 and (tested.verdict == "inconclusive").all()
-    assert tested.note.str.contains("no control word").all()
+    # words and bigrams have no control word; position templates neither a control template nor a word
+    assert tested.note.str.contains("no control word|no control template or control word").all()
     err = capsys.readouterr().err
     # item 11: the planned edits and an estimate before the tests, then a progress bar
-    assert f"discovery: {len(tested)} candidates to test, at most" in err and "texts/s" in err
+    words = tested.kind.isin(["word", "bigram"]).sum()
+    assert f"discovery: {words} candidates to test, at most" in err and "texts/s" in err
+    assert f"discovery: {len(tested) - words} property and template candidates to test by their edits" in err
     assert "discovery: causal tests" in err and "candidate" in err
 
 
@@ -266,7 +269,8 @@ def test_a_tagger_marker_without_control_words_is_inconclusive_with_the_reason()
                              max_length=16, min_count=5, n_examples=40, bootstrap=100)
     tested = table[table.n_insert.notna()]
     assert set(tested.feature) == {"near", "with"} and (tested.verdict == "inconclusive").all()
-    assert tested.note.str.contains("no control word").all()
+    # words and bigrams have no control word; position templates neither a control template nor a word
+    assert tested.note.str.contains("no control word|no control template or control word").all()
 
 
 def test_an_analysis_that_raises_is_recorded_and_the_rest_is_written(tmp_path, monkeypatch):

@@ -70,7 +70,7 @@ def token_activations(
     import torch
 
     from probe.causal.hooks import encoder_of, n_layers
-    from probe.models.batching import length_sorted_batches, pad_batch, tokenize, truncate_words
+    from probe.models.batching import length_sorted_batches, pad_batch, tokenize
     from probe.models.compute import autocast
 
     texts = list(texts)
@@ -80,23 +80,7 @@ def token_activations(
     if bad:
         raise ValueError(f"layers {bad} are out of range: allowed 0..{total - 1} (0 = embeddings output)")
     ids = tokenize(tokenizer, texts, max_length)
-    has_token = None
-    if token is not None and texts and isinstance(texts[0], tuple):
-        has_token = _pair_piece_mask(tokenizer, texts, ids, max_length, token, side, ignore_case)
-    elif token is not None:
-        if not getattr(tokenizer, "is_fast", False):
-            raise ValueError("token_activations(token=...) needs a fast tokenizer (offset mapping)")
-        enc = tokenizer(truncate_words(texts, max_length, tokenizer), truncation=True, max_length=max_length,
-                        add_special_tokens=True, return_offsets_mapping=True)  # offsets into a prefix of each text
-        if enc["input_ids"] != ids:  # a text the word budget did not cover (see batching.tokenize): whole texts
-            enc = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True,
-                            return_offsets_mapping=True)
-        if enc["input_ids"] != ids:
-            raise RuntimeError("tokenisation with offsets differs from probe.models.batching.tokenize")
-        has_token = np.concatenate([
-            _piece_mask(offsets, word_spans(text, token, ignore_case))
-            for text, offsets in zip(texts, enc["offset_mapping"])
-        ]) if texts else np.zeros(0, dtype=bool)
+    has_token = None if token is None else _token_mask(tokenizer, texts, ids, max_length, token, side, ignore_case)
 
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)])
@@ -137,6 +121,29 @@ def token_activations(
         doc_has_token = np.zeros(len(texts), dtype=bool)
         doc_has_token[doc_index[has_token]] = True
     return TokenActivations(out_layers, doc_index, position, token_ids, has_token, doc_has_token, token)
+
+
+def _token_mask(tokenizer, texts: list, ids: list[list[int]], max_length: int, token: str, side: str,
+                ignore_case: bool) -> np.ndarray:
+    """Which pieces of ``texts`` (as tokenised into ``ids``) overlap a whole-word ``token``, from the fast
+    tokenizer's offset mapping; for pairs of texts, only in the text ``side``."""
+    from probe.models.batching import truncate_words
+
+    if texts and isinstance(texts[0], tuple):
+        return _pair_piece_mask(tokenizer, texts, ids, max_length, token, side, ignore_case)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("token_activations(token=...) needs a fast tokenizer (offset mapping)")
+    enc = tokenizer(truncate_words(texts, max_length, tokenizer), truncation=True, max_length=max_length,
+                    add_special_tokens=True, return_offsets_mapping=True)  # offsets into a prefix of each text
+    if enc["input_ids"] != ids:  # a text the word budget did not cover (see batching.tokenize): whole texts
+        enc = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True,
+                        return_offsets_mapping=True)
+    if enc["input_ids"] != ids:
+        raise RuntimeError("tokenisation with offsets differs from probe.models.batching.tokenize")
+    return np.concatenate([
+        _piece_mask(offsets, word_spans(text, token, ignore_case))
+        for text, offsets in zip(texts, enc["offset_mapping"])
+    ]) if texts else np.zeros(0, dtype=bool)
 
 
 def _pair_piece_mask(tokenizer, pairs: list[tuple[str, str]], ids: list[list[int]], max_length: int, token: str,

@@ -4,8 +4,9 @@ loaded from YAML, a dict or the built-in default, with ``--set`` overrides and o
 
 from probe.config.loading import (DEFAULT_CONFIG_NAME, apply_overrides, default_config_text, dump_config, load_config,
                                   parse_override, variant_configs)
+from probe.config.base import stable_hash
 from probe.config.sections import (AnalysesConfig, CausalConfig, Config, DiscoverConfig, ModelConfig, PlantedFeature,
-                                   SpuriousFeature, TaskConfig, Variant, stable_hash)
+                                   SpuriousFeature, TaskConfig, Variant)
 from probe.config.training import (AdversarialSection, AugmentationSection, BackTranslation, ComputeConfig,
                                    ContextualReplacement, FinetuneConfig, LoraSection, PretrainArtifact, PretrainConfig,
                                    ScratchSize, SynonymReplacement)

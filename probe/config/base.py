@@ -1,6 +1,11 @@
-"""What every config section shares: no unknown keys, validation on assignment, one-word fields."""
+"""What every config section shares: no unknown keys, validation on assignment, one-word fields, and the
+stable hash that keys configs and artifacts."""
 
 from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -16,3 +21,9 @@ class Section(BaseModel):
     """A config section: unknown keys are errors, assignments are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """A short hash of a JSON-serialisable object, independent of key order."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]

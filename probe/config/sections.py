@@ -7,15 +7,13 @@ Validation happens once, at the edge (:func:`probe.config.load_config`); interna
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from probe.config.base import Section, single_word
-from probe.config.heads import check_head
+from probe.config.base import Section, single_word, stable_hash
+from probe.config.kind_fit import check_kind_fit
 from probe.config.training import ComputeConfig, FinetuneConfig, PretrainConfig
 from probe.tasks import DEFAULT_KIND, TASK_KINDS
 
@@ -431,15 +429,7 @@ class Config(Section):
             if self.seeds is not None and len(self.seeds) > 1:
                 raise ValueError(f"seeds {self.seeds} repeat fine-tuning, but model.finetuned is one given model; "
                                  "allowed: no seeds (or one)")
-        if self.task.text_pair_column is not None and not TASK_KINDS[self.task.type].pair_input:
-            pairs = [s.name for s in TASK_KINDS.values() if s.pair_input]
-            raise ValueError(f"task.text_pair_column names a second text, but {self.task.type} reads one text per "
-                             f"example; allowed: task.type {' or '.join(pairs)}, or no task.text_pair_column")
-        check_head(self)
-        refusal = TASK_KINDS[self.task.type].decoder_refusal
-        if self.pretrain.enabled and self.pretrain.objective == "clm" and refusal is not None:
-            raise ValueError(f"pretrain.objective clm builds a causal decoder, and {self.task.type} with a decoder "
-                             f"is not supported ({refusal}); allowed: mlm")
+        check_kind_fit(self)
 
     @property
     def run_dir(self) -> Path:
@@ -456,8 +446,3 @@ class Config(Section):
             d.pop(key, None)
         return stable_hash(d)
 
-
-def stable_hash(obj: Any, length: int = 16) -> str:
-    """A short hash of a JSON-serialisable object, independent of key order."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]

@@ -209,6 +209,8 @@ def _test_nonword(cap: int, chosen, data: pd.DataFrame, train_texts, score, held
     other = select_nonword(data, cap)
     if not other:
         return [], [], []
+    log(f"discovery: {len(other)} property and template candidates to test by their edits, at most "
+        f"{len(other) * 4 * n_examples} edited texts to score (an edit and its control, in each direction)")
     taken = {f for f, *_ in chosen}
     tester = NonwordTester(data, train_texts, lambda count, n: _controls(data, taken, count, n, rng), n_controls,
                            max_position, {f for f, *_ in other})

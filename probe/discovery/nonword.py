@@ -19,6 +19,8 @@ from probe.discovery.edit_test import edit_effects
 from probe.discovery.property_edits import EDITS, EditContext, has_edit, slice_of
 
 KINDS = ("property",) + templates.KINDS
+NO_TEMPLATE_CONTROLS = ("inconclusive: no control template or control word (letters only, |z| < 1 for every class) "
+                        "at any training frequency, so the template was not inserted")
 
 
 def select_nonword(data: pd.DataFrame, max_candidates: int) -> list[tuple[str, str, str, str]]:
@@ -87,6 +89,6 @@ class NonwordTester:
             out, ex = edit_effects(score, texts, labels, base, c, into, out_of, n_examples=n_examples,
                                    n_boot=n_boot, rng=rng)
             rows.append({"feature": feature, "kind": kind, "class": cls, "source": source, "controls": controls,
-                         **out})
+                         **out, **({} if controls else {"note": NO_TEMPLATE_CONTROLS})})
             examples += [{"feature": feature, "class": cls, **e} for e in ex]
         return rows, examples

@@ -26,8 +26,8 @@ def prepare_given(config: Config) -> tuple[Config, Checkpoint | None]:
     if m.finetuned is None:
         return config, None
     ckpt = inspect_checkpoint(m.finetuned, m.adapter_base, m.head)
-    if m.head == "label-words" and ckpt.kind in ("full", "peft") and ckpt.task_type is not None:
-        raise ProbeError(f"model.head: {m.finetuned!r} is a {ckpt.task_type} model with a classification head, and "
+    if m.head == "label-words" and ckpt.kind in ("full", "peft") and ckpt.classifier_head:
+        raise ProbeError(f"model.head: {m.finetuned!r} is a model with a classification head, and "
                          "label-words reads a causal LM's own next-token logits; allowed: head classifier for it, or "
                          "a causal-LM checkpoint (or a peft adapter on one)")
     if ckpt.task_type is not None and ckpt.task_type != config.task.type:

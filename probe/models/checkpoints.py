@@ -40,6 +40,7 @@ class Checkpoint:
     labels: list[str] | None  # its outputs' names in id order, when known
     strategy: str | None = None  # probe checkpoints: the fine-tuning strategy
     n_outputs: int | None = None  # the head's size, when its config says
+    classifier_head: bool = False  # its configs name a classification head of some kind (kinds may share one)
 
     @property
     def folder(self) -> Path | None:
@@ -91,7 +92,7 @@ def _full(source: str, config: dict, head: str = "classifier") -> Checkpoint:
                          f"(a classifier built from it would get a random one); allowed: a fine-tuned {heads} "
                          "checkpoint")
     return Checkpoint(source, "full", config.get("_name_or_path") or None, _task_of(config), _labels_of(config),
-                      n_outputs=_outputs_of(config))
+                      n_outputs=_outputs_of(config), classifier_head=_has_head(config))
 
 
 def _check_weight_files(path: Path) -> None:
@@ -123,7 +124,9 @@ def inspect_checkpoint(source: str, adapter_base: str | None = None, head: str =
             adapter = _read_json(path / "adapter_config.json")
             base = adapter_base or adapter.get("base_model_name_or_path") or None
             kind = kind_of_peft_task(adapter.get("task_type"))
-            return Checkpoint(source, "peft", base, kind.name if kind is not None else None, None)
+            has_head = any(s.peft_task_type == adapter.get("task_type") for s in TASK_KINDS.values())
+            return Checkpoint(source, "peft", base, kind.name if kind is not None else None, None,
+                              classifier_head=has_head)
         if (path / "config.json").is_file():
             return _full(source, _read_json(path / "config.json"), head)
         raise ProbeError(f"model.finetuned: {source!r} is not a model folder (it has neither config.json nor "

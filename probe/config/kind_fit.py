@@ -1,11 +1,26 @@
-"""The checks of ``model.head`` across config sections (docs/design.md §10): ``task.prompt``,
-``task.label_words`` and ``task.label_word_synonyms`` belong to ``model.head: label-words``, which needs a
-task kind with prompt fields and a strategy that does not train a separate head."""
+"""The checks of a config against its task kind's facts (:class:`probe.tasks.spec.KindSpec`), across config
+sections: a second text column only for a kind that reads pairs; ``model.head: label-words`` (docs/design.md
+§10: ``task.prompt``, ``task.label_words`` and ``task.label_word_synonyms`` belong to it, and it needs a kind
+with prompt fields and a strategy that does not train a separate head); clm pretraining only for a kind a
+causal decoder can serve."""
 
 from __future__ import annotations
 
 from probe.data.prompts import check_prompt
 from probe.tasks import TASK_KINDS
+
+
+def check_kind_fit(config) -> None:
+    """Raise ``ValueError`` (reported as a config error) for settings the task kind cannot take."""
+    spec = TASK_KINDS[config.task.type]
+    if config.task.text_pair_column is not None and not spec.pair_input:
+        pairs = [s.name for s in TASK_KINDS.values() if s.pair_input]
+        raise ValueError(f"task.text_pair_column names a second text, but {config.task.type} reads one text per "
+                         f"example; allowed: task.type {' or '.join(pairs)}, or no task.text_pair_column")
+    check_head(config)
+    if config.pretrain.enabled and config.pretrain.objective == "clm" and spec.decoder_refusal is not None:
+        raise ValueError(f"pretrain.objective clm builds a causal decoder, and {config.task.type} with a decoder "
+                         f"is not supported ({spec.decoder_refusal}); allowed: mlm")
 
 
 def check_head(config) -> None:
