@@ -35,3 +35,13 @@ def tiny_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("runs")
     return probe.run(None, progress=False, **{k.replace(".", "__"): v for k, v in tiny_overrides(out).items()})
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: thread hand-offs cost more than they save, worse on a shared CPU
+    yield
+    torch.set_num_threads(before)

@@ -15,16 +15,6 @@ FAST = dict(max_length=32, n_examples=80, controls=3, max_candidates=6, bootstra
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def tokenizer():
     from probe.models.backbones import load_tokenizer
 

@@ -20,16 +20,6 @@ FAST = dict(max_length=MAX_LENGTH, n_examples=100, controls=5, max_candidates=4,
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def tokenizer():
     from probe.models.backbones import load_tokenizer
 

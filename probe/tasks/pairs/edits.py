@@ -160,9 +160,9 @@ def negation_lower(second: str, rng: np.random.Generator) -> Edit | None:
             " ".join(w for j, w in enumerate(words) if j not in gone))
 
 
-def length_raise(second: str, k: int, matcher: FrequencyMatcher, rng: np.random.Generator) -> Edit | None:
-    """Insert ``k`` stop words at random positions; the control puts the same words in place of ``k`` of the
-    text's own stop words (other words), so only the edit changes the length."""
+def _stop_words_and_controls(second: str, k: int, matcher: FrequencyMatcher, rng: np.random.Generator):
+    """``(words, positions, replacements)``: ``k`` of the text's stop words at random and as many other stop
+    words of matched frequency (the length edits' controls), or None when the text has too few."""
     words = second.split()
     keys = [word_key(w) for w in words]
     stops = [j for j, key in enumerate(keys) if key in STOP_WORDS]
@@ -170,8 +170,16 @@ def length_raise(second: str, k: int, matcher: FrequencyMatcher, rng: np.random.
         return None
     pos = sorted(rng.choice(stops, k, replace=False).tolist())
     new = _matched([keys[j] for j in pos], {keys[j] for j in pos} | set(NEGATIONS), matcher, rng, content=False)
-    if new is None:
+    return None if new is None else (words, pos, new)
+
+
+def length_raise(second: str, k: int, matcher: FrequencyMatcher, rng: np.random.Generator) -> Edit | None:
+    """Insert ``k`` stop words at random positions; the control puts the same words in place of ``k`` of the
+    text's own stop words (other words), so only the edit changes the length."""
+    found = _stop_words_and_controls(second, k, matcher, rng)
+    if found is None:
         return None
+    words, pos, new = found
     edited = list(words)
     for w in new:
         j = int(rng.integers(len(edited) + 1))
@@ -181,15 +189,10 @@ def length_raise(second: str, k: int, matcher: FrequencyMatcher, rng: np.random.
 
 def length_lower(second: str, k: int, matcher: FrequencyMatcher, rng: np.random.Generator) -> Edit | None:
     """Delete ``k`` stop words; the control replaces the same ``k`` by other stop words of matched frequency."""
-    words = second.split()
-    keys = [word_key(w) for w in words]
-    stops = [j for j, key in enumerate(keys) if key in STOP_WORDS]
-    if len(stops) < k or k == 0:
+    found = _stop_words_and_controls(second, k, matcher, rng)
+    if found is None:
         return None
-    pos = sorted(rng.choice(stops, k, replace=False).tolist())
-    new = _matched([keys[j] for j in pos], {keys[j] for j in pos} | set(NEGATIONS), matcher, rng, content=False)
-    if new is None:
-        return None
+    words, pos, new = found
     return " ".join(w for j, w in enumerate(words) if j not in set(pos)), _replace(words, pos, new)
 
 
