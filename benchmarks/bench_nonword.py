@@ -64,10 +64,12 @@ def main() -> None:
     p.add_argument("--hide-planted", action="store_true")
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--only", choices=["before", "after"], help="run one of the two (default: both)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (2 to compare with a run's "
+                   "fine-tuning seconds on this 2-core machine)")
     p.add_argument("--candidates", action="store_true", help="only the non-word candidates of the training data "
                    "(no model: seconds)")
     args = p.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     config = load_config(args.config, args.set)
     data = build_task_data(config)
     if args.candidates:
