@@ -55,6 +55,10 @@ class TextPairClassification(SequenceClassification):
             tables = representation_tables(ctx, seed, pre, fine, train_log)
             predictions = prediction_rows(ctx.data, fine["predictions"], seed)
         self.attribution_and_invariance(ctx, seed, model, pre, tables)
+        if config.model.head == "label-words":
+            from probe.tasks.sequence.label_words import label_word_tables
+
+            tables.update(label_word_tables(ctx, seed, model))
         tables.update(pair_tests(ctx, model, seed))
         if config.causal.enabled:
             tables.update(causal_tables(ctx, model, seed))
