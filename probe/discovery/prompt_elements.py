@@ -21,6 +21,7 @@ import pandas as pd
 
 from probe.analyses.prompt_format import TRAINING, format_predictions, variant_readers
 from probe.discovery.causal_test import benjamini_hochberg, delete_random, paired_interval, sign_flip_pvalue
+from probe.discovery.verdicts import FORMAT_USED
 from probe.models.batching import predict_logits, tokenize
 from probe.models.label_words import LabelWordModel
 
@@ -83,7 +84,7 @@ def _verdict(row: dict, q: float, min_effect: float) -> str:
     if row["unseen"]:
         return "not seen by the tokenizer"
     if row["q"] <= q and row["effect_ci_low"] > min_effect:
-        return "format moves predictions"
+        return FORMAT_USED
     if row["effect_ci_high"] < 0.1:
         return "format not used"
     return "inconclusive"

@@ -69,7 +69,7 @@ class TextPairClassification(SequenceClassification):
 
         out = super().summary(ctx, tables, train_logs)
         partial = pooled_rows(tables["partial_input"])
-        partial = partial[partial.partition == "clean"]
+        partial = partial[(partial.partition == "clean") & (partial.model == "finetuned")]
         out["partial_input"] = {r.property: {"value": float(r.value), "ci_low": float(r.ci_low),
                                              "ci_high": float(r.ci_high)}
                                 for r in partial[partial.metric == "accuracy"].itertuples()}
