@@ -228,6 +228,14 @@ def test_bad_pair_prompts_are_one_line_exit_2(tmp_path, sets, message):
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
+def test_a_field_with_a_conversion_or_format_spec_is_refused():
+    from probe.data.prompts import check_prompt
+
+    for prompt in ("A: {text!r} B: {text_pair}", "A: {text} B: {text_pair:>9}"):
+        with pytest.raises(ProbeError, match="has a conversion or format spec"):
+            check_prompt(prompt, pair=True)
+
+
 def test_template_findings_reach_the_summary_scorecard_and_banner():
     from probe.analyses.verdict import discovery_lead
     from probe.discovery.verdicts import FORMAT_USED, discovered_templates

@@ -17,9 +17,13 @@ def check_prompt(prompt: str, pair: bool = False) -> str:
     """``prompt`` if it is a usable template: ``{text}`` once, ``{text_pair}`` once for pair tasks (never
     otherwise), no other field; else a one-line :class:`ProbeError`."""
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(prompt) if f is not None]
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(prompt) if f is not None]
     except ValueError as e:
         raise ProbeError(f"task.prompt: {e}; write literal braces as {{{{ and }}}}") from None
+    fields = [f for f, _, _ in parsed]
+    odd = [_field(*p) for p in parsed if p[1] or p[2]]
+    if odd:  # the texts are placed as they are, so that character offsets point into them
+        raise ProbeError(f"task.prompt: {odd[0]} has a conversion or format spec; allowed: plain fields such as {{text}}")
     allowed = FIELDS if pair else FIELDS[:1]
     bad = [f for f in fields if f not in allowed]
     if bad:

@@ -7,7 +7,9 @@ the data (:mod:`probe.tasks.pairs.task`), the analyses that need words of one te
 (:mod:`probe.tasks.pairs.analyses`), the tests particular to pairs (partial input, relational
 properties and discovery per side), attribution split by side (:mod:`probe.tasks.pairs.attribution`;
 no ERASER faithfulness), invariance perturbations on each side in turn, and concept erasure with the
-planted token's pieces taken on its side only.
+planted token's pieces taken on its side only. A causal LM answering with label words reads each pair as a
+prompt with ``{text}`` and ``{text_pair}`` (:mod:`probe.models.label_words`) and adds the sequence kind's
+label-word tables (:mod:`probe.tasks.sequence.label_words`).
 """
 
 from __future__ import annotations
