@@ -6,8 +6,8 @@ representations (one vector per pair and layer), predictions and the causal pred
 the data (:mod:`probe.tasks.pairs.task`), the analyses that need words of one text
 (:mod:`probe.tasks.pairs.analyses`), the tests particular to pairs (partial input, relational
 properties and discovery per side), attribution split by side (:mod:`probe.tasks.pairs.attribution`;
-no ERASER faithfulness), invariance perturbations on each side in turn, and concept erasure with the
-planted token's pieces taken on its side only.
+ERASER faithfulness re-predicts pairs, :mod:`probe.analyses.faithfulness`), invariance perturbations on
+each side in turn, and concept erasure with the planted token's pieces taken on its side only.
 """
 
 from __future__ import annotations
@@ -56,8 +56,9 @@ class TextPairClassification(SequenceClassification):
             predictions = prediction_rows(ctx.data, fine["predictions"], seed)
         self.attribution_and_invariance(ctx, seed, model, pre, tables)
         tables.update(pair_tests(ctx, model, seed))
-        if config.causal.enabled:
-            tables.update(causal_tables(ctx, model, seed))
+        if config.causal.enabled:  # budgets: the attribution stage's rows and the causal stage's
+            for name, df in causal_tables(ctx, model, seed).items():
+                tables[name] = pd.concat([tables[name], df], ignore_index=True) if name in tables else df
         return tables, predictions
 
     def summary(self, ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict) -> dict:
