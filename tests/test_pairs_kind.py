@@ -185,6 +185,10 @@ def test_a_planted_second_side_token_is_relied_on_and_ranked_first_by_discovery(
         assert shares.loc[(method, "token_side_share"), "finetuned"] > 0.8
         assert shares.loc[(method, "spurious_attribution_share"), "finetuned"] > 0.5
         assert shares.loc[(method, "spurious_attribution_share"), "pretrained"] < 0.1
+        # ERASER: removing the top words of the second text (zebra) costs the prediction, the first text's do not
+        assert shares.loc[(method, "second_side_comprehensiveness_aopc"), "finetuned"] > 0.3
+        assert abs(shares.loc[(method, "first_side_comprehensiveness_aopc"), "finetuned"]) < 0.1
+        assert shares.loc[(f"{method}-random", "comprehensiveness_aopc"), "finetuned"] > 0.1
 
 
 def _conflicting_attribution(tmp_path) -> pd.DataFrame:
