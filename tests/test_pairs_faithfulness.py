@@ -11,6 +11,7 @@ from probe.analyses.attribution import WordAttributions, word_attributions
 from probe.analyses.faithfulness import faithfulness_metrics, faithfulness_scores, top_k_count
 from probe.models.backbones import load_tokenizer
 from probe.models.batching import pad_batch, tokenize
+from tests.test_pairs_tokens import _tokenizer
 
 PERCENTS = (1, 20, 50)
 
@@ -60,6 +61,25 @@ def test_every_unremoved_word_of_both_sides_stays_in_order():
     assert seen.inputs[1:3] == [("", "e f g"), ("a b c", "d")]  # without / only the top 4, sides kept apart
     first_side = [x for x in seen.inputs if x[1] == "d e f g" and x[0] != "a b c"]
     assert ("c", "d e f g") in first_side and ("a b", "d e f g") in first_side  # first side: its top 2 of 3
+
+
+@pytest.mark.parametrize("style", ["bert", "roberta", "gpt2", "llama"])
+def test_perturbed_pairs_keep_their_special_and_separator_tokens_for_every_tokenizer_style(style):
+    """Encoders' templates and decoders' one separator: every perturbed input, an emptied side included, has the
+    full pair's special tokens, and between them exactly the kept words of each side, in order."""
+    tok = _tokenizer(style)
+    words = "the cat sat on the mat".split() + "shares fell sharply on monday".split()
+    a = WordAttributions(words, np.arange(11.0), 0, "saliency", n_first=6)  # the second text ranks first
+    seen = Recorder()
+    faithfulness_scores(None, tok, [a], percents=(1, 40), max_length=64, probabilities=seen)
+    assert ("", "shares fell sharply on monday") in seen.inputs  # sufficiency@40 (5 of 11): the first text emptied
+    assert ("the cat sat on the mat", "") in seen.inputs  # and comprehensiveness@40 empties the second
+    special = set(tok.all_special_ids)
+    ids = tokenize(tok, seen.inputs, 64)
+    assert len({sum(t in special for t in row) for row in ids}) == 1 and any(t in special for t in ids[0])
+    for (x, y), row in zip(seen.inputs, ids):
+        side = [tok(t, add_special_tokens=False)["input_ids"] for t in (x, y)]
+        assert [t for t in row if t not in special] == side[0] + side[1]
 
 
 class ReadsSecondZebra(torch.nn.Module):
