@@ -69,8 +69,10 @@ def _assert_pair_faithfulness(run):
     aopc = attribution[attribution.metric.str.endswith("_aopc")]
     per_cell = aopc.groupby(["model", "method", "partition"]).metric.unique()
     assert len(per_cell) == 2 * (2 * 4 + 1) * 3  # both models; each method, its -random, random; every partition
-    assert all(set(m) == {f"{side}{kind}_aopc" for side in ("", "first_side_", "second_side_")
-                          for kind in ("comprehensiveness", "sufficiency")} for m in per_cell)
+    for (_, method, _), metrics in per_cell.items():  # per side: the first faithfulness method (and random)
+        sides = ("", "first_side_", "second_side_") if method.split("-")[0] in ("integrated_gradients", "random") \
+            else ("",)
+        assert set(metrics) == {f"{s}{k}_aopc" for s in sides for k in ("comprehensiveness", "sufficiency")}
     assert np.isfinite(aopc.value).all() and np.isfinite(aopc.ci_low).all()
     budgets = pd.read_csv(run / "tables" / "budgets.csv")
     used = budgets[budgets.analysis == "attribution"].set_index(["model", "partition"]).examples
@@ -185,10 +187,11 @@ def test_a_planted_second_side_token_is_relied_on_and_ranked_first_by_discovery(
         assert shares.loc[(method, "token_side_share"), "finetuned"] > 0.8
         assert shares.loc[(method, "spurious_attribution_share"), "finetuned"] > 0.5
         assert shares.loc[(method, "spurious_attribution_share"), "pretrained"] < 0.1
-        # ERASER: removing the top words of the second text (zebra) costs the prediction, the first text's do not
-        assert shares.loc[(method, "second_side_comprehensiveness_aopc"), "finetuned"] > 0.3
-        assert abs(shares.loc[(method, "first_side_comprehensiveness_aopc"), "finetuned"]) < 0.1
-        assert shares.loc[(f"{method}-random", "comprehensiveness_aopc"), "finetuned"] > 0.1
+        assert shares.loc[(f"{method}-random", "comprehensiveness_aopc"), "finetuned"] > 0.1  # ERASER
+    # removing the top words of the second text (zebra) costs the prediction, the first text's do not
+    assert shares.loc[("integrated_gradients", "second_side_comprehensiveness_aopc"), "finetuned"] > 0.3
+    assert abs(shares.loc[("integrated_gradients", "first_side_comprehensiveness_aopc"), "finetuned"]) < 0.1
+    assert abs(shares.loc[("integrated_gradients", "second_side_sufficiency_aopc"), "finetuned"]) < 0.1
 
 
 def _conflicting_attribution(tmp_path) -> pd.DataFrame:

@@ -111,10 +111,12 @@ def _curve_names(pairs: bool) -> list[str]:
 def faithfulness_scores(
     model, tokenizer, attributions: Sequence[WordAttributions], *, percents: Sequence[float] = PERCENTS,
     max_length: int = 128, batch_size: int = 64, seed: int = 0, probabilities: TextProbabilities | None = None,
+    sides: bool = True,
 ) -> dict[str, np.ndarray]:
     """Per-example curves ``[n, len(percents)]``: ``comprehensiveness``, ``sufficiency`` and
     their ``random_`` counterparts (DeYoung et al. 2020); for pairs also ``first_side_comprehensiveness``,
-    ``second_side_sufficiency``, ... (the module docstring), NaN where a side has no covered word.
+    ``second_side_sufficiency``, ... (the module docstring; ``sides=False`` leaves them out), NaN where a side
+    has no covered word.
 
     The texts are rebuilt from ``attributions[i].words`` (the words the attribution saw, i.e.
     after truncation), so the full-input probability and the perturbed ones are comparable.
@@ -131,7 +133,7 @@ def faithfulness_scores(
         inputs.append(_join(words, np.ones(len(words), dtype=bool), a.n_first))
         ranked = _ranking(a.scores)
         orders = {"": ranked, "random_": rng.permutation(len(words))}
-        if a.n_first is not None:
+        if a.n_first is not None and sides:
             for side, pos in side_positions(len(words), a.n_first).items():
                 orders[f"{side}_side_"] = ranked[np.isin(ranked, pos)]
                 orders[f"random_{side}_side_"] = side_rng.permutation(pos)
@@ -145,7 +147,7 @@ def faithfulness_scores(
     probabilities = probabilities or TextProbabilities(model, tokenizer, max_length, batch_size)
     probs = probabilities(inputs) if inputs else np.zeros((0, 0))
     n_k = len(percents)
-    pairs = any(a.n_first is not None for a in attributions)
+    pairs = sides and any(a.n_first is not None for a in attributions)
     out = {name: np.full((len(attributions), n_k), np.nan) for name in _curve_names(pairs)}
     for i, (a, where) in enumerate(zip(attributions, plan)):
         p = probs[:, a.prediction]
@@ -158,17 +160,17 @@ def faithfulness_scores(
 def faithfulness_metrics(
     model, tokenizer, attributions: Sequence[WordAttributions], *, model_name: str, feature: str = "task",
     percents: Sequence[float] = PERCENTS, max_length: int = 128, batch_size: int = 64, n_boot: int = 1000,
-    seed: int = 0, probabilities: TextProbabilities | None = None,
+    seed: int = 0, probabilities: TextProbabilities | None = None, sides: bool = True,
 ) -> pd.DataFrame:
     """Tidy ERASER rows (DeYoung et al. 2020) for one model and attribution method.
 
     Metrics: ``comprehensiveness_aopc``, ``sufficiency_aopc`` and per-k ``comprehensiveness@k``,
     ``sufficiency@k``; for pairs also ``first_side_comprehensiveness_aopc``, ``first_side_sufficiency_aopc``
-    and the second side's; column ``method`` is the attribution method or ``"random"`` (the
-    random-order baseline, always present) or ``"<method>-random"`` (the paired difference).
+    and the second side's (unless ``sides=False``); column ``method`` is the attribution method or
+    ``"random"`` (the random-order baseline, always present) or ``"<method>-random"`` (the paired difference).
     """
     curves = faithfulness_scores(model, tokenizer, attributions, percents=percents, max_length=max_length,
-                                 batch_size=batch_size, seed=seed, probabilities=probabilities)
+                                 batch_size=batch_size, seed=seed, probabilities=probabilities, sides=sides)
     method = attributions[0].method if attributions else ""
     per_metric: dict[str, dict[str, np.ndarray]] = {}
     for kind in ("comprehensiveness", "sufficiency"):

@@ -187,7 +187,8 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
     probe head fitted on its frozen last layer (docs/design.md §5), so both answer the same task.
     Pairs of texts pass ``pair_metrics(attributions, feature, token, model) -> rows`` (the mass per side,
     :mod:`probe.tasks.pairs.attribution`), which replaces the token metrics; their faithfulness re-predicts
-    pairs without their top words, overall and per side (:mod:`probe.analyses.faithfulness`)."""
+    pairs without their top words, overall and, for the first of ``analyses.faithfulness_methods``, per side
+    (:mod:`probe.analyses.faithfulness`)."""
     from tqdm.auto import tqdm
 
     from probe.analyses.faithfulness import TextProbabilities
@@ -285,7 +286,7 @@ def _attribute(config: Config, data, model, mname: str, method: str, partition, 
     if method in a.faithfulness_methods:
         frames.append(faithfulness_metrics(model, tokenizer, attrs, model_name=mname, feature=feature or "task",
                                            max_length=config.task.max_length, n_boot=a.bootstrap_samples, seed=seed,
-                                           probabilities=probabilities))
+                                           probabilities=probabilities, sides=method == a.faithfulness_methods[0]))
     for df in frames:
         df.insert(df.columns.get_loc("metric") + 1, "partition", part)
     heat = None
