@@ -169,7 +169,7 @@ class AnalysesConfig(Section):
     faithfulness_methods: list[Literal["integrated_gradients", "saliency", "input_x_gradient", "occlusion"]] = Field(
         default_factory=lambda: ["integrated_gradients", "saliency", "input_x_gradient", "occlusion"],
         description="methods whose ERASER comprehensiveness / sufficiency is measured (each costs 20 forward "
-        "passes per example)")
+        "passes per example; for pairs the first one 40 more, per side)")
     attribution_examples: int = Field(12, ge=2, le=10000, description="examples per partition (conflicting, "
                                       "aligned, clean) that are attributed, for each model")
     ig_steps: int = Field(32, ge=2, le=2000, description="integration steps of Layer Integrated Gradients "

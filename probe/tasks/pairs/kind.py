@@ -6,10 +6,11 @@ representations (one vector per pair and layer), predictions and the causal pred
 the data (:mod:`probe.tasks.pairs.task`), the analyses that need words of one text
 (:mod:`probe.tasks.pairs.analyses`), the tests particular to pairs (partial input, relational
 properties and discovery per side), attribution split by side (:mod:`probe.tasks.pairs.attribution`;
-no ERASER faithfulness), invariance perturbations on each side in turn, and concept erasure with the
-planted token's pieces taken on its side only. A causal LM answering with label words reads each pair as a
-prompt with ``{text}`` and ``{text_pair}`` (:mod:`probe.models.label_words`) and adds the sequence kind's
-label-word tables (:mod:`probe.tasks.sequence.label_words`).
+ERASER faithfulness re-predicts pairs, :mod:`probe.analyses.faithfulness`), invariance perturbations on
+each side in turn, and concept erasure with the planted token's pieces taken on its side only. A causal LM
+answering with label words reads each pair as a prompt with ``{text}`` and ``{text_pair}``
+(:mod:`probe.models.label_words`) and adds the sequence kind's label-word tables
+(:mod:`probe.tasks.sequence.label_words`).
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ class TextPairClassification(SequenceClassification):
 
             tables.update(label_word_tables(ctx, seed, model))
         tables.update(pair_tests(ctx, model, seed))
-        if config.causal.enabled:
-            tables.update(causal_tables(ctx, model, seed))
+        if config.causal.enabled:  # budgets: the attribution stage's rows and the causal stage's
+            for name, df in causal_tables(ctx, model, seed).items():
+                tables[name] = pd.concat([tables[name], df], ignore_index=True) if name in tables else df
         return tables, predictions
 
     def summary(self, ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict) -> dict:
