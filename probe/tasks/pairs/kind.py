@@ -17,6 +17,7 @@ import pandas as pd
 from probe.config import Config
 from probe.engine.context import RunContext, log
 from probe.tasks.pairs import SPEC
+from probe.tasks.base import add_tables
 from probe.tasks.sequence.kind import SequenceClassification, prediction_rows
 
 
@@ -57,7 +58,7 @@ class TextPairClassification(SequenceClassification):
         self.attribution_and_invariance(ctx, seed, model, pre, tables)
         tables.update(pair_tests(ctx, model, seed))
         if config.causal.enabled:
-            tables.update(causal_tables(ctx, model, seed))
+            add_tables(tables, causal_tables(ctx, model, seed))  # budgets: attribution's and the ablation's rows
         return tables, predictions
 
     def summary(self, ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict) -> dict:
