@@ -11,7 +11,9 @@
 - ``attribution`` / ``attribution_words``: what the predicted tag of an entity's first word looks
   at, with the marker's attribution share;
 - ``erasure`` and ``ablation``: LEACE on the tagger's token activations against random directions,
-  layer swaps and head ablation (:mod:`probe.causal.experiment`), through a :class:`SpanPredictor`.
+  layer swaps and head ablation (:mod:`probe.causal.experiment`), through a :class:`SpanPredictor`;
+- ``budgets`` (``analyses.precision: budget``): what the budgeted attributions, swaps and head scan used
+  and why they stopped (docs/design.md §5, "Precision budgets").
 """
 
 from __future__ import annotations
