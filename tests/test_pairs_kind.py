@@ -44,6 +44,9 @@ def test_a_pair_run_writes_every_pair_table(tmp_path):
     assert 0 <= s["attribution_first_side_share"]["occlusion"]["value"] <= 1
     behaviour = pd.read_csv(tmp_path / "pairs" / "tables" / "behaviour.csv")
     assert {"first: add_url", "second: add_url"} <= set(behaviour.property)
+    budgets = pd.read_csv(tmp_path / "pairs" / "tables" / "budgets.csv")  # attribution's and the causal tests' rows
+    assert {"attribution", "occlusion", "ablation", "head scan"} <= set(budgets.analysis)
+    assert (budgets.examples <= budgets.cap).all() and budgets.stopped.notna().all()
     erasure = pd.read_csv(tmp_path / "pairs" / "tables" / "erasure.csv")
     assert {"leace"} <= set(erasure.method.dropna()) and set(erasure.property) == {"token:zebra"}
     partial = pd.read_csv(tmp_path / "pairs" / "tables" / "partial_input.csv")

@@ -20,6 +20,7 @@ import pandas as pd
 from probe.config import Config
 from probe.engine.context import RunContext, log
 from probe.tasks.pairs import SPEC
+from probe.tasks.base import add_tables
 from probe.tasks.sequence.kind import SequenceClassification, prediction_rows
 
 
@@ -63,9 +64,8 @@ class TextPairClassification(SequenceClassification):
 
             tables.update(label_word_tables(ctx, seed, model))
         tables.update(pair_tests(ctx, model, seed))
-        if config.causal.enabled:  # budgets: the attribution stage's rows and the causal stage's
-            for name, df in causal_tables(ctx, model, seed).items():
-                tables[name] = pd.concat([tables[name], df], ignore_index=True) if name in tables else df
+        if config.causal.enabled:
+            add_tables(tables, causal_tables(ctx, model, seed))  # budgets: attribution's and the ablation's rows
         return tables, predictions
 
     def summary(self, ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict) -> dict:

@@ -210,7 +210,7 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
     budgeted, stops = {}, []
     if a.precision == "budget":  # per model and partition: the examples its headline interval needs
         from probe.analyses.budget import budget_rows
-        from probe.tasks.sequence.budgeted import budgeted_partition
+        from probe.analyses.budgeted_attribution import budgeted_partition
 
         for mname, part in tqdm([(m, p) for m in models for p in partitions if p[3]], desc="attribution",
                                 disable=not progress, leave=False):
