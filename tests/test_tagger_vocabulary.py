@@ -69,8 +69,10 @@ def _discover(model, tok, **more):
 def test_a_trigger_before_entities_is_found_from_the_vocabulary_and_proved(one_thread):
     from probe.discovery.vocabulary import rank_band, whole_words
 
+    from probe.models.backbones import load_encoder
+
     model, tok = _tagger(1.0, 0.0)
-    table = _discover(model, tok)
+    table = _discover(model, tok, reference=load_encoder("tiny-bert", 0))
     row = table.set_index("feature").loc["zebra"]
     assert row["source"] == "vocabulary" and row["class"] == "person" and row["kind"] == "marker"
     assert row["verdict"] == "used shortcut", row
@@ -84,6 +86,25 @@ def test_a_trigger_before_entities_is_found_from_the_vocabulary_and_proved(one_t
     assert zebra["class"] == "person" and zebra["grad_rank"] <= FAST["k"] and zebra["screen_override"] > 0.9
     assert table.attrs["vocabulary_seconds"] > 0
     assert (table[table.feature != "zebra"].verdict != "used shortcut").all()
+    # the pretrained (random) encoder, read through a probe head on its frozen last layer, near chance on
+    # these entities: the trigger moves it no more than the control words do
+    assert abs(row["reference_override_rate"] - row["reference_override_control"]) < 0.25
+    assert np.isnan(table.set_index("feature").drop(index="zebra").reference_override_rate).all()
+
+
+def test_a_reference_that_is_a_tagger_is_read_as_it_is(one_thread):
+    """The reference's rate for a trigger, with the fine-tuned tagger itself as the reference: the same rate."""
+    from probe.tasks.tokens.reference import reference_marker_rates, reference_tagger
+
+    model, tok = _tagger(1.0, 0.0)
+    assert reference_tagger(model, tok, [], TAGS, 32, 8, "cpu") is model
+    import pandas as pd
+
+    table = pd.DataFrame({"feature": ["zebra", "zebra"], "class": ["person", "person"], "controls": ["the a", "the"],
+                          "source": ["vocabulary", "data"], "verdict": ["used shortcut"] * 2})
+    out = reference_marker_rates(table, model, tok, [], _sentences(100, 3), TAGS, ["city", "person"], 32, 16, "cpu")
+    assert out.reference_override_rate[0] > 0.9 and out.reference_override_control[0] < 0.2
+    assert np.isnan(out.reference_override_rate[1])  # only vocabulary triggers get the reference's rate
 
 
 def test_a_marker_before_every_type_gives_no_used_trigger(one_thread):
@@ -151,3 +172,25 @@ def test_ranking_split_keeps_the_test_split_whole_when_sentences_are_given():
     assert ranking_split(test, given, np.random.default_rng(0)) == (given, test)
     ranking, rest = ranking_split(test, None, np.random.default_rng(0))
     assert len(ranking) == 5 and sorted(ranking + rest) == test and not set(ranking) & set(rest)
+
+
+def test_a_tagger_run_searches_the_vocabulary_and_times_it(tmp_path, one_thread):
+    """The run's tagger discovery stage with ``discover.vocabulary: true``: ranked on the validation sentences,
+    timed apart, its table carrying the reference columns."""
+    import json
+
+    import pandas as pd
+
+    import probe
+
+    over = {"task.type": "token-classification", "task.dataset": "wnut16", "task.max_length": 32,
+            "task.train_size": 120, "task.validation_size": 40, "task.test_size": 60, "model.backbone": "tiny-bert",
+            "finetune.epochs": 1, "finetune.batch_size": 16, "analyses.probing": False, "analyses.similarity": False,
+            "analyses.attribution": False, "analyses.bootstrap_samples": 100, "discover.vocabulary": True,
+            "discover.bootstrap": 100, "discover.n_examples": 20,
+            "spurious": [], "output_dir": str(tmp_path), "name": "tagger-vocab"}
+    run = probe.run(None, progress=False, **{k.replace(".", "__"): v for k, v in over.items()})
+    timings = json.loads((run.path / "timings.json").read_text())
+    assert 0 < timings["discovery_vocabulary"] <= timings["discovery"]
+    table = pd.read_csv(run.path / "tables" / "discovery.csv")
+    assert "reference_override_rate" in table.columns

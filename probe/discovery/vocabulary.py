@@ -10,6 +10,11 @@ g_c(x) = ∂ log P(c | x) / ∂ slot, putting token v in the slot changes log P(
     score_c(v) = (e_v − ē) · mean_x g_c(x):
 
 one forward and one backward pass per batch of (text, class) rows, one product with the embedding matrix.
+A text read as a prompt (a label-word LM, :class:`probe.models.label_words.PromptTokenizer`) gets the slot
+right before the first token of its text, after the template's prefix (:func:`slot_position`). The pieces
+are generic over what a row is: :func:`slot_gradient_scores` (any slot and read position, any log-probability
+of the model's output), :func:`screen_table` and :func:`best_screened`; taggers use them with an entity span
+in place of a text (:mod:`probe.tasks.tokens.vocabulary`).
 
 *Whole-word tokens*: lower-case letters, at least two, that the tokenizer encodes as that one token after
 a word ("the w" → [the, v]). The top ``k`` per class are *screened* by real insertion (one batched pass):
