@@ -284,14 +284,14 @@ class DiscoverConfig(Section):
     seed: int = Field(0, ge=0)
     vocabulary: Union[Literal["auto"], bool] = Field(
         "auto", description="search the tokenizer's whole words for triggers the data may not contain (gradient "
-        "ranking, insertion screen, causal test; text classification); 'auto': on when diagnosing a given "
-        "checkpoint (model.finetuned); true / false")
+        "ranking, insertion screen, causal test; taggers: a word before an entity); 'auto': on when diagnosing a "
+        "given checkpoint (model.finetuned); true / false")
     vocabulary_k: int = Field(10, ge=1, le=10_000, description="vocabulary words per class screened by real "
                               "insertion, highest gradient estimate first")
-    vocabulary_texts: int = Field(8, ge=1, le=10_000, description="held-out texts per class whose gradient ranks "
-                                  "the vocabulary")
-    vocabulary_screen: int = Field(8, ge=1, le=10_000, description="held-out texts per class each screened word "
-                                   "is inserted into")
+    vocabulary_texts: int = Field(8, ge=1, le=10_000, description="held-out texts per class (taggers: entity "
+                                  "spans per type) whose gradient ranks the vocabulary")
+    vocabulary_screen: int = Field(8, ge=1, le=10_000, description="held-out texts per class (taggers: entity "
+                                   "spans per type) each screened word is inserted into")
     vocabulary_tested: int = Field(1, ge=1, le=100, description="vocabulary words per class given the causal test "
                                    "(the best screened, if they override at least a quarter of the screen)")
 
