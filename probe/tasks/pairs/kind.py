@@ -56,8 +56,9 @@ class TextPairClassification(SequenceClassification):
             predictions = prediction_rows(ctx.data, fine["predictions"], seed)
         self.attribution_and_invariance(ctx, seed, model, pre, tables)
         tables.update(pair_tests(ctx, model, seed))
-        if config.causal.enabled:
-            tables.update(causal_tables(ctx, model, seed))
+        if config.causal.enabled:  # the causal budget rows join the attribution's (both are ``budgets``)
+            for name, df in causal_tables(ctx, model, seed).items():
+                tables[name] = pd.concat([tables[name], df], ignore_index=True) if name in tables else df
         return tables, predictions
 
     def summary(self, ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict) -> dict:
