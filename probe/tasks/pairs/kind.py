@@ -7,7 +7,9 @@ the data (:mod:`probe.tasks.pairs.task`), the analyses that need words of one te
 (:mod:`probe.tasks.pairs.analyses`), the tests particular to pairs (partial input, relational
 properties and discovery per side), attribution split by side (:mod:`probe.tasks.pairs.attribution`;
 no ERASER faithfulness), invariance perturbations on each side in turn, and concept erasure with the
-planted token's pieces taken on its side only.
+planted token's pieces taken on its side only. A causal LM answering with label words reads each pair as a
+prompt with ``{text}`` and ``{text_pair}`` (:mod:`probe.models.label_words`) and adds the sequence kind's
+label-word tables (:mod:`probe.tasks.sequence.label_words`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ class TextPairClassification(SequenceClassification):
             tables = representation_tables(ctx, seed, pre, fine, train_log)
             predictions = prediction_rows(ctx.data, fine["predictions"], seed)
         self.attribution_and_invariance(ctx, seed, model, pre, tables)
+        if config.model.head == "label-words":
+            from probe.tasks.sequence.label_words import label_word_tables
+
+            tables.update(label_word_tables(ctx, seed, model))
         tables.update(pair_tests(ctx, model, seed))
         if config.causal.enabled:  # the causal budget rows join the attribution's (both are ``budgets``)
             for name, df in causal_tables(ctx, model, seed).items():
@@ -66,7 +72,7 @@ class TextPairClassification(SequenceClassification):
 
         out = super().summary(ctx, tables, train_logs)
         partial = pooled_rows(tables["partial_input"])
-        partial = partial[partial.partition == "clean"]
+        partial = partial[(partial.partition == "clean") & (partial.model == "finetuned")]
         out["partial_input"] = {r.property: {"value": float(r.value), "ci_low": float(r.ci_low),
                                              "ci_high": float(r.ci_high)}
                                 for r in partial[partial.metric == "accuracy"].itertuples()}
