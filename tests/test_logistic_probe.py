@@ -246,12 +246,16 @@ def test_raw_space_map_reproduces_decision_function_and_sklearn(K):
     raw = X @ probe.raw_coef_.T + probe.raw_intercept_
     np.testing.assert_allclose(raw.squeeze(-1) if K == 2 else raw, probe.decision_function(X), rtol=1e-9,
                                atol=1e-9)
-    W, b = folded_linear(probe)  # every class's logit: [0, d(x)] for two classes
+    W, b = folded_linear(probe)  # every class's logit: [-d(x)/2, d(x)/2] for two classes
     assert W.shape == (K, X.shape[1])
     logits = X @ W.T + b
     sk = _reference(X, y, 1.0)
     ref = sk.decision_function(X)
     np.testing.assert_allclose(logits[:, 1] - logits[:, 0] if K == 2 else logits, ref, atol=1e-4)
+    if K == 2:  # both logits depend on x: a constant class-0 logit has no gradient to attribute
+        np.testing.assert_allclose(W[0], -W[1])
+        np.testing.assert_allclose(b[0], -b[1])
+        assert np.abs(W[0]).max() > 0
     # the sklearn pair folds to the same map
     W_sk, b_sk = folded_linear(sk[0], sk[-1])
     np.testing.assert_allclose(W, W_sk, atol=1e-5 * np.abs(W_sk).max())

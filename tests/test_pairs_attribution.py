@@ -10,9 +10,10 @@ import torch
 
 from probe.analyses.attribution import WordAttributions, word_attributions
 from probe.analyses.invariance import fit_pairs_to_length, invariance_metrics
-from probe.models.backbones import load_tokenizer
+from probe.models.backbones import load_encoder, load_tokenizer
 from probe.models.batching import tokenize
 from probe.models.pair_tokens import encode_pair_words, encode_pairs
+from probe.models.probe_head import fit_probe_head_on_features
 from probe.tasks.pairs.attribution import pair_attribution_metrics, side_shares
 
 PAIRS = [("the cat sat on the mat today", "a zebra ran far away"),
@@ -71,6 +72,28 @@ def test_a_second_text_only_model_puts_no_attribution_on_the_first_text(tok, met
         assert np.all(a.scores[: a.n_first] == 0) and np.abs(a.scores[a.n_first:]).sum() > 0
     rows = pair_attribution_metrics(attrs, model_name="m", n_boot=20)
     assert dict(zip(rows.metric, rows.value)) == {"first_side_share": 0.0, "second_side_share": 1.0}
+
+
+@pytest.fixture(scope="module")
+def binary_probe_head():
+    """The pretrained tiny-bert explained as the run explains it: through a two-class probe head."""
+    encoder = load_encoder("tiny-bert", 0).eval()
+    feats = np.random.default_rng(0).normal(size=(40, encoder.config.hidden_size))
+    return fit_probe_head_on_features(encoder, feats, np.arange(40) % 2, device="cpu")
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "saliency", "input_x_gradient", "occlusion"])
+def test_a_binary_probe_head_explains_either_class_of_every_input(tok, binary_probe_head, method):
+    """Both logits of a two-class probe head depend on the input: explaining class 0 is not all zeros (a
+    constant class-0 logit once made every pretrained attribution of a class-0 prediction 0, and the side
+    shares dropped those examples), for pairs and single texts alike."""
+    for texts in ([a for a, _ in PAIRS], PAIRS):
+        for cls in (0, 1):
+            attrs = word_attributions(binary_probe_head, tok, texts, method, max_length=12, n_steps=8,
+                                      target=[cls] * len(texts), delta_warn=np.inf)
+            assert all(np.abs(a.scores).sum() > 0 for a in attrs), (texts, cls)
+    rows = pair_attribution_metrics(attrs, model_name="pretrained", n_boot=20)  # every pair counted
+    assert list(rows.n) == [len(PAIRS)] * 2
 
 
 def test_invariance_perturbs_one_side_and_leaves_room_for_it(tok):

@@ -37,6 +37,10 @@ def test_a_pair_run_writes_every_pair_table(tmp_path):
     shares = attribution[attribution.metric.isin(["first_side_share", "second_side_share"])]
     total = shares.groupby(["model", "method", "partition"]).value.sum()
     assert np.allclose(total, 1.0) and len(total) == 2 * 4 * 3  # both models, every method, every partition
+    budgets = pd.read_csv(tmp_path / "pairs" / "tables" / "budgets.csv")
+    used = budgets[budgets.analysis == "attribution"].set_index(["model", "partition"]).examples
+    counted = shares.set_index(["model", "partition"]).n
+    assert (counted.values == used.loc[counted.index].values).all()  # no example's attribution is all zero
     token_side = attribution[attribution.metric == "token_side_share"].set_index(["model", "method", "partition"])
     second = shares[shares.metric == "second_side_share"].set_index(["model", "method", "partition"])
     assert np.allclose(token_side.value, second.value.loc[token_side.index])  # zebra is on the second side

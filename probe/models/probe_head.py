@@ -11,8 +11,10 @@ standardisation folded into the layer:
 
     w·((x − μ) / σ) + b  =  (w / σ)·x + (b − Σ_j w_j μ_j / σ_j).
 
-For two classes the probe has one decision function d(x); the logits are ``[0, d(x)]``, so
-their softmax is its ``predict_proba`` and ``logits[:, 1]`` is ``decision_function``.
+For two classes the probe has one decision function d(x); the logits are ``[−d(x)/2, d(x)/2]``, so
+their softmax is its ``predict_proba`` and ``logits[:, 1] − logits[:, 0]`` is ``decision_function``.
+Both logits depend on x: with ``[0, d(x)]`` the class-0 logit would be a constant, with zero gradient,
+and every attribution of an example predicted as class 0 would be exactly zero.
 The module exposes ``forward(input_ids, attention_mask) -> .logits``,
 ``get_input_embeddings()`` and ``.config.num_labels``: the attribution code treats it as it
 treats a fine-tuned ``AutoModelForSequenceClassification``.
@@ -79,8 +81,8 @@ def folded_linear(scaler, classifier=None) -> tuple[np.ndarray, np.ndarray]:
 
     ``scaler`` has ``mean_`` / ``scale_`` (a ``StandardScaler``), ``classifier`` ``coef_`` /
     ``intercept_`` (a ``LogisticRegression``); a fitted one-problem :class:`LogisticProbe` has
-    all four and is passed alone. Binary: ``weight = [0, w]``, ``bias = [0, b]`` (logit
-    difference = decision function).
+    all four and is passed alone. Binary: ``weight = [−w/2, w/2]``, ``bias = [−b/2, b/2]`` (logit
+    difference = decision function; both logits depend on the input, see the module docstring).
     """
     classifier = scaler if classifier is None else classifier
     coef = np.asarray(classifier.coef_, dtype=np.float64)
@@ -91,8 +93,8 @@ def folded_linear(scaler, classifier=None) -> tuple[np.ndarray, np.ndarray]:
     weight = coef / scale
     bias = intercept - weight @ mean
     if weight.shape[0] == 1:
-        weight = np.vstack([np.zeros_like(weight), weight])
-        bias = np.concatenate([[0.0], bias])
+        weight = np.vstack([-weight / 2, weight / 2])
+        bias = np.concatenate([-bias / 2, bias / 2])
     return weight, bias
 
 
