@@ -17,7 +17,8 @@ Verdicts (docs/design.md §8), with BH q-values over every p-value of the run's 
 - ``inconclusive``: anything else: the data could not tell (too few examples, or an interval too wide to
   rule out a large effect);
 - ``correlational``: a natural-property slice without an edit (:data:`probe.discovery.property_edits.NO_EDIT`),
-  with its label association only;
+  with its label association only, or whose edit the model cannot see (``unseen``: a case edit under an
+  uncased tokenizer gives the same ids);
 - ``not tested``: data-significant but beyond ``max_candidates``.
 """
 
@@ -44,6 +45,8 @@ SUMMARY_COLUMNS = {"override_ci_low": "override_rate_ci_low", "override_ci_high"
 
 def verdict(row: dict, q_level: float, min_effect: float) -> str:
     """The verdict of one tested candidate (see the module docstring)."""
+    if row.get("unseen") is True:
+        return "correlational"
     ins_ok = row["n_insert"] >= MIN_EXAMPLES
     del_ok = row["n_delete"] >= MIN_EXAMPLES
     if ins_ok and row["q_insert"] <= q_level and row["override_effect_ci_low"] > min_effect:
@@ -78,6 +81,8 @@ def describe(feature: str, kind: str) -> str:
     """How a sentence names a candidate: a word, a property slice or a position template."""
     if kind == "property":
         return f"the property slice {feature}"
+    if kind in ("span property", "word shape"):
+        return f"the token property {feature}"
     if kind == "prefix":
         return f'starting with "{feature[1:]}"'
     if kind == "suffix":

@@ -1,0 +1,165 @@
+"""Taggers' span properties (issue 25): each edit moves the span's property and its control does not, both keep
+the other words and the tag alignment; the candidate statistic by hand; an uncased tokenizer is detected; and
+known answers on a tiny tagger: a digit in the span that decides the type is *used*, digits at equal rates in
+every type are not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from probe.tasks.tokens.span_edits import ONE_WAY, SPAN_EDITS, Span, SpanContext, inserted_tags, moves, span_counts
+from probe.tasks.tokens.tagging import Sentence
+
+CTX = SpanContext(["quietly"])
+ON_SPAN = {"span_digit"}  # properties whose control edits the span's own words
+# (property, sentence, tags) with the span at the B- tag; each sentence is outside the property's slice 1
+OUTSIDE = {
+    "span_capitalised": (["we", "met", "alice", "smith", "today"], ["O", "O", "B-per", "I-per", "O"]),
+    "span_all_caps": (["we", "met", "Alice", "Smith", "today"], ["O", "O", "B-per", "I-per", "O"]),
+    "span_digit": (["we", "met", "alice", "today"], ["O", "O", "B-per", "O"]),
+    "span_first": (["we", "met", "Alice", "today"], ["O", "O", "B-per", "O"]),
+}
+INSIDE = {
+    "span_capitalised": (["we", "met", "Alice", "smith", "today"], ["O", "O", "B-per", "I-per", "O"]),
+    "span_all_caps": (["we", "met", "NASA", "HQ", "today"], ["O", "O", "B-org", "I-org", "O"]),
+    "span_digit": (["we", "saw", "win10", "pro4", "at", "home"], ["O", "O", "B-prod", "I-prod", "O", "O"]),
+    "span_first": (["Alice", "met", "us", "today"], ["B-per", "O", "O", "O"]),
+}
+
+
+def _span(words, tags) -> Span:
+    s = next(j for j, t in enumerate(tags) if t.startswith("B-"))
+    e = s + 1
+    while e < len(tags) and tags[e].startswith("I-"):
+        e += 1
+    return Span(words, tags, s, e)
+
+
+def _after(span: Span, read) -> Span:
+    """The edited read as a span again: its tags follow the words, the span where the read says."""
+    words, pos = read
+    tags = inserted_tags(span, read)
+    assert len(tags) == len(words), "the tags stay aligned with the words"
+    assert tags[pos: pos + span.e - span.s] == list(span.tags[span.s: span.e]), "the span keeps its tags"
+    return Span(words, tags, pos, pos + span.e - span.s)
+
+
+def _changed(before: Span, after: Span) -> list[int]:
+    """Positions of the unedited sentence whose word changed (same-length edits)."""
+    return [j for j, (a, b) in enumerate(zip(before.words, after.words)) if a != b]
+
+
+@pytest.mark.parametrize("name", sorted(SPAN_EDITS))
+@pytest.mark.parametrize("direction", ["into", "out_of"])
+def test_each_edit_moves_the_property_and_its_control_does_not(name, direction):
+    edit = SPAN_EDITS[name]
+    words, tags = (OUTSIDE if direction == "into" else INSIDE)[name]
+    span = _span(words, tags)
+    into, out_of = moves(f"{name}=1", CTX)
+    pair = (into if direction == "into" else out_of)(span, np.random.default_rng(0))
+    if name in ONE_WAY and direction == "into":
+        assert pair is None  # no honest edit moves a later span to the front
+        return
+    assert pair is not None
+    edited, control = (_after(span, read) for read in pair)
+    before = edit.value(span, CTX)
+    assert before == (0 if direction == "into" else 1)
+    assert edit.value(edited, CTX) == 1 - before, "the edit moves the property"
+    assert edit.value(control, CTX) == before, "the control leaves it"
+    if len(edited.words) == len(span.words):  # in-place edits touch the span only
+        assert set(_changed(span, edited)) <= set(range(span.s, span.e))
+        if name in ON_SPAN:  # the digit's control: the same word(s), a letter for a digit or a digit for a digit
+            assert _changed(span, control) == _changed(span, edited)
+        else:  # the case controls: O words only
+            assert control.words[control.s: control.e] == span.words[span.s: span.e]
+            assert all(tags[j] == "O" for j in _changed(span, control))
+        # the same size: as many letters' case changed, digits added or characters deleted
+        size = [sum(abs(len(a) - len(b)) if len(a) != len(b) else sum(x != y for x, y in zip(a, b))
+                    for a, b in zip(span.words, s.words)) for s in (edited, control)]
+        assert size[0] == size[1] != 0
+    else:  # one O word inserted: the same word, before the span in the edit, after it in the control
+        new_e, new_c = edited.words[0], control.words[control.e]
+        assert new_e == new_c == "quietly" and edited.tags[0] == control.tags[control.e] == "O"
+        assert [w for w in edited.words if w != new_e] == [w for w in control.words if w != new_c] == list(words)
+
+
+@pytest.mark.parametrize("name", sorted(SPAN_EDITS))
+def test_edits_refuse_spans_already_in_the_target_slice(name):
+    into, out_of = moves(f"{name}=1", CTX)
+    rng = np.random.default_rng(0)
+    assert into(_span(*INSIDE[name]), rng) is None and out_of(_span(*OUTSIDE[name]), rng) is None
+    into0, out_of0 = moves(f"{name}=0", CTX)  # slice 0: the same edits reversed
+    assert into0(_span(*OUTSIDE[name]), rng) is None and out_of0(_span(*INSIDE[name]), rng) is None
+    assert into0(_span(*INSIDE[name]), rng) is not None  # into slice 0 is out of slice 1, which every property has
+
+
+def test_a_digit_only_word_is_not_emptied_and_a_sentence_without_o_words_gets_no_case_control():
+    span = _span(["in", "2012", "we"], ["O", "B-date", "O"])
+    assert moves("span_digit=1", CTX)[1](span, np.random.default_rng(0)) is None
+    (edited, _), (control, _) = moves("span_digit=1", CTX)[1](_span(["in", "euro2012"], ["O", "B-ev"]),
+                                                              np.random.default_rng(0))
+    assert edited == ["in", "euro"] and control[1][:4] == "euro" and control[1][4:].isdigit()
+    assert all(a != b for a, b in zip(control[1][4:], "2012")), "each digit replaced by another digit"
+    alone = _span(["alice"], ["B-per"])
+    assert moves("span_capitalised=1", CTX)[0](alone, np.random.default_rng(0)) is None
+
+
+def test_span_statistic_by_hand():
+    sentences = [Sentence(["met", "Alice"], ["O", "B-per"]), Sentence(["Bob", "came"], ["B-per", "O"]),
+                 Sentence(["in", "paris"], ["O", "B-loc"]), Sentence(["Rome", "is"], ["B-loc", "O"])]
+    rows = span_counts(sentences, ["loc", "per"], min_count=1).set_index(["feature", "class"])
+    row = rows.loc[("span_capitalised=1", "per")]
+    # 4 spans, 3 capitalised; 2 of those are per (p0 = 2/4)
+    assert row["count"] == 3 and row["class_count"] == 2 and row["p0"] == pytest.approx(0.5)
+    assert row["z"] == pytest.approx((2 / 3 - 0.5) / np.sqrt(0.25 / 3))
+    assert rows.loc[("span_first=1", "per"), "count"] == 2 and rows.loc[("span_first=1", "per"), "class_count"] == 1
+    assert set(rows.kind) == {"span property"}
+
+
+def _cased_tokenizer(words):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + sorted(set(words)))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]")
+
+
+def test_an_uncased_tokenizer_is_detected_and_a_cased_one_is_not():
+    from probe.models.backbones import load_tokenizer
+    from probe.tasks.tokens.property_test import edit_seen
+
+    pairs = [(["we", "met", "alice"], ["we", "met", "Alice"])]
+    assert not edit_seen(load_tokenizer("tiny-bert"), pairs)  # minilm's tokenizer lower-cases
+    assert edit_seen(_cased_tokenizer(["we", "met", "alice", "Alice"]), pairs)
+    assert edit_seen(load_tokenizer("tiny-bert"), [(["alice"], ["alice7"])])  # digits it sees
+
+
+def test_case_properties_under_an_uncased_tokenizer_are_correlational_not_not_used():
+    """Person spans are capitalised, city spans not: the data associate capitalisation with person, but the
+    tokenizer lower-cases, so the edit is not run and the verdict says why."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    from probe.models.backbones import load_tokenizer
+    from probe.tasks.tokens.markers import discover_markers
+    from tests.test_hardening import _tiny_config
+
+    rng = np.random.default_rng(0)
+    sentences = []
+    for _ in range(300):
+        typ = ["per", "loc"][int(rng.integers(2))]
+        name = str(rng.choice(["alice", "bob"] if typ == "per" else ["paris", "rome"]))
+        sentences.append(Sentence(["we", "met" if typ == "per" else "saw", name.capitalize() if typ == "per" else name,
+                                   "today"], ["O", "O", f"B-{typ}", "O"]))
+    tags = ["O", "B-loc", "I-loc", "B-per", "I-per"]
+    torch.manual_seed(0)
+    tagger = AutoModelForTokenClassification.from_config(_tiny_config(labels=tags)).eval()
+    table = discover_markers(tagger, load_tokenizer("tiny-bert"), sentences[:200], sentences[200:], tags,
+                             max_length=16, min_count=5, n_examples=40, bootstrap=100)
+    row = table.set_index(["feature", "class"]).loc[("span_capitalised=1", "per")]
+    assert row["kind"] == "span property" and row["verdict"] == "correlational"
+    assert "uncased" in row["note"] and row["n_insert"] == 0
