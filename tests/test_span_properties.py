@@ -163,3 +163,88 @@ def test_case_properties_under_an_uncased_tokenizer_are_correlational_not_not_us
     row = table.set_index(["feature", "class"]).loc[("span_capitalised=1", "per")]
     assert row["kind"] == "span property" and row["verdict"] == "correlational"
     assert "uncased" in row["note"] and row["n_insert"] == 0
+
+
+# --- known answers on a tiny tagger ------------------------------------------------------------
+
+DIGIT_TAGS = ["O", "B-code", "B-person", "I-code", "I-person"]
+FILLER = ["the", "a", "went", "to", "with", "today", "and", "saw", "we", "it"]
+
+
+def _digit_data(n: int, seed: int, null: bool) -> list:
+    """Sentences of filler words with entity words. Planted: the names are shared by both types and a code's
+    name carries a digit ("rome7"), a person's none, so only the digit tells the types apart. Null: the types
+    have names of their own and half of every type's names carry a digit."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        words, tags = [], []
+        for _ in range(rng.integers(2, 5)):
+            words.append(str(rng.choice(FILLER)))
+            tags.append("O")
+            if rng.random() < 0.5:
+                kind = ["person", "code"][rng.integers(2)]
+                if null:
+                    name = str(rng.choice(["alice", "bob"] if kind == "person" else ["paris", "rome"]))
+                    digit = rng.random() < 0.5
+                else:
+                    name, digit = str(rng.choice(["alice", "bob", "paris", "rome"])), kind == "code"
+                words.append(name + (str(rng.integers(2, 10)) if digit else ""))
+                tags.append(f"B-{kind}")
+        out.append(Sentence(words, tags))
+    return out
+
+
+def _digit_tagger(null: bool):
+    import torch
+
+    from probe.config import FinetuneConfig
+    from probe.models.backbones import build_tagger, load_tokenizer
+    from probe.tasks.tokens.objective import finetune_tagger
+
+    torch.manual_seed(0)
+    tok = load_tokenizer("tiny-bert")  # uncased, but it sees digits
+    train, val, test = _digit_data(300, 0, null), _digit_data(40, 2, null), _digit_data(200, 1, null)
+    model = build_tagger("tiny-bert", DIGIT_TAGS, seed=0)
+    finetune_tagger(model, tok, train, val, DIGIT_TAGS, FinetuneConfig(epochs=6, learning_rate=1e-2, batch_size=16),
+                    32, 0, torch.device("cpu"), progress=False)
+    return model.eval(), tok, train, test
+
+
+def _discover(model, tok, train, test):
+    from probe.tasks.tokens.markers import discover_markers
+
+    return discover_markers(model, tok, train, test, DIGIT_TAGS, max_length=32, min_count=5, n_examples=80,
+                            controls=2, bootstrap=300, max_candidates=4)
+
+
+def test_a_digit_that_decides_the_type_is_a_used_span_property(one_thread):
+    model, tok, train, test = _digit_tagger(null=False)
+    table = _discover(model, tok, train, test).set_index(["feature", "class"])
+    row = table.loc[("span_digit=1", "code")]
+    assert row["kind"] == "span property" and row["verdict"] == "used shortcut"
+    assert row["n_insert"] >= 20 and row["override_effect_ci_low"] > 0.5 and row["override_control"] < 0.2
+    examples = table.attrs["examples"]
+    shown = examples[(examples.feature == "span_digit=1") & (examples.edit == "insert")].iloc[0]
+    assert shown.text.split() != shown.before.split() and len(shown.text.split()) == len(shown.before.split())
+
+
+def test_digits_at_equal_rates_in_every_type_are_not_used(one_thread):
+    from probe.discovery.verdicts import verdict
+    from probe.tasks.tokens.markers import _TypePredictor, _spans
+    from probe.tasks.tokens.property_test import PropertyTester
+
+    model, tok, train, test = _digit_tagger(null=True)
+    table = _discover(model, tok, train, test)
+    assert not ((table.kind == "span property") & table.verdict.isin(["used shortcut",
+                                                                       "used, plausibly task-relevant"])).any()
+    assert "span_digit=1" not in set(table.feature)  # no association, so not even a candidate
+    # tested anyway, as if it were one: neither edit moves the types more than its control
+    spans = _spans(test)
+    predict = _TypePredictor(model, tok, DIGIT_TAGS, 32, 64, "cpu")
+    clean = predict([list(test[i].words) for i, *_ in spans], [s for _, s, _, _ in spans])
+    tester = PropertyTester(test, spans, clean, ["code", "person"], predict, tok, ["quietly"])
+    row, _ = tester.span_row("span_digit=1", "code", 80, 300, np.random.default_rng(0))
+    assert row["n_insert"] >= 20 and row["n_delete"] >= 20
+    assert verdict({**row, "q_insert": row["p_insert"], "q_delete": row["p_delete"], "significant": False},
+                   0.05, 0.1) == "not used"

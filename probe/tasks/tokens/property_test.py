@@ -67,6 +67,7 @@ class PropertyTester:
         self.base = self._one_hot(self.clean)
         self.predict, self.tokenizer = predict, tokenizer
         self.ctx = SpanContext(list(neutral))
+        self.seen: dict[str, bool] = {}  # property name (or the capitalised word) -> whether the tokenizer sees it
 
     def _one_hot(self, typed: Sequence[str | None]) -> np.ndarray:
         k = len(self.types)
@@ -103,7 +104,9 @@ class PropertyTester:
         into, out_of = self._moves(feature, t)
         row: dict = {"feature": feature, "kind": KIND, "class": t, "source": "data", "controls": "control edit"}
         name = feature.rsplit("=", 1)[0]
-        if not self._seen(into, out_of, len(feature)):
+        if name not in self.seen:
+            self.seen[name] = self._seen(into, out_of, len(feature))
+        if not self.seen[name]:
             return {**row, "n_insert": 0, "n_delete": 0, "p_insert": np.nan, "p_delete": np.nan, "note": UNSEEN,
                     "unseen": True}, []
         out, examples = edit_effects(self.score, self.items, self.labels, self.base, self.types.index(t), into,
@@ -117,7 +120,9 @@ class PropertyTester:
     def shape_row(self, feature: str, t: str, n_examples: int, n_boot: int, rng: np.random.Generator) -> dict:
         """The row of the capitalised word (:func:`probe.tasks.tokens.word_shape.shape_effects`)."""
         row: dict = {"feature": feature, "kind": "word shape", "class": t, "source": "data"}
-        if not edit_seen(self.tokenizer, _case_pairs(self.test, CHECKED)):
+        if "capitalised" not in self.seen:
+            self.seen["capitalised"] = edit_seen(self.tokenizer, _case_pairs(self.test, CHECKED))
+        if not self.seen["capitalised"]:
             return {**row, "controls": "one letter's case (the second)", "n_insert": 0, "n_delete": 0,
                     "p_insert": np.nan, "p_delete": np.nan, "note": UNSEEN, "unseen": True}
         return {**row, **shape_effects(feature, t, self.test, self.spans, self.clean, self.predict, n_examples,
@@ -127,16 +132,20 @@ class PropertyTester:
 def property_rows(data: pd.DataFrame, tester: PropertyTester, max_candidates: int, n_examples: int, n_boot: int,
                   rng: np.random.Generator) -> tuple[list[tuple[str, str]], list[dict], list[dict]]:
     """The tested ``(feature, type)`` pairs, their rows and example edits: the significant capitalised-word and
-    span-property slices by z, up to ``max_candidates`` (a cap of their own, next to the markers')."""
+    span-property slices by z, up to ``max_candidates`` run (a cap of their own, next to the markers'; one whose
+    edit the tokenizer cannot see is listed, *correlational*, without taking a place)."""
     rows = data[data.significant & data.kind.isin(["word shape", KIND])]
     rows = rows.sort_values(["z", "feature", "class"], ascending=[False, True, True], kind="stable")
-    chosen, out, examples = [], [], []
-    for f, kind, t in list(zip(rows.feature, rows.kind, rows["class"]))[:max_candidates]:
+    chosen, out, examples, run = [], [], [], 0
+    for f, kind, t in zip(rows.feature, rows.kind, rows["class"]):
+        if run >= max_candidates:
+            break
         chosen.append((f, t))
         if kind == KIND:
             row, ex = tester.span_row(f, t, n_examples, n_boot, rng)
-            out.append(row)
             examples += ex
         else:
-            out.append(tester.shape_row(f, t, n_examples, n_boot, rng))
+            row = tester.shape_row(f, t, n_examples, n_boot, rng)
+        out.append(row)
+        run += not row.get("unseen", False)  # an edit the model cannot see costs nothing and takes no place
     return chosen, out, examples
