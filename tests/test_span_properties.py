@@ -248,3 +248,16 @@ def test_digits_at_equal_rates_in_every_type_are_not_used(one_thread):
     assert row["n_insert"] >= 20 and row["n_delete"] >= 20
     assert verdict({**row, "q_insert": row["p_insert"], "q_delete": row["p_delete"], "significant": False},
                    0.05, 0.1) == "not used"
+
+
+def test_the_banner_does_not_offer_to_insert_or_plant_a_property():
+    from probe.discovery.verdicts import sentence
+    from probe.report.impact import banner
+
+    row = {"feature": "span_digit=1", "kind": "span property", "class": "code", "verdict": "used shortcut",
+           "n_insert": 80, "override_rate": 0.9, "override_control": 0.05, "q_value": 0.001}
+    summary = {"name": "digits", "task": {"entity_types": ["code", "person"]},
+               "discovered": [{**row, "sentence": sentence(row)}]}
+    b = banner(summary, {}, "config.yaml")
+    assert b["status"] == "relies" and "the token property span_digit=1" in b["verdict"] and "90%" in b["verdict"]
+    assert "inserting" not in b["verdict"] and b["command"] == "" and "spurious=" not in b["why"]

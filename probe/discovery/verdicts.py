@@ -110,16 +110,22 @@ def sentence(row: dict) -> str:
     return f'"{f}" ({c}): {row["verdict"]}.'
 
 
+# what a tagger's edit is applied to: (the units, the units of the insertion direction); texts otherwise
+UNITS = {"span property": ("entity spans", "entity spans of other types"),
+         "word shape": ("words", "words outside entities")}
+
+
 def _edit_sentence(row: dict, what: str) -> str:
     """The sentence of a candidate tested by an edit against a same-size control edit."""
     c, v = row["class"], row["verdict"]
+    units, others = UNITS.get(row.get("kind"), ("texts", "texts of other classes"))
     if v == "used shortcut":
-        return (f'Editing {row["n_insert"]} held-out texts of other classes into {what} moves '
+        return (f'Editing {row["n_insert"]} held-out {others} into {what} moves '
                 f'{row["override_rate"]:.0%} of them to {c} (the same-size control edit: '
                 f'{row["override_control"]:.0%}): the model uses {what} as a shortcut, whatever the content.')
     if v == "used, plausibly task-relevant":
-        return (f'Editing {row["n_delete"]} held-out texts out of {what} lowers P({c}) by {row["deletion_drop"]:.2f} '
-                f'on average (the same-size control edit: {row["deletion_control"]:.2f}), but editing texts into it '
+        return (f'Editing {row["n_delete"]} held-out {units} out of {what} lowers P({c}) by {row["deletion_drop"]:.2f} '
+                f'on average (the same-size control edit: {row["deletion_control"]:.2f}), but editing {units} into it '
                 "rarely changes the prediction: the model uses it as evidence in context.")
     if v == "correlated but not used":
         return (f'{what} is associated with {c} in the training data (z = {row["z"]:.1f}) but editing texts into or '
