@@ -120,12 +120,12 @@ def _edit_sentence(row: dict, what: str) -> str:
     c, v = row["class"], row["verdict"]
     units, others = UNITS.get(row.get("kind"), ("texts", "texts of other classes"))
     if v == "used shortcut":
-        return (f'Editing {row["n_insert"]} held-out {others} into {what} moves '
+        return (f'Editing {int(row["n_insert"])} held-out {others} into {what} moves '
                 f'{row["override_rate"]:.0%} of them to {c} (the same-size control edit: '
                 f'{row["override_control"]:.0%}): the model uses {what} as a shortcut, whatever the content.')
     if v == "used, plausibly task-relevant":
-        return (f'Editing {row["n_delete"]} held-out {units} out of {what} lowers P({c}) by {row["deletion_drop"]:.2f} '
-                f'on average (the same-size control edit: {row["deletion_control"]:.2f}), but editing {units} into it '
+        return (f'Editing {int(row["n_delete"])} held-out {units} out of {what} lowers P({c}) by '
+                f'{row["deletion_drop"]:.2f} on average (the same-size control edit: {row["deletion_control"]:.2f}), but editing {units} into it '
                 "rarely changes the prediction: the model uses it as evidence in context.")
     if v == "correlated but not used":
         return (f'{what} is associated with {c} in the training data (z = {row["z"]:.1f}) but editing texts into or '
