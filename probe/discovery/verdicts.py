@@ -126,7 +126,8 @@ def _edit_sentence(row: dict, what: str) -> str:
     if v == "used, plausibly task-relevant":
         return (f'Editing {int(row["n_delete"])} held-out {units} out of {what} lowers P({c}) by '
                 f'{row["deletion_drop"]:.2f} on average (the same-size control edit: {row["deletion_control"]:.2f}), '
-                f"but editing {units} into it rarely changes the prediction: the model uses it as evidence in context.")
+                + (f"but editing {units} into it rarely changes the prediction" if row["n_insert"] else
+                   "and no edit into it runs (see the note)") + ": the model uses it as evidence in context.")
     if v == "correlated but not used":
         return (f'{what} is associated with {c} in the training data (z = {row["z"]:.1f}) but editing texts into or '
                 "out of it changes the predictions no more than the control edit does.")
