@@ -261,3 +261,48 @@ def test_the_banner_does_not_offer_to_insert_or_plant_a_property():
     b = banner(summary, {}, "config.yaml")
     assert b["status"] == "relies" and "the token property span_digit=1" in b["verdict"] and "90%" in b["verdict"]
     assert "inserting" not in b["verdict"] and b["command"] == "" and "spurious=" not in b["why"]
+
+
+def test_a_cased_tagger_whose_types_follow_capitalisation_uses_span_capitalised(one_thread):
+    """The case path on a model that can see case: a tiny BERT over a cased word-level vocabulary, names shared by
+    both types, a person's capitalised and a city's not."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    from probe.config import FinetuneConfig
+    from probe.tasks.tokens.markers import discover_markers
+    from probe.tasks.tokens.objective import finetune_tagger
+    from tests.test_hardening import _tiny_config
+
+    tags = ["O", "B-city", "B-person", "I-city", "I-person"]
+    names = ["alice", "bob", "paris", "rome"]
+
+    def make(n: int, seed: int) -> list:
+        rng = np.random.default_rng(seed)
+        out = []
+        for _ in range(n):
+            words, row = [], []
+            for _ in range(rng.integers(2, 5)):
+                words.append(str(rng.choice(FILLER)))
+                row.append("O")
+                if rng.random() < 0.5:
+                    kind, name = ["person", "city"][rng.integers(2)], str(rng.choice(names))
+                    words.append(name.capitalize() if kind == "person" else name)
+                    row.append(f"B-{kind}")
+            out.append(Sentence(words, row))
+        return out
+
+    vocab = FILLER + names
+    tok = _cased_tokenizer(vocab + [w.capitalize() for w in vocab] + [w.upper() for w in vocab])
+    config = _tiny_config(labels=tags)
+    config.vocab_size = len(tok)
+    torch.manual_seed(0)
+    model = AutoModelForTokenClassification.from_config(config)
+    train, test = make(300, 0), make(200, 1)
+    finetune_tagger(model, tok, train, make(40, 2), tags, FinetuneConfig(epochs=6, learning_rate=1e-2, batch_size=16),
+                    32, 0, torch.device("cpu"), progress=False)
+    table = discover_markers(model.eval(), tok, train, test, tags, max_length=32, min_count=5, n_examples=80,
+                             controls=2, bootstrap=300, max_candidates=6).set_index(["feature", "class"])
+    row = table.loc[("span_capitalised=1", "person")]
+    assert row["verdict"] == "used shortcut" and row["override_effect_ci_low"] > 0.5
+    assert row["deletion_effect_ci_low"] > 0.5 and row["override_control"] < 0.2
