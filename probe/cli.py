@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--task-type", choices=list(TASK_KINDS),
                    help=f"the task (default: {DEFAULT_KIND})")
     d.add_argument("--prompt", metavar="TEMPLATE", help="a causal LM answering with label words: its prompt, with "
-                   "{text} (sets model.head label-words; default for a folder probe saved: the recorded one)")
+                   "{text}, and {text_pair} for pairs (sets model.head label-words; default for a folder probe saved: "
+                   "the recorded one)")
     d.add_argument("--label-words", metavar="W1,W2,...", help="a causal LM answering with label words: one word per "
                    "class, comma-separated, in class order (sets model.head label-words; default: the class names)")
     d.add_argument("--name", help="the run folder's name (default: diagnose-<model folder or name>)")

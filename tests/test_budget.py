@@ -160,3 +160,31 @@ def test_hot_deck_imputation_is_unbiased():
         totals.append(np.abs(b.scores).sum())
     true = np.abs(scores).sum()
     assert abs(np.mean(totals) - true) < 3 * np.std(totals) / np.sqrt(len(totals))
+
+
+class _TwoFeatureBatch:
+    """A fake tagger batch: feature ``a`` has ``na`` held-out span pairs here, ``b`` has ``nb`` (0 past its last);
+    ``b`` comes first, so counting only the first feature's pairs would never reach the 25 there are."""
+
+    features = ["b", "a"]
+
+    def __init__(self, na: int, nb: int) -> None:
+        self.n = {"a": na, "b": nb}
+
+    def __call__(self, features=None):
+        return {f: {"clean_accuracy": np.ones(self.n[f]), "conflicting_accuracy": np.r_[np.ones(self.n[f] // 2),
+                                                                                      np.zeros(self.n[f] - self.n[f] // 2)]}
+                for f in (features or self.features)}
+
+
+def test_batched_predictor_counts_a_batch_by_its_largest_feature_and_records_reading_everything():
+    # a tagger's markers hold different numbers of span pairs: 25 and 12, in batches of 10 -> (10, 10), (10, 2),
+    # (5, 0); half correct never gets the Wilson width to 0.2, so every batch is read and the call says so
+    batches = [_TwoFeatureBatch(10, 10), _TwoFeatureBatch(10, 2), _TwoFeatureBatch(5, 0)]
+    predict = BatchedPredictor(batches, 0.2, 64, 25)
+    out = predict()
+    assert out["a"]["clean_accuracy"].size == 25 and out["b"]["clean_accuracy"].size == 12
+    used, width, reason = predict.calls[-1]
+    assert used == 25 and width > 0.2 and reason.startswith("cap")
+    (stop, *_) = predict.stops("a")
+    assert stop.used == 25 and "0 of 1 conditions by the interval, 1 at the cap" == stop.reason

@@ -243,12 +243,12 @@ def test_template_variants_change_one_element_and_keep_the_fields():
 
     variants = template_variants("Premise: {text}\nHypothesis: {text_pair}\nLabel:", ["yes", "no"])
     names = [n for n, _, _ in variants]
-    assert "fields swapped" in names and "newline more" in names and len(set(names)) == len(names)
+    assert "order of fields" in names and "newline more" in names and len(set(names)) == len(names)
     for _, template, words in variants:
         check_prompt(template, pair=True)  # every variant is a usable template
         assert len(words) == 2
     single = dict((n, t) for n, t, _ in template_variants("Text: {text}\nLabel:", ["a", "b"]))
-    assert "fields swapped" not in single and single["separator '='"] == "Text = {text}\nLabel ="
+    assert "order of fields" not in single and single["separator '='"] == "Text = {text}\nLabel ="
     synonyms = template_variants("Text: {text}\nLabel:", ["good", "bad"], ["great", "awful"])
     assert synonyms[-1] == ("label word synonyms", "Text: {text}\nLabel:", ["great", "awful"])
 

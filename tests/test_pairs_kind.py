@@ -20,27 +20,33 @@ TINY = {"model.backbone": "tiny-bert", "task.type": "text-pair", "task.dataset":
 
 
 def test_a_pair_run_writes_every_pair_table(tmp_path):
-    config = load_config(None, {**TINY, "output_dir": str(tmp_path), "name": "pairs",
+    config = load_config(None, {**TINY, "output_dir": str(tmp_path), "name": "pairs", "analyses.mdl": True,
+                                "discover.enabled": True,
                                 "spurious": [{"kind": "planted", "token": "zebra", "target_class": "unrelated",
                                               "side": "second", "rate_in_class": 1.0, "rate_outside": 0.0}]})
     run = execute(config, progress=False)
     s = run.summary
     assert s["status"] == "complete" and s["task"]["classes"] == ["continues", "unrelated"]
     tables = {p.stem for p in (tmp_path / "pairs" / "tables").glob("*.csv")}
-    assert {"behaviour", "probing", "cka", "partial_input", "relations", "ablation", "predictions", "attribution",
-            "attribution_words", "erasure"} <= tables
+    assert {"behaviour", "probing", "mdl", "cka", "partial_input", "relations", "ablation", "predictions",
+            "attribution", "attribution_words", "erasure", "discovery", "budgets"} <= tables
+    _assert_pair_faithfulness(tmp_path / "pairs")
     attribution = pd.read_csv(tmp_path / "pairs" / "tables" / "attribution.csv")
-    assert set(attribution.method) == {"integrated_gradients", "saliency", "input_x_gradient", "occlusion"}
+    methods = {"integrated_gradients", "saliency", "input_x_gradient", "occlusion"}
+    assert set(attribution.method) == methods | {"random"} | {f"{m}-random" for m in methods}  # ERASER's controls
     shares = attribution[attribution.metric.isin(["first_side_share", "second_side_share"])]
     total = shares.groupby(["model", "method", "partition"]).value.sum()
     assert np.allclose(total, 1.0) and len(total) == 2 * 4 * 3  # both models, every method, every partition
     token_side = attribution[attribution.metric == "token_side_share"].set_index(["model", "method", "partition"])
     second = shares[shares.metric == "second_side_share"].set_index(["model", "method", "partition"])
     assert np.allclose(token_side.value, second.value.loc[token_side.index])  # zebra is on the second side
-    assert set(s["attribution_first_side_share"]) == set(attribution.method)
+    assert set(s["attribution_first_side_share"]) == methods
     assert 0 <= s["attribution_first_side_share"]["occlusion"]["value"] <= 1
     behaviour = pd.read_csv(tmp_path / "pairs" / "tables" / "behaviour.csv")
     assert {"first: add_url", "second: add_url"} <= set(behaviour.property)
+    budgets = pd.read_csv(tmp_path / "pairs" / "tables" / "budgets.csv")  # attribution's and the causal tests' rows
+    assert {"attribution", "occlusion", "ablation", "head scan"} <= set(budgets.analysis)
+    assert (budgets.examples <= budgets.cap).all() and budgets.stopped.notna().all()
     erasure = pd.read_csv(tmp_path / "pairs" / "tables" / "erasure.csv")
     assert {"leace"} <= set(erasure.method.dropna()) and set(erasure.property) == {"token:zebra"}
     partial = pd.read_csv(tmp_path / "pairs" / "tables" / "partial_input.csv")
@@ -57,6 +63,30 @@ def test_a_pair_run_writes_every_pair_table(tmp_path):
                "--set", f"output_dir={tmp_path}")
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert "is a text-pair model but task.type is" in out.stderr
+
+
+def _assert_pair_faithfulness(run):
+    """ERASER rows for every model, method and partition, overall and per side, finite, on the examples the
+    precision budget chose; and the report shows the pair tables."""
+    attribution = pd.read_csv(run / "tables" / "attribution.csv")
+    aopc = attribution[attribution.metric.str.endswith("_aopc")]
+    per_cell = aopc.groupby(["model", "method", "partition"]).metric.unique()
+    assert len(per_cell) == 2 * (2 * 4 + 1) * 3  # both models; each method, its -random, random; every partition
+    for (_, method, _), metrics in per_cell.items():  # per side: the first faithfulness method (and random)
+        sides = ("", "first_side_", "second_side_") if method.split("-")[0] in ("integrated_gradients", "random") \
+            else ("",)
+        assert set(metrics) == {f"{s}{k}_aopc" for s in sides for k in ("comprehensiveness", "sufficiency")}
+    assert np.isfinite(aopc.value).all() and np.isfinite(aopc.ci_low).all()
+    budgets = pd.read_csv(run / "tables" / "budgets.csv")
+    used = budgets[budgets.analysis == "attribution"].set_index(["model", "partition"]).examples
+    n = aopc[aopc.metric == "comprehensiveness_aopc"].groupby(["model", "partition"]).n.max()
+    assert (n == used.loc[n.index]).all()
+    html = (run / "index.html").read_text()
+    for tid in ("table-faithfulness", "table-side-attribution", "table-partial-input", "table-relations",
+                "table-invariance", "table-erasure-difference", "table-heads", 'id="shortcuts-found"',
+                'id="description-length"', 'id="probing"', 'id="similarity"'):
+        assert tid in html, tid
+    assert "second-text comprehensiveness" in html and "accuracy, partial input" in html
 
 
 def test_planted_tokens_go_into_their_side_and_no_article_crosses_splits():
@@ -160,6 +190,11 @@ def test_a_planted_second_side_token_is_relied_on_and_ranked_first_by_discovery(
         assert shares.loc[(method, "token_side_share"), "finetuned"] > 0.8
         assert shares.loc[(method, "spurious_attribution_share"), "finetuned"] > 0.5
         assert shares.loc[(method, "spurious_attribution_share"), "pretrained"] < 0.1
+        assert shares.loc[(f"{method}-random", "comprehensiveness_aopc"), "finetuned"] > 0.1  # ERASER
+    # removing the top words of the second text (zebra) costs the prediction, the first text's do not
+    assert shares.loc[("integrated_gradients", "second_side_comprehensiveness_aopc"), "finetuned"] > 0.3
+    assert abs(shares.loc[("integrated_gradients", "first_side_comprehensiveness_aopc"), "finetuned"]) < 0.1
+    assert abs(shares.loc[("integrated_gradients", "second_side_sufficiency_aopc"), "finetuned"]) < 0.1
 
 
 def _conflicting_attribution(tmp_path) -> pd.DataFrame:

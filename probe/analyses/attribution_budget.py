@@ -23,18 +23,23 @@ import numpy as np
 from probe.analyses.attribution import WordAttributions, token_positions, word_attributions
 
 
-def adaptive_ig(model, tokenizer, texts: Sequence[str], *, start: int, max_steps: int, tolerance: float,
-                max_length: int, **kwargs) -> tuple[list[WordAttributions], np.ndarray]:
+def adaptive_ig(model, tokenizer, texts: Sequence, *, start: int, max_steps: int, tolerance: float,
+                max_length: int, word_positions: Sequence[int] | None = None,
+                **kwargs) -> tuple[list[WordAttributions], np.ndarray]:
     """Integrated gradients with steps doubled per example until its relative delta is at most
-    ``tolerance`` (or ``max_steps``). Returns the attributions and the steps each example used."""
+    ``tolerance`` (or ``max_steps``). Returns the attributions and the steps each example used.
+    ``word_positions`` (token classifiers): the word whose tag example i explains, as in
+    :func:`probe.analyses.attribution.word_attributions`."""
     texts = list(texts)
     steps = np.full(len(texts), int(start), dtype=np.int64)
     out: list[WordAttributions | None] = [None] * len(texts)
     todo = np.arange(len(texts))
     n_steps = int(start)
     while todo.size:
+        positions = None if word_positions is None else [int(word_positions[i]) for i in todo]
         attrs = word_attributions(model, tokenizer, [texts[i] for i in todo], "integrated_gradients",
-                                  max_length=max_length, n_steps=n_steps, delta_warn=float("inf"), **kwargs)
+                                  max_length=max_length, n_steps=n_steps, delta_warn=float("inf"),
+                                  word_positions=positions, **kwargs)
         again = []
         for i, a in zip(todo, attrs):
             out[i], steps[i] = a, n_steps

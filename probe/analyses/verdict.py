@@ -179,12 +179,13 @@ def feature_record(planted, rates: tuple[float, float, float], metrics: dict[str
 
 def discovery_lead(discovered: list[dict] | None) -> str:
     """What discovery found, for a run with nothing declared (``""`` when discovery did not run): the used
-    shortcuts lead, so the page never says "only task quality was measured" beside a found shortcut."""
+    shortcuts (and a label-word prompt's template elements that move predictions) lead, so the page never
+    says "only task quality was measured" beside a found shortcut."""
     if discovered is None:
         return ""
-    used = [d for d in discovered if d.get("verdict") == "used shortcut"]
+    used = [d for d in discovered if d.get("verdict") in ("used shortcut", "format moves predictions")]
     if used:
-        names = ", ".join(f'"{d.get("feature")}" → {d.get("class")}' for d in used)
+        names = ", ".join(f'"{d.get("feature")}"' + (f' → {d.get("class")}' if d.get("class") else "") for d in used)
         return (f"No spurious features were configured, but discovery found {len(used)} shortcut"
                 f"{'s' if len(used) != 1 else ''} the model uses: {names} (see Shortcuts found).")
     return ("No spurious features were configured, and discovery found no shortcut the model uses; task quality "

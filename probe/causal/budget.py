@@ -35,16 +35,16 @@ class BatchedPredictor:
     def __call__(self, features: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
         features = self.features if features is None else features
         parts: list[dict[str, dict[str, np.ndarray]]] = []
-        used = 0
+        used, width, reason = 0, 1.0, None
         for predict in self.batches:
             parts.append(predict(features))
-            used += len(next(iter(parts[-1].values()))["clean_accuracy"]) if features else 0
+            used += max((len(v["clean_accuracy"]) for v in parts[-1].values()), default=0)  # a batch's pairs
             width = max((wilson_width(*_count(p["conflicting_accuracy"] for p in _of(parts, f))) for f in features),
                         default=0.0)
             reason = stop_reason(width, self.width, used, self.n_pairs, "conflicting-accuracy interval width")
             if reason is not None:
-                self.calls.append((used, width, reason))
                 break
+        self.calls.append((used, width, reason or f"cap: all {used} pairs read"))
         return {f: {m: np.concatenate([p[f][m] for p in parts]) for m in parts[0][f]} for f in features}
 
     def clean_correct(self) -> np.ndarray:

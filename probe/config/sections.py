@@ -169,7 +169,7 @@ class AnalysesConfig(Section):
     faithfulness_methods: list[Literal["integrated_gradients", "saliency", "input_x_gradient", "occlusion"]] = Field(
         default_factory=lambda: ["integrated_gradients", "saliency", "input_x_gradient", "occlusion"],
         description="methods whose ERASER comprehensiveness / sufficiency is measured (each costs 20 forward "
-        "passes per example)")
+        "passes per example; for pairs the first one 40 more, per side)")
     attribution_examples: int = Field(12, ge=2, le=10000, description="examples per partition (conflicting, "
                                       "aligned, clean) that are attributed, for each model")
     ig_steps: int = Field(32, ge=2, le=2000, description="integration steps of Layer Integrated Gradients "
@@ -284,14 +284,14 @@ class DiscoverConfig(Section):
     seed: int = Field(0, ge=0)
     vocabulary: Union[Literal["auto"], bool] = Field(
         "auto", description="search the tokenizer's whole words for triggers the data may not contain (gradient "
-        "ranking, insertion screen, causal test; text classification); 'auto': on when diagnosing a given "
-        "checkpoint (model.finetuned); true / false")
+        "ranking, insertion screen, causal test; taggers: a word before an entity); 'auto': on when diagnosing a "
+        "given checkpoint (model.finetuned); true / false")
     vocabulary_k: int = Field(10, ge=1, le=10_000, description="vocabulary words per class screened by real "
                               "insertion, highest gradient estimate first")
-    vocabulary_texts: int = Field(8, ge=1, le=10_000, description="held-out texts per class whose gradient ranks "
-                                  "the vocabulary")
-    vocabulary_screen: int = Field(8, ge=1, le=10_000, description="held-out texts per class each screened word "
-                                   "is inserted into")
+    vocabulary_texts: int = Field(8, ge=1, le=10_000, description="held-out texts per class (taggers: entity "
+                                  "spans per type) whose gradient ranks the vocabulary")
+    vocabulary_screen: int = Field(8, ge=1, le=10_000, description="held-out texts per class (taggers: entity "
+                                   "spans per type) each screened word is inserted into")
     vocabulary_tested: int = Field(1, ge=1, le=100, description="vocabulary words per class given the causal test "
                                    "(the best screened, if they override at least a quarter of the screen)")
 

@@ -17,9 +17,13 @@ def check_prompt(prompt: str, pair: bool = False) -> str:
     """``prompt`` if it is a usable template: ``{text}`` once, ``{text_pair}`` once for pair tasks (never
     otherwise), no other field; else a one-line :class:`ProbeError`."""
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(prompt) if f is not None]
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(prompt) if f is not None]
     except ValueError as e:
         raise ProbeError(f"task.prompt: {e}; write literal braces as {{{{ and }}}}") from None
+    fields = [f for f, _, _ in parsed]
+    odd = [_field(*p) for p in parsed if p[1] or p[2]]
+    if odd:  # the texts are placed as they are, so that character offsets point into them
+        raise ProbeError(f"task.prompt: {odd[0]} has a conversion or format spec; allowed: plain fields such as {{text}}")
     allowed = FIELDS if pair else FIELDS[:1]
     bad = [f for f in fields if f not in allowed]
     if bad:
@@ -36,21 +40,44 @@ def answer_text(word: str) -> str:
     return word if word[:1].isspace() else " " + word
 
 
+def _field(field: str, spec: str, conv: str | None) -> str:
+    return "{" + field + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+
+
+def _escape(literal: str) -> str:
+    return literal.replace("{", "{{").replace("}", "}}")
+
+
 def _literal_map(prompt: str, fn) -> str:
     """``prompt`` with ``fn`` applied to its literal text (the fields left as they are)."""
     out = []
     for literal, field, spec, conv in string.Formatter().parse(prompt):
-        out.append(fn(literal).replace("{", "{{").replace("}", "}}"))
+        out.append(_escape(fn(literal)))
         if field is not None:
-            out.append("{" + field + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}")
+            out.append(_field(field, spec, conv))
     return "".join(out)
 
 
-def _swap_fields(prompt: str) -> str | None:
-    """A pair template with its two fields' places exchanged (each keeps the literal text around it)."""
-    if "{text_pair}" not in prompt:
+def field_order(prompt: str) -> str | None:
+    """A pair template with its two texts in the other order, each keeping its field name: a field's *name* is
+    the literal text from the last line break before it (or, between the fields without one, after the
+    leading whitespace) up to the field, and the two blocks name + field trade places, so
+    ``"Premise: {text}\nHypothesis: {text_pair}\nLabel:"`` becomes ``"Hypothesis: {text_pair}\nPremise:
+    {text}\nLabel:"``: the same texts under the same names, read in the other order. None for a single-text
+    template."""
+    parts = list(string.Formatter().parse(prompt))
+    fields = [i for i, (_, f, _, _) in enumerate(parts) if f is not None]
+    if sorted(parts[i][1] for i in fields) != sorted(FIELDS):
         return None
-    return prompt.replace("{text}", "\0").replace("{text_pair}", "{text}").replace("\0", "{text_pair}")
+    a, b = fields
+    l0 = "".join(p[0] for p in parts[:a + 1])  # the literal text before the first field (escaped braces split it)
+    l1 = "".join(p[0] for p in parts[a + 1:b + 1])
+    tail = "".join(_escape(lit) + ("" if f is None else _field(f, s, c)) for lit, f, s, c in parts[b + 1:])
+    cut0 = l0.rfind("\n") + 1
+    cut1 = l1.rfind("\n") + 1 if "\n" in l1 else len(l1) - len(l1.lstrip())
+    head, name1, sep, name2 = l0[:cut0], l0[cut0:], l1[:cut1], l1[cut1:]
+    return (_escape(head) + _escape(name2) + _field(*parts[b][1:]) + _escape(sep) + _escape(name1)
+            + _field(*parts[a][1:]) + tail)
 
 
 def template_variants(prompt: str, words: list[str],
@@ -71,7 +98,7 @@ def template_variants(prompt: str, words: list[str],
         ("field names lower case", _literal_map(prompt, str.lower), words),
         ("newline more", _literal_map(prompt, lambda s: s.replace("\n", "\n\n")), words),
         ("newline fewer", _literal_map(prompt, lambda s: s.replace("\n", " ")), words),
-        ("fields swapped", _swap_fields(prompt), words),
+        ("order of fields", field_order(prompt), words),
         ("label words capitalised", prompt, [w[:1].upper() + w[1:] for w in words]),
         ("label words lower case", prompt, [w.lower() for w in words]),
     ] + ([("label word synonyms", prompt, list(synonyms))] if synonyms else [])

@@ -4,8 +4,8 @@ Each format variant of the training template (:func:`probe.data.prompts.template
 element of the prompt (a separator, the spacing, the casing of field names, a newline, the field order,
 the label words' casing). Its *edit* reads held-out texts with the variant; its *control edit* reads the
 same texts with the training template after deleting as many random words of the text as the variant
-changed template tokens (at least one; :func:`probe.discovery.causal_test.delete_random`), a change of the
-same size to what the prompt is about. The per-text effect is the variant's flip indicator (prediction
+changed template tokens (at least one; :func:`probe.discovery.causal_test.delete_random`; for a pair, each
+word from a side drawn at random), a change of the same size to what the prompt is about. The per-text effect is the variant's flip indicator (prediction
 differs from the training template's) minus the control's, paired; it gets a bootstrap interval and a
 one-sided sign-flip p-value, Benjamini–Hochberg over the variants. Verdicts: *format moves predictions*
 (q ≤ ``q`` and the interval above ``min_effect``), *format not used* (interval below 0.1), *not seen by
@@ -21,6 +21,7 @@ import pandas as pd
 
 from probe.analyses.prompt_format import TRAINING, format_predictions, variant_readers
 from probe.discovery.causal_test import benjamini_hochberg, delete_random, paired_interval, sign_flip_pvalue
+from probe.discovery.verdicts import FORMAT_USED
 from probe.models.batching import predict_logits, tokenize
 from probe.models.label_words import LabelWordModel
 
@@ -31,6 +32,15 @@ def _changed_tokens(reader, base) -> int:
     b = reader.inner(reader.words.format("", ""), add_special_tokens=False)["input_ids"]
     ops = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
     return max(1, sum(max(i2 - i1, j2 - j1) for tag, i1, i2, j1, j2 in ops if tag != "equal"))
+
+
+def _delete_words(text, k: int, rng: np.random.Generator):
+    """The control edit: ``k`` random words deleted from a text (:func:`delete_random`), or from a pair, each
+    of the ``k`` on a side drawn by a fair coin (the template changes around both texts)."""
+    if isinstance(text, str):
+        return delete_random(text, [], k, rng)
+    on_second = int(rng.binomial(k, 0.5))
+    return tuple(delete_random(t, [], n, rng) if n else t for t, n in zip(text, (k - on_second, on_second)))
 
 
 def template_discovery(lm, tokenizer, texts: list[str], classes: list[str], max_length: int, batch_size: int,
@@ -50,7 +60,7 @@ def template_discovery(lm, tokenizer, texts: list[str], classes: list[str], max_
             continue
         k = _changed_tokens(reader, tokenizer)
         if k not in controls:
-            cut = [delete_random(t, [], k, np.random.default_rng([seed, 14, k, i])) for i, t in enumerate(texts)]
+            cut = [_delete_words(t, k, np.random.default_rng([seed, 14, k, i])) for i, t in enumerate(texts)]
             controls[k] = predict_logits(model, tokenizer, cut, max_length, batch_size, device).argmax(1)
         edit = (preds[name] != preds[TRAINING]).astype(float)
         control = (controls[k] != preds[TRAINING]).astype(float)
@@ -74,7 +84,7 @@ def _verdict(row: dict, q: float, min_effect: float) -> str:
     if row["unseen"]:
         return "not seen by the tokenizer"
     if row["q"] <= q and row["effect_ci_low"] > min_effect:
-        return "format moves predictions"
+        return FORMAT_USED
     if row["effect_ci_high"] < 0.1:
         return "format not used"
     return "inconclusive"

@@ -29,6 +29,7 @@ import math
 import pandas as pd
 
 USED = ("used shortcut", "used, plausibly task-relevant")
+FORMAT_USED = "format moves predictions"  # a template element of a label-word prompt (prompt_elements.py)
 WEAK = "weakly used"
 # an effect within this of 0 is no use: edits that change a text's length move probabilities by ~1e-7
 # (padding and batching arithmetic) consistently enough for a sign-flip test to call it significant
@@ -153,6 +154,27 @@ def discovered(table: pd.DataFrame) -> list[dict]:
         rec = {k: _plain(row.get(SUMMARY_COLUMNS.get(k, k))) for k in SUMMARY_KEYS}
         rec["planted"] = bool(row.get("planted", False))
         rec["sentence"] = sentence(row)
+        out.append(rec)
+    return out
+
+
+def discovered_templates(table: pd.DataFrame) -> list[dict]:
+    """The template elements of a label-word prompt that move predictions (``tables/discovery_prompt.csv``,
+    :mod:`probe.discovery.prompt_elements`), as ``summary.json["discovered"]`` records: kind ``template``, no
+    class, the verdict :data:`FORMAT_USED`, the effect (flip rate under the variant minus under its control
+    edit) with its interval, and a sentence."""
+    out = []
+    if table.empty or "verdict" not in table:
+        return out
+    for row in table[table["verdict"] == FORMAT_USED].to_dict("records"):
+        rec = {k: _plain(row.get(k)) for k in ("feature", "verdict", "edit", "n", "flip_rate", "control_flip_rate",
+                                                "effect", "effect_ci_low", "effect_ci_high")}
+        rec.update({"kind": "template", "class": None, "q_value": _plain(row.get("q")), "planted": False,
+                    "sentence": (f'Under the template variant "{str(rec["feature"]).removeprefix("template: ")}", '
+                                 f'{rec["flip_rate"]:.0%} of {rec["n"]} held-out predictions change (the same-size '
+                                 f'control edit, {row.get("control", "random words deleted")}: '
+                                 f'{rec["control_flip_rate"]:.0%}): the answers depend on the prompt\'s format, '
+                                 "not only on the text.")})
         out.append(rec)
     return out
 

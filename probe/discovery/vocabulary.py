@@ -10,6 +10,11 @@ g_c(x) = ∂ log P(c | x) / ∂ slot, putting token v in the slot changes log P(
     score_c(v) = (e_v − ē) · mean_x g_c(x):
 
 one forward and one backward pass per batch of (text, class) rows, one product with the embedding matrix.
+A text read as a prompt (a label-word LM, :class:`probe.models.label_words.PromptTokenizer`) gets the slot
+right before the first token of its text, after the template's prefix (:func:`slot_position`). The pieces
+are generic over what a row is: :func:`slot_gradient_scores` (any slot and read position, any log-probability
+of the model's output), :func:`screen_table` and :func:`best_screened`; taggers use them with an entity span
+in place of a text (:mod:`probe.tasks.tokens.vocabulary`).
 
 *Whole-word tokens*: lower-case letters, at least two, that the tokenizer encodes as that one token after
 a word ("the w" → [the, v]). The top ``k`` per class are *screened* by real insertion (one batched pass):
@@ -86,14 +91,27 @@ def _slot_filled(embeddings, rows, cols, value) -> Iterator[None]:
         handle.remove()
 
 
-def _with_slot(tokenizer, ids: list[int], placeholder: int) -> tuple[list[int], int]:
-    """``ids`` (tokenized to ``max_length`` − 1) with a placeholder after its leading special tokens, and
-    the placeholder's position."""
+def slot_position(tokenizer, text, ids: list[int], max_length: int) -> int:
+    """Where the slot goes in ``text``'s ``ids``: before the text's first token when the tokenizer reads texts
+    as prompts (a label-word model's template prefix stays before it, as a word inserted into the text
+    would), else right after the leading special tokens."""
+    encode_prompt = getattr(tokenizer, "encode_prompt", None)
+    if encode_prompt is not None and isinstance(text, str):
+        enc, offsets = encode_prompt(text, None, max_length)
+        if list(enc) == list(ids):
+            inside = [j for j, (s, e) in enumerate(offsets) if e > s]
+            if inside:
+                return inside[0]
     special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
     start = 0
     while start < len(ids) and ids[start] in special:
         start += 1
-    return ids[:start] + [placeholder] + ids[start:], start
+    return start
+
+
+def with_slot(ids: list[int], slot: int, placeholder: int) -> list[int]:
+    """``ids`` with ``placeholder`` inserted at position ``slot``."""
+    return list(ids[:slot]) + [placeholder] + list(ids[slot:])
 
 
 def gradient_scores(model, tokenizer, texts: list[str], targets: np.ndarray, n_classes: int, vocab: pd.DataFrame,
@@ -101,29 +119,48 @@ def gradient_scores(model, tokenizer, texts: list[str], targets: np.ndarray, n_c
     """``score_c(v)`` of the module docstring, ``[len(vocab), n_classes]``: row i of (``texts``, ``targets``)
     is one text whose slot gradient of log P(target) enters the mean of its target class."""
     import torch
+
+    from probe.models.batching import tokenize
+
+    placeholder = int(vocab["id"].iloc[0])  # its embedding is replaced by the mean
+    ids = tokenize(tokenizer, texts, max_length - 1)
+    slots = [slot_position(tokenizer, t, x, max_length - 1) for t, x in zip(texts, ids)]
+    rows = [(with_slot(x, s, placeholder), s, s) for x, s in zip(ids, slots)]
+    return slot_gradient_scores(model, tokenizer, rows, targets, n_classes, vocab, batch_size, device,
+                                lambda logits, _read: torch.log_softmax(logits.float(), -1), progress)
+
+
+def slot_gradient_scores(model, tokenizer, rows: list[tuple[list[int], int, int]], targets: np.ndarray,
+                         n_classes: int, vocab: pd.DataFrame, batch_size: int, device, log_prob,
+                         progress: bool = False) -> np.ndarray:
+    """``score_c(v)``, ``[len(vocab), n_classes]``, for any model: ``rows`` are ``(ids, slot, read)`` (token ids
+    holding the placeholder ``vocab.id[0]`` at ``slot``; ``read`` the position a token-level score is read at),
+    ``log_prob(logits, read)`` maps a batch's model output and its read positions to ``[batch, n_classes]``
+    log-probabilities; row i's gradient of its ``targets[i]`` log-probability enters that class's mean."""
+    import torch
     from tqdm.auto import tqdm
 
-    from probe.models.batching import length_sorted_batches, pad_batch, tokenize
+    from probe.models.batching import length_sorted_batches, pad_batch
 
     emb = model.get_input_embeddings()
     weight = emb.weight.detach()
     vectors = weight[torch.as_tensor(vocab["id"].to_numpy().copy(), device=weight.device)].float()
     mean = vectors.mean(0)
-    placeholder = int(vocab["id"].iloc[0])  # its embedding is replaced by the mean
-    rows = [_with_slot(tokenizer, x, placeholder) for x in tokenize(tokenizer, texts, max_length - 1)]
+    placeholder = int(vocab["id"].iloc[0])
     grad_sum = torch.zeros(n_classes, mean.numel(), dtype=torch.float64)
     model.eval()
-    batches = list(length_sorted_batches([r for r, _ in rows], batch_size))
+    batches = list(length_sorted_batches([r[0] for r in rows], batch_size))
     for idx in tqdm(batches, desc="vocabulary gradients", disable=not progress, leave=False):
         batch = pad_batch(tokenizer, [rows[i][0] for i in idx]).to(device)
         width = batch["input_ids"].shape[1]
-        left = tokenizer.padding_side == "left"
-        cols = torch.as_tensor([rows[i][1] + (width - len(rows[i][0]) if left else 0) for i in idx], device=device)
+        shift = [width - len(rows[i][0]) if tokenizer.padding_side == "left" else 0 for i in idx]
+        cols = torch.as_tensor([rows[i][1] + d for i, d in zip(idx, shift)], device=device)
+        read = torch.as_tensor([rows[i][2] + d for i, d in zip(idx, shift)], device=device)
         if not bool((batch["input_ids"][torch.arange(len(idx), device=device), cols] == placeholder).all()):
             raise RuntimeError("vocabulary search: the slot is not where the placeholder is")  # a padding-side bug
         slot = mean.to(device).expand(len(idx), -1).clone().requires_grad_(True)
         with _slot_filled(emb, torch.arange(len(idx), device=device), cols, slot):
-            logp = torch.log_softmax(model(**batch).logits.float(), -1)
+            logp = log_prob(model(**batch).logits, read)
         target = torch.as_tensor(targets[idx], device=device)
         (g,) = torch.autograd.grad(logp[torch.arange(len(idx), device=device), target].sum(), slot)
         grad_sum.index_add_(0, target.cpu(), g.detach().double().cpu())
@@ -132,9 +169,9 @@ def gradient_scores(model, tokenizer, texts: list[str], targets: np.ndarray, n_c
     return ((vectors.cpu() - mean.cpu()) @ mean_grad.T).numpy()
 
 
-def _rows_per_class(labels: np.ndarray, n_classes: int, n: int, rng: np.random.Generator,
-                    allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``n`` text indices per class c among texts of other classes (and ``allowed``): (texts, classes)."""
+def rows_per_class(labels: np.ndarray, n_classes: int, n: int, rng: np.random.Generator,
+                   allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``n`` item indices per class c among items of other classes (and ``allowed``): (items, classes)."""
     idx, cls = [], []
     for c in range(n_classes):
         pool = np.flatnonzero((labels != c) & (True if allowed is None else allowed[:, c]))
@@ -144,24 +181,65 @@ def _rows_per_class(labels: np.ndarray, n_classes: int, n: int, rng: np.random.G
     return np.concatenate(idx).astype(int), np.concatenate(cls).astype(int)
 
 
-def screen(score: Callable[[list[str]], np.ndarray], texts: list[str], labels: np.ndarray, base: np.ndarray,
-           top: dict[int, list[str]], n_screen: int, max_position: int, rng: np.random.Generator) -> pd.DataFrame:
-    """Real insertion of each class's ``top`` words into up to ``n_screen`` texts of other classes not
-    predicted as it, one batched pass: ``word``, ``class`` (index), ``screen_override``, ``screen_delta_p``."""
-    allowed = np.stack([base.argmax(1) != c for c in range(base.shape[1])], 1)
-    rows, cls = _rows_per_class(labels, base.shape[1], n_screen, rng, allowed)
-    highs = np.array([min(max_position, len(texts[i].split())) for i in rows], dtype=int)
-    pos = rng.integers(0, highs + 1) if rows.size else highs
-    jobs = [(w, c, r, p) for c, words in top.items() for w in words for r, p in zip(rows[cls == c], pos[cls == c])]
-    probs = score([insert_token(texts[r], w, int(p)) for w, _, r, p in jobs]) if jobs else np.zeros((0, 1))
-    df = pd.DataFrame({"word": [j[0] for j in jobs], "class": [j[1] for j in jobs],
-                       "override": [float(probs[k].argmax() == j[1]) for k, j in enumerate(jobs)],
-                       "delta_p": [float(probs[k, j[1]] - base[j[2], j[1]]) for k, j in enumerate(jobs)]})
+def screen_table(words: list[str], classes: list[int], override: np.ndarray, delta_p: np.ndarray) -> pd.DataFrame:
+    """One row per screened (class, word): ``screen_override`` (share of its insertions that overrode),
+    ``screen_delta_p`` (mean change of P(class)) and ``screen_n``, from one row per insertion."""
+    df = pd.DataFrame({"word": list(words), "class": list(classes), "override": np.asarray(override, dtype=float),
+                       "delta_p": np.asarray(delta_p, dtype=float)})
     if df.empty:
         return pd.DataFrame(columns=["word", "class", "screen_override", "screen_delta_p", "screen_n"])
     return df.groupby(["class", "word"], sort=False).agg(
         screen_override=("override", "mean"), screen_delta_p=("delta_p", "mean"),
         screen_n=("override", "size")).reset_index()
+
+
+def screen(score: Callable[[list[str]], np.ndarray], texts: list[str], labels: np.ndarray, base: np.ndarray,
+           top: dict[int, list[str]], n_screen: int, max_position: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Real insertion of each class's ``top`` words into up to ``n_screen`` texts of other classes not
+    predicted as it, one batched pass: ``word``, ``class`` (index), ``screen_override``, ``screen_delta_p``."""
+    allowed = np.stack([base.argmax(1) != c for c in range(base.shape[1])], 1)
+    rows, cls = rows_per_class(labels, base.shape[1], n_screen, rng, allowed)
+    highs = np.array([min(max_position, len(texts[i].split())) for i in rows], dtype=int)
+    pos = rng.integers(0, highs + 1) if rows.size else highs
+    jobs = [(w, c, r, p) for c, words in top.items() for w in words for r, p in zip(rows[cls == c], pos[cls == c])]
+    probs = score([insert_token(texts[r], w, int(p)) for w, _, r, p in jobs]) if jobs else np.zeros((0, 1))
+    return screen_table([j[0] for j in jobs], [j[1] for j in jobs],
+                        [probs[k].argmax() == j[1] for k, j in enumerate(jobs)],
+                        [probs[k, j[1]] - base[j[2], j[1]] for k, j in enumerate(jobs)])
+
+
+EMPTY = ["word", "class", "rank", "grad_score", "grad_rank", "screen_override", "screen_delta_p", "screen_n"]
+
+
+def announce(n_vocab: int, n_rows: int, n_insertions: int, n_tests: int, per_item: float,
+             log: Callable[[str], None] = log, what: str = "") -> None:
+    """Log the search's size and an estimate of its time (a backward pass costs about two forward passes)
+    before it starts."""
+    log(f"vocabulary search{what}: {n_vocab:,} whole-word tokens, {n_rows} gradient rows, up to {n_insertions:,} "
+        f"screening insertions, then up to {n_tests} causal tests; about "
+        f"{per_item * (3 * n_rows + n_insertions):.0f} s before the tests")
+
+
+def best_screened(scores: np.ndarray, vocab: pd.DataFrame, run_screen: Callable[[dict[int, list[str]]], pd.DataFrame],
+                  k: int, per_class: int, exclude: set[str], min_screen: float) -> pd.DataFrame:
+    """Each class's top ``k`` words by ``scores`` (``exclude`` left out) screened by ``run_screen`` (``{class:
+    words}`` -> :func:`screen_table`), and the ``per_class`` best by screened override (then ΔP) that override
+    at least ``min_screen`` of their screen (a word for one class only); ``attrs["screened"]``: every one."""
+    order = np.argsort(-scores, axis=0, kind="stable")
+    words = vocab.word.to_numpy()
+    top = {c: [w for w in words[order[:, c]][: k + len(exclude)] if w not in exclude][:k]
+           for c in range(scores.shape[1])}
+    found = run_screen(top)
+    index = dict(zip(vocab.word, range(len(vocab))))
+    found["rank"] = [int(vocab["rank"].iloc[index[w]]) for w in found.word]
+    found["grad_score"] = [float(scores[index[w], c]) for w, c in zip(found.word, found["class"])]
+    found["grad_rank"] = [int(np.flatnonzero(order[:, c] == index[w])[0]) + 1
+                          for w, c in zip(found.word, found["class"])]
+    best = found[found.screen_override >= min_screen].sort_values(
+        ["screen_override", "screen_delta_p", "word"], ascending=[False, False, True], kind="stable")
+    best = best.drop_duplicates("word").groupby("class", sort=False).head(per_class).reset_index(drop=True)
+    best.attrs["screened"] = found.sort_values(["class", "grad_rank"], kind="stable").reset_index(drop=True)
+    return best
 
 
 def vocabulary_candidates(model, tokenizer, score, texts: list[str], labels: np.ndarray, n_classes: int, *, k: int,
@@ -176,33 +254,18 @@ def vocabulary_candidates(model, tokenizer, score, texts: list[str], labels: np.
     candidates' ``attrs["screened"]`` holds every screened word with its numbers."""
     vocab = whole_words(tokenizer)
     if vocab.empty or not len(texts):
-        return pd.DataFrame(columns=["word", "class", "rank", "grad_score", "grad_rank", "screen_override",
-                                     "screen_delta_p", "screen_n"]), vocab
+        return pd.DataFrame(columns=EMPTY), vocab
     t0 = time.perf_counter()
     sub = np.sort(rng.choice(len(texts), min(len(texts), 2 * max(n_texts, n_screen) * n_classes), replace=False))
     texts, labels = [texts[i] for i in sub], np.asarray(labels)[sub]
     base = score(texts)
-    per_text = (time.perf_counter() - t0) / max(len(texts), 1)
-    rows, cls = _rows_per_class(labels, n_classes, n_texts, rng)
-    n_ins = n_classes * min(k, len(vocab)) * n_screen
-    log(f"vocabulary search: {len(vocab):,} whole-word tokens, {rows.size} gradient rows, up to {n_ins:,} "
-        f"screening insertions, then up to {per_class * n_classes} causal tests; about "
-        f"{per_text * (3 * rows.size + n_ins):.0f} s before the tests")
+    rows, cls = rows_per_class(labels, n_classes, n_texts, rng)
+    announce(len(vocab), rows.size, n_classes * min(k, len(vocab)) * n_screen, per_class * n_classes,
+             (time.perf_counter() - t0) / max(len(texts), 1), log)
     scores = gradient_scores(model, tokenizer, [texts[i] for i in rows], cls, n_classes, vocab, max_length,
                              batch_size, device, progress)
-    order = np.argsort(-scores, axis=0, kind="stable")
-    words = vocab.word.to_numpy()
-    top = {c: [w for w in words[order[:, c]][: k + len(exclude)] if w not in exclude][:k] for c in range(n_classes)}
-    found = screen(score, texts, labels, base, top, n_screen, max_position, rng)
-    index = dict(zip(vocab.word, range(len(vocab))))
-    found["rank"] = [int(vocab["rank"].iloc[index[w]]) for w in found.word]
-    found["grad_score"] = [float(scores[index[w], c]) for w, c in zip(found.word, found["class"])]
-    found["grad_rank"] = [int(np.flatnonzero(order[:, c] == index[w])[0]) + 1
-                          for w, c in zip(found.word, found["class"])]
-    best = found[found.screen_override >= min_screen].sort_values(
-        ["screen_override", "screen_delta_p", "word"], ascending=[False, False, True], kind="stable")
-    best = best.drop_duplicates("word").groupby("class", sort=False).head(per_class).reset_index(drop=True)
-    best.attrs["screened"] = found.sort_values(["class", "grad_rank"], kind="stable").reset_index(drop=True)
+    best = best_screened(scores, vocab, lambda top: screen(score, texts, labels, base, top, n_screen, max_position,
+                                                           rng), k, per_class, exclude, min_screen)
     return best, vocab
 
 

@@ -271,6 +271,10 @@ def _summary(ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict)
         from probe.discovery.verdicts import discovered
 
         found = discovered(pooled_rows(tables["discovery"]))
+    if "discovery_prompt" in tables:  # a label-word prompt's template elements that move predictions
+        from probe.discovery.verdicts import discovered_templates
+
+        found = (found or []) + discovered_templates(pooled_rows(tables["discovery_prompt"]))
     summary = {
         "status": "running", "name": config.name, "config_hash": config.hash(),
         "verdict": headline_verdict(features, part.pop("nothing_planted"), found),

@@ -11,9 +11,11 @@ Two objects make every analysis of a classifier work unchanged:
 
 - :class:`PromptTokenizer` wraps the run's tokenizer: a text read by the model (``add_special_tokens``
   true, where special tokens frame a text) becomes its prompt; pieces tokenised without special tokens
-  (a planted token, a thesaurus word, a pretraining corpus) stay as they are. The text is cut so that
-  the whole template fits ``max_length``; character offsets point into the text (template tokens get
-  ``(0, 0)``, as special tokens do), so word-level analyses see only the text's words.
+  (a planted token, a thesaurus word, a pretraining corpus) stay as they are. A pair ``(first, second)``
+  fills ``{text}`` and ``{text_pair}``. The texts are cut so that the whole template fits ``max_length`` (a
+  pair's longer text first, as a pair is cut without a prompt); character offsets point into the text
+  (template tokens get ``(0, 0)``, as special tokens do), so word-level analyses see only the text's words,
+  and :meth:`~PromptTokenizer.encode_spans` says which text each token belongs to.
 - :class:`LabelWordModel` wraps the causal LM: ``forward`` returns ``scores`` = the ``[batch, classes]``
   label-word log-probabilities, ``logits`` = their margins over the mean label word (same argmax and
   softmax; what attributions explain) and ``hidden_states`` of the prompt, so the pooled representation is
@@ -23,14 +25,16 @@ Two objects make every analysis of a classifier work unchanged:
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-from probe.data.prompts import answer_text, check_prompt
+from probe.data.prompts import FIELDS, answer_text, check_prompt
 from probe.errors import ProbeError
+from probe.models.pair_tokens import longest_first
 
 CAUSAL_LM_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
@@ -136,40 +140,71 @@ class PromptTokenizer:
     def encode_prompt(self, text: str, text_pair: str | None = None, max_length: int | None = None,
                       strict: bool = False):
         """``(ids, offsets)`` of ``text``'s prompt: the template's leading special tokens (a BOS), none at
-        the end; offsets into ``text`` (``(0, 0)`` outside it). With ``max_length`` the text (and the pair's
-        second text) is cut, in whole tokens, until the prompt fits. The template itself is never cut: one
-        longer than ``max_length`` is refused with ``strict`` (the run's check before any work), else
-        returned whole with an empty text (an analysis asking for less room than the template, such as
-        invariance's length budget)."""
-        ids, offsets = self._encode(text, text_pair)
-        if max_length is not None and len(ids) > max_length:
-            for _ in range(8):  # each round cuts the texts by the overflow; merges at the cut may need another
-                over = len(ids) - max_length
-                if over <= 0:
-                    break
-                text, text_pair = self._cut(text, over), (None if text_pair is None else self._cut(text_pair, over))
-                ids, offsets = self._encode(text, text_pair)
-            if len(ids) > max_length and strict:
-                raise ProbeError(f"task.max_length: {max_length} tokens leave no room for the text in task.prompt "
-                                 f"{self.words.prompt!r}; allowed: more than the template's own tokens")
-        return ids, offsets
+        the end; offsets into ``text`` (``(0, 0)`` outside it). With ``max_length`` the texts are cut first
+        (:meth:`fit`)."""
+        ids, spans = self.encode_spans(text, text_pair, max_length, strict)
+        return ids, [(s, e) if side == 0 else (0, 0) for side, s, e in spans]
 
-    def _cut(self, text: str, n: int) -> str:
+    def encode_spans(self, text: str, text_pair: str | None = None, max_length: int | None = None,
+                     strict: bool = False):
+        """``(ids, spans)``: the prompt's ids and per token ``(field, start, end)``, its field (0 ``{text}``, 1
+        ``{text_pair}``, None the template and special tokens) and its character span in that field's text
+        (what :func:`probe.models.pair_tokens.pair_offsets` gives for a pair)."""
+        return self._encode(*self.fit(text, text_pair, max_length, strict))
+
+    def fit(self, text: str, text_pair: str | None = None, max_length: int | None = None,
+            strict: bool = False) -> tuple[str, str | None]:
+        """The texts as the prompt holds them at ``max_length``: cut at their ends, in whole tokens, until the
+        prompt fits; a pair longest first, as a pair of texts is (:func:`probe.models.pair_tokens.longest_first`:
+        the longer text is cut, each keeps at least half of the room the template leaves), so comparing the
+        result with the texts says which side was cut. The template itself is never cut: one that leaves no
+        room for a text is refused with ``strict`` (the run's check before any work), else the prompt keeps the
+        whole template with empty texts (an analysis asking for less room than the template, such as
+        invariance's length budget)."""
+        if max_length is None:
+            return text, text_pair
+        given = (text, text_pair)
+        ids, _ = self._encode(text, text_pair)
+        for _ in range(8):  # each round cuts by the overflow; merges at a cut may need another
+            over = len(ids) - max_length
+            if over <= 0:
+                break
+            n = (self._count(text), 0 if text_pair is None else self._count(text_pair))
+            keep = (max(0, n[0] - over), 0) if text_pair is None else longest_first(n[0], n[1], max(0, sum(n) - over))
+            text = self._keep(text, keep[0]) if keep[0] < n[0] else text
+            text_pair = self._keep(text_pair, keep[1]) if text_pair is not None and keep[1] < n[1] else text_pair
+            ids, _ = self._encode(text, text_pair)
+        emptied = any(g is not None and g.strip() and not t.strip() for g, t in zip(given, (text, text_pair)))
+        if strict and (len(ids) > max_length or emptied):
+            what = "both texts" if text_pair is not None else "the text"
+            raise ProbeError(f"task.max_length: {max_length} tokens leave no room for {what} in task.prompt "
+                             f"{self.words.prompt!r}; allowed: more than the template's own tokens")
+        return text, text_pair
+
+    def _count(self, text: str) -> int:
+        return len(self.inner(text, add_special_tokens=False)["input_ids"])
+
+    def _keep(self, text: str, n: int) -> str:
+        """``text`` up to the end of its ``n``-th token."""
         enc = self.inner(text, add_special_tokens=False, return_offsets_mapping=True)
-        keep = max(0, len(enc["input_ids"]) - n)
-        return text[:enc["offset_mapping"][keep - 1][1]] if keep else ""
+        return text[:enc["offset_mapping"][n - 1][1]] if n > 0 else ""
 
     def _encode(self, text: str, text_pair: str | None):
-        prompt = self.words.format(text, text_pair)
-        head = self.words.prompt[:self.words.prompt.index("{text}")]  # the literal text (and a pair's field) before it
-        start = len(head.format(text_pair="" if text_pair is None else text_pair))
+        values, prompt, starts = {"text": text, "text_pair": text_pair or ""}, "", {}
+        for literal, field, _, _ in string.Formatter().parse(self.words.prompt):
+            prompt += literal
+            if field is not None:
+                starts[FIELDS.index(field)] = (len(prompt), len(prompt) + len(values[field]))
+                prompt += values[field]
         enc = self.inner(prompt, add_special_tokens=True, return_offsets_mapping=True)
         ids, offs = list(enc["input_ids"]), list(enc["offset_mapping"])
         while len(ids) > 1 and ids[-1] in self._special:  # a [SEP] / EOS after the prompt: the answer goes there
             ids, offs = ids[:-1], offs[:-1]
-        end = start + len(text)
-        offsets = [(s - start, e - start) if s >= start and e <= end and e > s else (0, 0) for s, e in offs]
-        return ids, offsets
+        spans = []
+        for s, e in offs:
+            side = next((k for k, (a, b) in starts.items() if a <= s < e <= b), None)
+            spans.append((None, 0, 0) if side is None else (side, s - starts[side][0], e - starts[side][0]))
+        return ids, spans
 
     def pad(self, *args, **kwargs):
         return self.inner.pad(*args, **kwargs)

@@ -14,6 +14,10 @@ at the last real token, the end of the second text (:func:`probe.models.adapter.
 Truncation keeps both sides: when a pair is longer than ``max_length``, the longer side is cut at
 its end until the pair fits (transformers' ``longest_first``, :func:`longest_first`), so each side
 keeps at least half of the room or all of itself; :func:`cut_sides` says which side was cut.
+
+A label-word reader (:class:`probe.models.label_words.PromptTokenizer`, recognised by its ``words``) reads a
+pair as its prompt with both fields filled, cut by the same rule inside the room the template leaves;
+:func:`encode_pairs`, :func:`cut_sides` and :func:`pair_offsets` ask it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ DECODER_SEPARATOR = "\n"
 def has_separator(tokenizer) -> bool:
     """Whether the tokenizer has its own pair template with a separator token (encoders)."""
     return getattr(tokenizer, "sep_token_id", None) is not None
+
+
+def reads_prompts(tokenizer) -> bool:
+    """Whether ``tokenizer`` reads examples as label-word prompts (a ``PromptTokenizer``: it has ``words``)."""
+    return getattr(tokenizer, "words", None) is not None
 
 
 def separator_id(tokenizer) -> list[int]:
@@ -68,6 +77,8 @@ def encode_pairs(tokenizer, pairs: list[Pair], max_length: int, cut: Callable | 
     firsts, seconds = [a for a, _ in pairs], [b for _, b in pairs]
     if cut is not None:
         firsts, seconds = cut(firsts, max_length, tokenizer), cut(seconds, max_length, tokenizer)
+    if reads_prompts(tokenizer):
+        return [tokenizer.encode_spans(a, b, max_length)[0] for a, b in zip(firsts, seconds)]
     if has_separator(tokenizer):
         room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
         if room < 2:
@@ -91,6 +102,10 @@ def encode_pairs(tokenizer, pairs: list[Pair], max_length: int, cut: Callable | 
 
 def cut_sides(tokenizer, pairs: list[Pair], max_length: int) -> dict[str, int]:
     """How many pairs lose tokens of their first and of their second text to truncation at ``max_length``."""
+    if reads_prompts(tokenizer):
+        kept = [tokenizer.fit(a, b, max_length) for a, b in pairs]
+        return {"first": sum(k[0] != p[0] for k, p in zip(kept, pairs)),
+                "second": sum(k[1] != p[1] for k, p in zip(kept, pairs))}
     a = [len(x) for x in tokenizer([p[0] for p in pairs], add_special_tokens=False)["input_ids"]]
     b = [len(x) for x in tokenizer([p[1] for p in pairs], add_special_tokens=False)["input_ids"]]
     room = _room(tokenizer, max_length)
@@ -125,7 +140,11 @@ def segment_ids(tokenizer, ids: list[list[int]]) -> list[list[int]] | None:
 
 def pair_offsets(tokenizer, pairs: list[Pair], max_length: int) -> tuple[list[list[int]], list[list[tuple]]]:
     """The ids :func:`encode_pairs` gives, and per token ``(side, start, end)``: its text (0, 1; ``None`` for
-    special and separator tokens) and its character span in that text, for a word-level step on pairs."""
+    special and separator tokens, and a prompt's template) and its character span in that text, for a
+    word-level step on pairs."""
+    if reads_prompts(tokenizer):
+        rows = [tokenizer.encode_spans(a, b, max_length) for a, b in pairs]
+        return [list(ids) for ids, _ in rows], [spans for _, spans in rows]
     ids = encode_pairs(tokenizer, pairs, max_length)
     sides = [tokenizer([p[k] for p in pairs], add_special_tokens=False, return_offsets_mapping=True) for k in (0, 1)]
     room, out = _room(tokenizer, max_length), []

@@ -138,6 +138,25 @@ TERMS: dict[str, tuple[str, str]] = {
                                "top-k % words), averaged over k ∈ {1, 5, 10, 20, 50} %"),
     "sufficiency_aopc": ("sufficiency", "ERASER: p(ŷ|x) − p(ŷ|only the top-k % words), averaged over "
                          "k ∈ {1, 5, 10, 20, 50} %"),
+    "first_side_share": ("first-text share", "pairs: absolute attribution mass on the first text's words / total"),
+    "second_side_share": ("second-text share", "pairs: absolute attribution mass on the second text's words / total"),
+    "token_side_share": ("token's side share", "pairs: attribution mass on the planted token's side / total"),
+    "token_side_input_share": ("token's side input share", "pairs: the token's side's share of the words: the "
+                               "side share to expect by chance"),
+    "first_side_comprehensiveness_aopc": ("first-text comprehensiveness", "ERASER comprehensiveness with only the "
+                                          "first text's top-k % words removed, the second kept whole"),
+    "first_side_sufficiency_aopc": ("first-text sufficiency", "ERASER sufficiency with the first text reduced to its "
+                                    "top-k % words, the second kept whole"),
+    "second_side_comprehensiveness_aopc": ("second-text comprehensiveness", "ERASER comprehensiveness with only the "
+                                           "second text's top-k % words removed, the first kept whole"),
+    "second_side_sufficiency_aopc": ("second-text sufficiency", "ERASER sufficiency with the second text reduced to "
+                                     "its top-k % words, the first kept whole"),
+    "partial_accuracy": ("accuracy, partial input", "test accuracy of the pair model with one text replaced or "
+                         "emptied (full: both texts)"),
+    "partial_flip_rate": ("flip rate, partial input", "share of pairs whose prediction differs from the full pair's"),
+    "partial_target_rate": ("target rate", "other-class pairs with the planted token: share still sent to the "
+                            "token's class"),
+    "partial_retained": ("retained accuracy", "(accuracy − majority rate) / (full pairs' accuracy − majority rate)"),
     "relative_convergence_delta": ("relative convergence delta", "integrated-gradients completeness error "
                                    "relative to |F(x) − F(baseline)|"),
     "large_delta_rate": ("large-delta rate", "share of examples whose relative convergence delta exceeds 0.05"),

@@ -104,7 +104,8 @@ def _known(v) -> bool:
 def banner(summary: dict, confusions: dict[str, pd.DataFrame], config_path: str) -> dict:
     """``{"status", "verdict", "costs": [sentences], "command", "why", "caveat"}`` for the most severe finding:
     a planted feature the model relies on (the largest reliance gap), else a discovered used shortcut (the
-    highest override rate), else what was found or what to run next. ``confusions``: ``clean`` and
+    highest override rate), else a prompt template element that moves predictions (the largest effect), else
+    what was found or what to run next. ``confusions``: ``clean`` and
     ``conflicting: <feature>`` confusion matrices (:func:`probe.analyses.class_report.confusion`)."""
     tagger = bool((summary.get("task") or {}).get("entity_types"))  # a tagger's summary names its entity types
     noun = "entity spans" if tagger else "test examples"
@@ -118,6 +119,14 @@ def banner(summary: dict, confusions: dict[str, pd.DataFrame], config_path: str)
                   key=lambda d: -float(d.get("override_rate") or 0))
     if used:
         return _discovered(used[0], confusions, noun, config_path, name)
+    formats = sorted((d for d in summary.get("discovered") or [] if d.get("kind") == "template"),
+                     key=lambda d: -float(d.get("effect") or 0))
+    if formats:  # a label-word prompt's template element that moves predictions
+        return {"status": "relies", "verdict": f'Discovery found that the prompt\'s format moves predictions: '
+                f'{formats[0].get("sentence", "")}', "costs": [], "command": "",
+                "why": "Next step: compare the pretrained model under the same variant in the prompt-format table "
+                       "(a sensitivity it already had came with pretraining), and report accuracy under the "
+                       "template the model will be used with.", "caveat": ""}
     inconclusive = [f for f in features if f.get("verdict_status") == "inconclusive"]
     if inconclusive:
         n = int((summary.get("task") or {}).get("n_test") or 0)

@@ -33,6 +33,13 @@ SECTIONS = {"impact": "What it means", "scorecard": "Scorecard", "verdicts": "Ve
             "description-length": "Description length", "similarity": "Representation similarity",
             "appendix": "Appendix: full tables", "config": "Config and versions", "glossary": "Glossary"}
 INVARIANCE = ("change_rate", "accuracy_drop")
+#: pairs of texts: the attribution mass per side, and ERASER's AOPC overall and per side (docs/design.md §9)
+SIDE_SHARES = ("first_side_share", "second_side_share", "token_side_share", "token_side_input_share")
+FAITHFULNESS = ("comprehensiveness_aopc", "sufficiency_aopc", "first_side_comprehensiveness_aopc",
+                "first_side_sufficiency_aopc", "second_side_comprehensiveness_aopc", "second_side_sufficiency_aopc")
+#: the columns of tables/relations.csv the page shows (the CSV has the intervals and test statistics)
+RELATION_COLUMNS = ("seed", "feature", "class", "n_insert", "override_rate", "override_control", "n_delete",
+                    "deletion_drop", "deletion_control", "q_value", "verdict")
 #: the numbers on every verdict card
 HEADLINE = ("task_accuracy", "conflicting_accuracy", "reliance_gap", "flip_rate", "s_only_error")
 
@@ -224,7 +231,8 @@ def _toc(summary: dict, page: dict) -> list[dict]:
     sections, figs = page["sections"], page["figs"]
     present = {"impact": True, "scorecard": True, "verdicts": True, "shortcuts-found": page["discovery"] is not None,
                "task-quality": True, "behaviour": "behaviour" in sections or "invariance" in sections,
-               "attribution": "spurious_attribution" in sections or bool(page["heatmaps"]),
+               "attribution": ("spurious_attribution" in sections or "side_attribution" in sections
+                               or bool(page["heatmaps"])),
                "causal": bool(page["causal_figs"]), "probing": "probing" in figs, "description-length": "mdl" in figs,
                "similarity": "cka" in figs, "appendix": bool(page["appendix"]), "config": True, "glossary": True}
     return [{"id": k, "title": v} for k, v in SECTIONS.items() if present[k]]
@@ -279,7 +287,11 @@ def _attribution_sections(tables: dict[str, pd.DataFrame], raw: dict[str, pd.Dat
             sections["spurious_attribution"] = tb.wide(spur, ["model", "property", "partition", "method"],
                                                        "table-spurious-attribution", "tables/attribution.csv")
             sections["spurious_attribution"]["note"] = "Other partitions: the appendix's attribution rows."
-        faith = attr[attr.metric.isin(["comprehensiveness_aopc", "sufficiency_aopc"])]
+        sides = attr[attr.metric.isin(SIDE_SHARES)]
+        if not sides.empty:  # pairs: how the attribution mass splits between the two texts
+            sections["side_attribution"] = tb.wide(sides, ["model", "property", "partition", "method"],
+                                                   "table-side-attribution", "tables/attribution.csv")
+        faith = attr[attr.metric.isin(FAITHFULNESS)]
         if not faith.empty:
             sections["faithfulness"] = tb.wide(faith, ["model", "partition", "method"], "table-faithfulness",
                                                "tables/attribution.csv")
@@ -309,6 +321,14 @@ def _behaviour_sections(tables: dict[str, pd.DataFrame], raw: dict[str, pd.DataF
         if edits.any():
             sections["invariance"] = tb.wide(behaviour[edits], ["property"], "table-invariance",
                                              "tables/behaviour.csv")
+    if "partial_input" in tables:  # pairs: one text replaced or emptied
+        partial = tables["partial_input"].assign(metric="partial_" + tables["partial_input"].metric.astype(str))
+        sections["partial_input"] = tb.wide(partial, ["partition", "property"], "table-partial-input",
+                                            "tables/partial_input.csv")
+    if "relations" in raw and not raw["relations"].empty:  # pairs: each relation's edit against its control
+        rel = raw["relations"]
+        sections["relations"] = tb.tidy(rel[[c for c in RELATION_COLUMNS if c in rel]], "table-relations",
+                                        "tables/relations.csv")
     for name, index in (("zero_shot", ["property"]), ("prompt_format", ["model", "property"])):  # label words
         if name in tables and not tables[name].empty:
             sections[name] = tb.wide(tables[name].drop(columns=["identical_inputs"], errors="ignore"), index,

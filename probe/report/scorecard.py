@@ -7,7 +7,8 @@ Rows, in order:
   from docs/design.md's reliance rule), decided by the reliance gap; links to its verdict card;
 - each discovered shortcut of ``summary["discovered"]`` (when discovery ran): "used shortcut" reads
   *relies*, "used, plausibly task-relevant" keeps its own chip; decided by the override rate;
-  links to ``#shortcuts-found``;
+  links to ``#shortcuts-found``; a label-word prompt's template element whose change moves predictions reads
+  *relies*, decided by its effect (flip rate minus the control edit's), and links to ``#discovery-prompt``;
 - each invariance edit (``change_rate`` rows of ``behaviour.csv``): *relies* when the change rate's
   whole interval lies above ``analyses.reliance_threshold``, *no reliance* when it lies wholly
   below, else *inconclusive* (also when the edit left every input unchanged); links to the
@@ -83,6 +84,14 @@ def _discovered(summary: dict, q: float, min_effect: float) -> list[dict]:
     rows = []
     for d in summary.get("discovered") or []:
         verdict = str(d.get("verdict", ""))
+        if d.get("kind") == "template":  # a prompt's template element: decided by the flip rate over its control
+            rows.append(_row(str(d.get("feature", "")), "discovered template element", "relies", "effect",
+                             d.get("effect"), d.get("effect_ci_low"), d.get("effect_ci_high"), "#discovery-prompt",
+                             note=f"q = {number(d.get('q_value'), 3)}", n=d.get("n"),
+                             threshold=f"q ≤ {q:g}, effect > {min_effect:g}",
+                             rule=f"format moves predictions: the variant flips more predictions than a same-size "
+                                  f"control edit at q ≤ {q:g}, the effect's whole interval above {min_effect:g}"))
+            continue
         status = {"used shortcut": "relies", "used, plausibly task-relevant": "relevant"}.get(verdict, "inconclusive")
         name = f"{d.get('feature', '')} → {d.get('class', '')}" if d.get("class") not in (None, "") \
             else str(d.get("feature", ""))

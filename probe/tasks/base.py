@@ -114,3 +114,10 @@ class TaskKind(ABC):
 def final_validation(train_log: dict) -> dict[str, float]:
     """The validation scores a model ended with: its last epoch's, or a given checkpoint's."""
     return train_log["epochs"][-1] if train_log.get("epochs") else train_log.get("validation", {})
+
+
+def add_tables(tables: dict[str, pd.DataFrame], extra: dict[str, pd.DataFrame]) -> None:
+    """Add ``extra`` to ``tables``; a table both hold gets ``extra``'s rows appended (the ``budgets`` rows
+    of attribution and of the causal tests, the invariance rows of ``behaviour``)."""
+    for name, df in extra.items():
+        tables[name] = pd.concat([tables[name], df], ignore_index=True) if name in tables else df

@@ -28,4 +28,6 @@ SPEC = KindSpec(
                                                              "back_translation", "word_deletion",
                                                              "counterfactual_rate")),
     pair_input=True,
+    prompt_fields=("text", "text_pair"),
+    default_prompt="First text: {text}\nSecond text: {text_pair}\nLabel:",
 )

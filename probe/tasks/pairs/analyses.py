@@ -9,7 +9,8 @@ the relational properties (:mod:`probe.tasks.pairs.relations`). Then, particular
   the clean test pairs (partition ``clean``) and, per planted token, on the other-class test pairs with
   the token inserted (partition = the feature; ``target_rate``: the share predicted as its class, so a
   rate that stays high with the other text emptied says the token's side alone decides; a replaced
-  side comes from another clean pair, so replacing the token's side removes the token);
+  side comes from another clean pair, so replacing the token's side removes the token); a label-word run
+  adds the pretrained LM answering zero-shot (model ``pretrained``) on the clean pairs;
 - ``relations``: each relational property's edit against its control (:mod:`probe.tasks.pairs.discovery`),
   with discovery's verdicts; with discovery on, ``discovery`` also holds the per-side word candidates;
 
@@ -91,6 +92,11 @@ def pair_tests(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
                                        n_boot=a.bootstrap_samples, seed=seed, donors=clean)
             rows["metric"] = rows["metric"].replace({"accuracy": "target_rate"})
             frames.append(rows[rows.metric != "retained"].assign(partition=p.feature.label))
+        if config.model.head == "label-words":  # the reference, the pretrained LM answering zero-shot, alike
+            zero = pair_scorer(ctx.pretrained_encoder(seed).eval().to(ctx.device), ctx.tokenizer,
+                               config.task.max_length, a.batch_size, ctx.device)
+            frames.append(partial_input_table(zero, test.firsts, test.seconds, test.labels, n_boot=a.bootstrap_samples,
+                                              seed=seed, model="pretrained").assign(partition="clean"))
         out["partial_input"] = pd.concat(frames, ignore_index=True)
     src = data.tables["train"]
     train = PairTable([p[0] for p in data.train_texts], [p[1] for p in data.train_texts], data.train_labels,

@@ -6,8 +6,11 @@ representations (one vector per pair and layer), predictions and the causal pred
 the data (:mod:`probe.tasks.pairs.task`), the analyses that need words of one text
 (:mod:`probe.tasks.pairs.analyses`), the tests particular to pairs (partial input, relational
 properties and discovery per side), attribution split by side (:mod:`probe.tasks.pairs.attribution`;
-no ERASER faithfulness), invariance perturbations on each side in turn, and concept erasure with the
-planted token's pieces taken on its side only.
+ERASER faithfulness re-predicts pairs, :mod:`probe.analyses.faithfulness`), invariance perturbations on
+each side in turn, and concept erasure with the planted token's pieces taken on its side only. A causal LM
+answering with label words reads each pair as a prompt with ``{text}`` and ``{text_pair}``
+(:mod:`probe.models.label_words`) and adds the sequence kind's label-word tables
+(:mod:`probe.tasks.sequence.label_words`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pandas as pd
 from probe.config import Config
 from probe.engine.context import RunContext, log
 from probe.tasks.pairs import SPEC
+from probe.tasks.base import add_tables
 from probe.tasks.sequence.kind import SequenceClassification, prediction_rows
 
 
@@ -55,9 +59,13 @@ class TextPairClassification(SequenceClassification):
             tables = representation_tables(ctx, seed, pre, fine, train_log)
             predictions = prediction_rows(ctx.data, fine["predictions"], seed)
         self.attribution_and_invariance(ctx, seed, model, pre, tables)
+        if config.model.head == "label-words":
+            from probe.tasks.sequence.label_words import label_word_tables
+
+            tables.update(label_word_tables(ctx, seed, model))
         tables.update(pair_tests(ctx, model, seed))
         if config.causal.enabled:
-            tables.update(causal_tables(ctx, model, seed))
+            add_tables(tables, causal_tables(ctx, model, seed))  # budgets: attribution's and the ablation's rows
         return tables, predictions
 
     def summary(self, ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict) -> dict:
@@ -65,7 +73,7 @@ class TextPairClassification(SequenceClassification):
 
         out = super().summary(ctx, tables, train_logs)
         partial = pooled_rows(tables["partial_input"])
-        partial = partial[partial.partition == "clean"]
+        partial = partial[(partial.partition == "clean") & (partial.model == "finetuned")]
         out["partial_input"] = {r.property: {"value": float(r.value), "ci_low": float(r.ci_low),
                                              "ci_high": float(r.ci_high)}
                                 for r in partial[partial.metric == "accuracy"].itertuples()}

@@ -186,8 +186,9 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
     clean, conflicting and aligned examples. The pretrained model is explained through a linear
     probe head fitted on its frozen last layer (docs/design.md §5), so both answer the same task.
     Pairs of texts pass ``pair_metrics(attributions, feature, token, model) -> rows`` (the mass per side,
-    :mod:`probe.tasks.pairs.attribution`), which replaces the token metrics; faithfulness, which
-    re-predicts single texts without their top words, is not run for them."""
+    :mod:`probe.tasks.pairs.attribution`), which replaces the token metrics; their faithfulness re-predicts
+    pairs without their top words, overall and, for the first of ``analyses.faithfulness_methods``, per side
+    (:mod:`probe.analyses.faithfulness`)."""
     from tqdm.auto import tqdm
 
     from probe.analyses.faithfulness import TextProbabilities
@@ -201,8 +202,7 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
         pretrained, pre_acts[-1][train_idx], data.test_labels[train_idx], num_labels=len(data.classes), seed=seed,
         id2label=dict(enumerate(data.classes)))  # a label-word LM answers zero-shot: no probe head
     models = {"pretrained": head, "finetuned": model}
-    probabilities = {m: None if pair_metrics else TextProbabilities(models[m], tokenizer, config.task.max_length)
-                     for m in models}
+    probabilities = {m: TextProbabilities(models[m], tokenizer, config.task.max_length) for m in models}
     partitions = _attribution_partitions(data, a.attribution_examples, seed)
     rows, words = [], []
     device = next(model.parameters()).device
@@ -210,7 +210,7 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
     budgeted, stops = {}, []
     if a.precision == "budget":  # per model and partition: the examples its headline interval needs
         from probe.analyses.budget import budget_rows
-        from probe.tasks.sequence.budgeted import budgeted_partition
+        from probe.analyses.budgeted_attribution import budgeted_partition
 
         for mname, part in tqdm([(m, p) for m in models for p in partitions if p[3]], desc="attribution",
                                 disable=not progress, leave=False):
@@ -283,10 +283,10 @@ def _attribute(config: Config, data, model, mname: str, method: str, partition, 
     elif token is not None:
         frames.append(spurious_attribution_metrics(attrs, token, model_name=mname, n_boot=a.bootstrap_samples,
                                                    seed=seed, feature=feature))
-    if method in a.faithfulness_methods and probabilities is not None:
+    if method in a.faithfulness_methods:
         frames.append(faithfulness_metrics(model, tokenizer, attrs, model_name=mname, feature=feature or "task",
                                            max_length=config.task.max_length, n_boot=a.bootstrap_samples, seed=seed,
-                                           probabilities=probabilities))
+                                           probabilities=probabilities, sides=method == a.faithfulness_methods[0]))
     for df in frames:
         df.insert(df.columns.get_loc("metric") + 1, "partition", part)
     heat = None

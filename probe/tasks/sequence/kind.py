@@ -16,7 +16,7 @@ from probe.config import Config, stable_hash
 from probe.engine.artifacts import cached_arrays, extract_sharded, speed
 from probe.engine.context import RunContext, log
 from probe.engine.guard import guarded
-from probe.tasks.base import TaskKind, final_validation
+from probe.tasks.base import TaskKind, add_tables, final_validation
 from probe.tasks.sequence import SPEC
 
 ACTIVATION_FORMAT = 1  # bump when the pooled-activation layout changes, to invalidate caches
@@ -140,8 +140,7 @@ class SequenceClassification(TaskKind):
 
             tables.update(label_word_tables(ctx, seed, model))
         if config.causal.enabled:
-            for name, df in causal_tables(ctx, model, seed).items():
-                tables[name] = pd.concat([tables[name], df], ignore_index=True) if name in tables else df
+            add_tables(tables, causal_tables(ctx, model, seed))
         if config.discover.active(len(data.planted)):
             from probe.discovery.stage import sequence_discovery
 
@@ -161,9 +160,8 @@ class SequenceClassification(TaskKind):
         a = ctx.config.analyses
         if not (a.attribution or a.invariance):
             return
-        extra = _attribution_stage(ctx, model, seed, pre, self.invariance_sides, self.pair_metrics(ctx, seed))
-        for name, df in extra.items():
-            tables[name] = pd.concat([tables[name], df], ignore_index=True) if name in tables else df
+        add_tables(tables, _attribution_stage(ctx, model, seed, pre, self.invariance_sides,
+                                              self.pair_metrics(ctx, seed)))
 
     def summary(self, ctx: RunContext, tables: dict[str, pd.DataFrame], train_logs: dict) -> dict:
         from probe.analyses.aggregate import pooled_rows

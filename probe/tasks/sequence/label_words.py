@@ -1,5 +1,5 @@
-"""Text classification answered with label words (``model.head: label-words``): the tables only such a model
-has. The pretrained LM answers the same prompt zero-shot (``zero_shot``: its accuracy and its behaviour on
+"""Text classification (and text pairs, whose kind reuses this) answered with label words (``model.head:
+label-words``): the tables only such a model has. The pretrained LM answers the same prompt zero-shot (``zero_shot``: its accuracy and its behaviour on
 the same counterfactual pairs, next to the fine-tuned model's ``behaviour``), both are read under format
 variants of the template (``prompt_format``, :mod:`probe.analyses.prompt_format`), and with discovery on,
 each template element is a candidate with an edit and a control edit (``discovery_prompt``,

@@ -4,7 +4,7 @@
 loading; ``data.py`` the splits, planted markers and span pairs; ``objective.py`` the tagging objective;
 ``extract.py`` word vectors; ``properties.py`` word properties; ``analyses.py``, ``probing.py``,
 ``attribution.py``, ``behaviour.py``, ``entities.py`` the analyses; ``markers.py`` discovery of marker
-words. This module holds only the kind's light facts (:class:`probe.tasks.spec.KindSpec`), read without
+words, ``vocabulary.py`` vocabulary triggers before an entity, ``reference.py`` the pretrained encoder as a tagger. This module holds only the kind's light facts (:class:`probe.tasks.spec.KindSpec`), read without
 torch.
 """
 

@@ -11,7 +11,9 @@
 - ``attribution`` / ``attribution_words``: what the predicted tag of an entity's first word looks
   at, with the marker's attribution share;
 - ``erasure`` and ``ablation``: LEACE on the tagger's token activations against random directions,
-  layer swaps and head ablation (:mod:`probe.causal.experiment`), through a :class:`SpanPredictor`.
+  layer swaps and head ablation (:mod:`probe.causal.experiment`), through a :class:`SpanPredictor`;
+- ``budgets`` (``analyses.precision: budget``): what the budgeted attributions, swaps and head scan used
+  and why they stopped (docs/design.md §5, "Precision budgets").
 """
 
 from __future__ import annotations
@@ -208,11 +210,13 @@ def probe_words(name: str, y: np.ndarray, cap: int, rng: np.random.Generator) ->
 @guarded("attribution")
 def attribution_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
     """Attributions of the predicted tag of a span's first word, on pairs with the marker inserted
-    (conflicting and aligned); the marker's share for planted features."""
+    (conflicting and aligned); the marker's share for planted features. Under ``analyses.precision:
+    budget`` each partition is attributed to the precision budget of the sequence kind
+    (:func:`probe.analyses.budgeted_attribution.budgeted_partition`), with a ``budgets`` table."""
     from tqdm.auto import tqdm
 
     from probe.analyses.attribution import (heatmap_rows, spurious_attribution_metrics, telling_examples)
-    from probe.tasks.tokens.attribution import tag_attributions
+    from probe.analyses.budget import budget_rows
 
     config, data = ctx.config, ctx.data
     a = config.analyses
@@ -224,28 +228,51 @@ def attribution_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFr
             chosen = sorted(rng.choice(len(pairs), min(a.attribution_examples, len(pairs)), replace=False)) \
                 if pairs else []
             jobs.append((kind, p.feature.label, p.feature.token, [pairs[i] for i in chosen]))
-    rows, words = [], []
+    rows, words, stops = [], [], []
     for kind, feature, token, pairs in tqdm(jobs, desc="attribution", disable=not ctx.progress, leave=False):
         if not pairs:
             continue
-        for method in a.attribution_methods:
-            attrs = tag_attributions(model, ctx.tokenizer, [q.words for q in pairs], [q.inserted_start for q in pairs],
-                                     method=method, max_length=config.task.max_length, n_steps=a.ig_steps)
+        for method, used, attrs in _tag_attributions(ctx, model, seed, (kind, feature, token), pairs, stops):
             df = spurious_attribution_metrics(attrs, token, model_name="finetuned", n_boot=a.bootstrap_samples,
                                               seed=seed, feature=feature)
             df.insert(df.columns.get_loc("metric") + 1, "partition", kind)
             rows.append(df)
             if method == "integrated_gradients":
-                explained = [f"{q.words[q.inserted_start]!s} (gold {q.tags[q.inserted_start]})" for q in pairs]
+                sub = [pairs[i] for i in used]
+                explained = [f"{q.words[q.inserted_start]!s} (gold {q.tags[q.inserted_start]})" for q in sub]
                 words.append(heatmap_rows(attrs, telling_examples(attrs, token), model="finetuned", partition=kind,
-                                          feature=feature, examples=[q.sentence for q in pairs], labels=explained,
+                                          feature=feature, examples=[q.sentence for q in sub], labels=explained,
                                           predictions=data.tags))
     out = {}
     if rows:
         out["attribution"] = pd.concat(rows, ignore_index=True)
     if words:
         out["attribution_words"] = pd.concat(words, ignore_index=True)
+    if stops:
+        out["budgets"] = budget_rows(stops)
     return out
+
+
+def _tag_attributions(ctx: RunContext, model, seed: int, partition: tuple, pairs: list, stops: list):
+    """``(method, indices into pairs, attributions)`` per configured method: every pair with
+    ``analyses.ig_steps`` (``precision: full``), or the pairs and steps the budget chose (its stops are
+    appended to ``stops``)."""
+    from probe.analyses.budgeted_attribution import budgeted_partition
+    from probe.tasks.tokens.attribution import tag_attributions
+
+    config = ctx.config
+    a = config.analyses
+    sentences, positions = [q.words for q in pairs], [q.inserted_start for q in pairs]
+    if a.precision == "budget":
+        by_method, part_stops = budgeted_partition(config, model, "finetuned", (*partition, sentences,
+                                                   np.arange(len(pairs))), ctx.tokenizer, seed, positions)
+        stops += part_stops
+        for method, (_, used, attrs) in by_method.items():
+            yield method, used, attrs
+        return
+    for method in a.attribution_methods:
+        yield method, np.arange(len(pairs)), tag_attributions(model, ctx.tokenizer, sentences, positions, method=method,
+                                                              max_length=config.task.max_length, n_steps=a.ig_steps)
 
 
 # --- causal tests ---------------------------------------------------------------------------------
@@ -279,6 +306,8 @@ class SpanPredictor:
         from probe.analyses.behaviour import metric_values
 
         pairs = self.pairs[feature]
+        if not pairs:  # a batch of held-out pairs (a precision budget) past this feature's last pair
+            return metric_values(*(np.zeros(0, dtype=np.int64),) * 3, self.targets[feature])
         sentences = sorted({q.sentence for q in pairs})
         clean_words = [self.data.test[i].words for i in sentences]
         pred = self._predict(clean_words + [q.words for q in pairs])
@@ -313,6 +342,7 @@ def causal_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
     """LEACE / INLP erasure of each marker's concept from the tagger's token activations, layer by layer,
     against random directions, then layer swaps and head ablation (:mod:`probe.causal.experiment`).
     Erasers are fitted on the pairs of half of the test sentences; everything is judged on the other half."""
+    from probe.analyses.budget import budget_rows
     from probe.causal.experiment import ablation_table, erasure_table
     from probe.causal.hooks import KeptStates
 
@@ -343,7 +373,29 @@ def causal_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFrame]:
         with ctx.timer.stage("ablation"):
             t0 = time.perf_counter()
             pretrained = ctx.pretrained_encoder(seed).eval()  # stays on the CPU: swaps copy its weights
+            budgeted = a.precision == "budget" and any(held.values())
+            if budgeted:  # held-out batches until the intervals are narrow
+                predict = _batched_predictor(model, ctx, held, seed)
             out["ablation"] = ablation_table(model, pretrained, predict, c, a.bootstrap_samples, seed, ctx.progress,
                                              kept)
+            if budgeted:
+                out["budgets"] = budget_rows(predict.stops(data.planted[0].feature.label))
             log(f"causal: layer swaps and head ablation in {time.perf_counter() - t0:.0f} s")
     return out
+
+
+def _batched_predictor(model, ctx: RunContext, held: dict[str, list], seed: int):
+    """Each feature's held-out pairs in a seeded random order, cut into ``causal.batch`` batches (batch b holds
+    the b-th slice of every feature's pairs), behind a :class:`probe.causal.budget.BatchedPredictor` that
+    stops at ``causal.interval_width`` (docs/design.md §5, "Precision budgets")."""
+    from probe.analyses.budget import batches
+    from probe.causal.budget import BatchedPredictor
+
+    c, a, data = ctx.config.causal, ctx.config.analyses, ctx.data
+    rng = np.random.default_rng([seed, 42])
+    order = {f: [pairs[i] for i in rng.permutation(len(pairs))] for f, pairs in held.items()}
+    n = max((len(pairs) for pairs in order.values()), default=0)
+    planted = {p.feature.label: p for p in data.planted}
+    parts = [SpanPredictor(model, ctx.tokenizer, data, planted, {f: pairs[b[0]: b[-1] + 1] for f, pairs in order.items()},
+                           ctx.config.task.max_length, a.batch_size, ctx.device) for b in batches(n, c.batch)]
+    return BatchedPredictor(parts, c.interval_width, SCAN_EXAMPLES, n)

@@ -16,7 +16,7 @@ import pandas as pd
 from probe.config import Config, stable_hash
 from probe.engine.artifacts import cached_arrays, extract_sharded, speed
 from probe.engine.context import RunContext, log
-from probe.tasks.base import TaskKind, final_validation
+from probe.tasks.base import TaskKind, add_tables, final_validation
 from probe.tasks.tokens import SPEC
 
 WORD_FORMAT = 1  # bump when the word-activation layout changes, to invalidate caches
@@ -133,7 +133,7 @@ class TokenClassification(TaskKind):
             with ctx.timer.stage("attribution"):
                 tables.update(attribution_tables(ctx, model, seed))
         if config.causal.enabled and data.planted:
-            tables.update(causal_tables(ctx, model, seed))
+            add_tables(tables, causal_tables(ctx, model, seed))  # budgets: attribution's and the ablation's rows
         if config.discover.active(len(data.planted)):
             from probe.tasks.tokens.markers import tagger_discovery
 

@@ -15,7 +15,8 @@ Paired bootstrap intervals, sign-flip p-values and Benjamini–Hochberg as for t
 (:mod:`probe.discovery.causal_test`); model-side candidates (attribution amplification) are not drawn
 for taggers. A capitalised word and the token-level properties of a span (capitalised, all caps, a digit, first in
 the sentence) are candidates too, tested by edits against control edits (:mod:`probe.tasks.tokens.property_test`),
-in the same Bonferroni and Benjamini–Hochberg families.
+in the same Bonferroni and Benjamini–Hochberg families. With ``vocabulary``, whole words the tagger's gradient
+ranks as triggers before an entity join with source "vocabulary" (:mod:`probe.tasks.tokens.vocabulary`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from probe.discovery.causal_test import NO_CONTROLS, paired_interval, sign_flip_
 from probe.engine.context import RunContext, log
 from probe.engine.guard import guarded
 from probe.tasks.tokens.property_test import EXAMPLE_COLUMNS, PropertyTester, property_rows
+from probe.tasks.tokens.reference import reference_marker_rates
 from probe.tasks.tokens.span_edits import span_counts
+from probe.tasks.tokens.vocabulary import marker_vocabulary, ranking_split, screened_by_type, vocabulary_rows
 from probe.tasks.tokens.word_shape import shape_counts
 
 
@@ -103,9 +106,15 @@ def discover_markers(model, tokenizer, train, test, tags: Sequence[str], *, max_
                      planted: dict[str, str] | None = None, hide_planted: bool = False, min_count: int = 20,
                      alpha: float = 0.01, max_candidates: int = 20, n_examples: int = 150, controls: int = 5,
                      q: float = 0.05, bootstrap: int = 1000, seed: int = 0, min_effect: float = 0.1,
-                     batch_size: int = 64, device=None) -> pd.DataFrame:
+                     batch_size: int = 64, device=None, vocabulary: bool = False, vocabulary_sentences=None,
+                     reference=None, progress: bool = False, **search) -> pd.DataFrame:
     """Marker words of a tagger (module docstring): tested rows ranked by override effect, then the
-    untested significant markers. ``train`` / ``test``: tagged sentences (``words``, BIO ``tags``)."""
+    untested significant markers. ``train`` / ``test``: tagged sentences (``words``, BIO ``tags``). With
+    ``vocabulary``, whole words that the tagger's gradient ranks as triggers before an entity join with source
+    "vocabulary" (:mod:`probe.tasks.tokens.vocabulary`; ``search``: its ``k``, ``n_texts``, ``n_screen``,
+    ``per_class``, ``min_screen``), ranked and screened on ``vocabulary_sentences`` (held-out sentences the
+    tests do not use; None: half of ``test``); a used one gets the pretrained ``reference``'s override rate
+    (:mod:`probe.tasks.tokens.reference`)."""
     import time
 
     t0 = time.perf_counter()
@@ -128,6 +137,13 @@ def discover_markers(model, tokenizer, train, test, tags: Sequence[str], *, max_
     chosen = chosen[:max_candidates]
     device = next(model.parameters()).device if device is None else device
     predict = _TypePredictor(model, tokenizer, tags, max_length, batch_size, device)
+    if vocabulary:
+        v_rng, t_vocab = np.random.default_rng([seed, 79]), time.perf_counter()
+        ranking, test = ranking_split(test, vocabulary_sentences, v_rng)
+        found, vocab = marker_vocabulary(model, tokenizer, ranking, tags, types, max_length=max_length,
+                                         batch_size=batch_size, device=device, rng=v_rng, progress=progress,
+                                         exclude={w for w, _ in chosen}, **search)
+        t_vocab = time.perf_counter() - t_vocab
     spans = _spans(test)
     clean_types = predict([list(test[i].words) for i, *_ in spans], [s for _, s, _, _ in spans])
     stats = data.groupby("feature").agg(count=("count", "first"), zmax=("z", lambda z: np.abs(z).max()))
@@ -144,12 +160,23 @@ def discover_markers(model, tokenizer, train, test, tags: Sequence[str], *, max_
             continue
         rows.append({"feature": w, "kind": "marker", "class": t, "source": source,
                      **_test_marker(w, t, test, spans, clean_types, ctrl, predict, n_examples, bootstrap, rng)})
+    if vocabulary:  # triggers from the vocabulary, against whole words of their tokenizer-rank band
+        chosen, t_rows = chosen + [(w, types[c]) for w, c in zip(found.word, found["class"])], time.perf_counter()
+        rows += vocabulary_rows(found, vocab, types, {w for w, _ in chosen}, controls, lambda w, t, ctrl: _test_marker(
+            w, t, test, spans, clean_types, ctrl, predict, n_examples, bootstrap, rng))
+        t_vocab += time.perf_counter() - t_rows
     tester = PropertyTester(test, spans, clean_types, types, predict, tokenizer, quiet.index.tolist())
     more, more_rows, examples = property_rows(data, tester, max_candidates, n_examples, bootstrap, rng)  # issue 25
     chosen += more
     rows += more_rows
     table = _marker_table(rows, data, chosen, planted, q, min_effect)
     table.attrs["examples"] = pd.DataFrame(examples, columns=EXAMPLE_COLUMNS)
+    if vocabulary:
+        t_ref = time.perf_counter()
+        table = reference_marker_rates(table, reference, tokenizer, train, test, tags, types, max_length,
+                                       batch_size, device, seed)
+        table.attrs["vocabulary_seconds"] = t_vocab + time.perf_counter() - t_ref
+        table.attrs["vocabulary_screen"] = screened_by_type(found, types)
     table.attrs["seconds"] = time.perf_counter() - t0
     return table
 
@@ -175,18 +202,25 @@ def tagger_discovery(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFram
     """The ``discovery`` table of one tagger: marker words before entities of a type."""
     config, data = ctx.config, ctx.data
     d = config.discover
-    if d.vocabulary is True:
-        log("discovery: discover.vocabulary is for text classification; taggers draw no vocabulary candidates yet")
+    search = d.vocabulary_on(ctx.given is not None)
     with ctx.timer.stage("discovery"):
         model.to(ctx.device).eval()
+        reference = ctx.pretrained_encoder(seed).eval().to(ctx.device) if search else None
         table = discover_markers(model, ctx.tokenizer, data.train, data.test, data.tags,
                                  max_length=config.task.max_length,
                                  planted={p.feature.token: p.target for p in data.planted},
                                  hide_planted=d.hide_planted, min_count=d.min_count, alpha=d.alpha,
                                  max_candidates=d.max_candidates, n_examples=d.n_examples, controls=d.controls,
                                  q=d.q, bootstrap=d.bootstrap, seed=d.seed + seed, min_effect=d.min_effect,
-                                 batch_size=config.analyses.batch_size, device=ctx.device)
+                                 batch_size=config.analyses.batch_size, device=ctx.device,
+                                 vocabulary=search, vocabulary_sentences=data.val, reference=reference,
+                                 progress=ctx.progress, k=d.vocabulary_k, n_texts=d.vocabulary_texts,
+                                 n_screen=d.vocabulary_screen, per_class=d.vocabulary_tested)
+        if reference is not None:
+            reference.to("cpu")
     used = table[table.verdict.isin(["used shortcut", "used, plausibly task-relevant"])]
     log(f"discovery: {int(table.n_insert.notna().sum()) if 'n_insert' in table else 0} marker candidates tested, "
         f"{len(used)} used ({', '.join(used.feature.head(5))}) in {table.attrs['seconds']:.0f} s")
+    if "vocabulary_seconds" in table.attrs:
+        ctx.timer.seconds["discovery_vocabulary"] = round(table.attrs["vocabulary_seconds"], 3)  # part of discovery
     return {"discovery": table, "discovery_examples": table.attrs["examples"]}

@@ -1,5 +1,6 @@
-"""Attributions of a text-classification run measured to a precision budget (``analyses.precision:
-budget``; docs/design.md §5, "Precision budgets").
+"""Attributions of one model and partition measured to a precision budget (``analyses.precision:
+budget``; docs/design.md §5, "Precision budgets"), for every task kind: texts, pairs of texts, and a
+tagger's sentences with the word whose tag each one explains (``positions``).
 
 Per model and partition the examples are taken in a seeded random order and attributed in batches of
 ``attribution_batch`` by the lead method (integrated gradients when configured, with
@@ -8,7 +9,8 @@ headline quantity is at most ``attribution_half_width`` (:func:`probe.analyses.b
 or ``attribution_examples`` are used. The headline quantity is the attribution share of the planted
 token (conflicting and aligned partitions) or of the top word (clean). The other gradient methods then
 explain the same examples; occlusion scores the words they rank plus a random control sample
-(:func:`probe.analyses.attribution_budget.occlusion_subsets`); ERASER runs on the same examples.
+(:func:`probe.analyses.attribution_budget.occlusion_subsets`); ERASER (where the kind runs it) uses the
+same examples.
 """
 
 from __future__ import annotations
@@ -43,18 +45,22 @@ class _Explainer:
         self.a, self.model, self.tokenizer, self.max_length = config.analyses, model, tokenizer, config.task.max_length
         self.steps: list[np.ndarray] = []
 
-    def __call__(self, method: str, texts: list[str], **kwargs) -> list[WordAttributions]:
+    def __call__(self, method: str, texts: list, positions: list[int] | None, **kwargs) -> list[WordAttributions]:
         if method == "integrated_gradients":
             attrs, steps = adaptive_ig(self.model, self.tokenizer, texts, start=self.a.ig_steps_start,
                                        max_steps=self.a.ig_steps_max, tolerance=self.a.ig_tolerance,
-                                       max_length=self.max_length)
+                                       max_length=self.max_length, word_positions=positions)
             self.steps.append(steps)
             return attrs
-        return word_attributions(self.model, self.tokenizer, texts, method, max_length=self.max_length, **kwargs)
+        return word_attributions(self.model, self.tokenizer, texts, method, max_length=self.max_length,
+                                 word_positions=positions, **kwargs)
 
 
-def budgeted_partition(config, model, mname: str, partition, tokenizer, seed: int) -> tuple[dict, list[Stop]]:
-    """``({method: (texts, indices, attributions)}, stops)`` of one model and partition."""
+def budgeted_partition(config, model, mname: str, partition, tokenizer, seed: int,
+                       positions=None) -> tuple[dict, list[Stop]]:
+    """``({method: (texts, indices, attributions)}, stops)`` of one model and ``partition`` = ``(partition,
+    feature, token, texts, indices)``. ``positions`` (token classifiers): per text, the word whose tag is
+    explained (:func:`probe.analyses.attribution.word_attributions`' ``word_positions``)."""
     a = config.analyses
     part, feature, token, texts, idx = partition
     methods = list(a.attribution_methods)
@@ -64,8 +70,11 @@ def budgeted_partition(config, model, mname: str, partition, tokenizer, seed: in
     order = np.random.default_rng([seed, 14, 2]).permutation(len(texts))
     lead_attrs: list[WordAttributions] = []
 
+    def at(chosen: np.ndarray) -> list[int] | None:
+        return None if positions is None else [int(positions[i]) for i in chosen]
+
     def batch_values(b: np.ndarray) -> np.ndarray:
-        attrs = explain(lead, [texts[i] for i in order[b]])
+        attrs = explain(lead, [texts[i] for i in order[b]], at(order[b]))
         lead_attrs.extend(attrs)
         return headline(attrs, token)
 
@@ -76,7 +85,7 @@ def budgeted_partition(config, model, mname: str, partition, tokenizer, seed: in
     sub_texts, sub_idx = [texts[i] for i in chosen], idx[chosen]
     attrs = {lead: lead_attrs}
     for m in gradient[1:]:
-        attrs[m] = explain(m, sub_texts)
+        attrs[m] = explain(m, sub_texts, at(chosen))
     keys = dict(model=mname, partition=part, property=feature or "task")
     steps = steps_summary(np.concatenate(explain.steps)) if explain.steps else ""
     if explain.steps:
@@ -88,7 +97,7 @@ def budgeted_partition(config, model, mname: str, partition, tokenizer, seed: in
         n_words = [len(x.words) for x in lead_attrs]
         subsets, controls = occlusion_subsets([attrs[m] for m in gradient], n_words, token,
                                               [x.words for x in lead_attrs], a.occlusion_top_words, seed)
-        occ = explain("occlusion", sub_texts, word_subset=subsets)
+        occ = explain("occlusion", sub_texts, at(chosen), word_subset=subsets)
         attrs["occlusion"] = impute_unoccluded(occ, subsets, controls, seed)
         n_occ = sum(len(s) for s in subsets)
         stops.append(Stop("occlusion", stop.used, len(texts), "the words other methods rank + a random control "
