@@ -76,7 +76,8 @@ Move = Callable[[str, int, EditContext, np.random.Generator], "EditPair | None"]
 
 @dataclass(frozen=True)
 class PropertyEdit:
-    """How to move a text into (``into``) or out of (``out_of``) the slice ``name=value``."""
+    """How to move a text into (``into``) or out of (``out_of``) the slice ``name=value`` (the item may be other
+    than a text: a tagger's entity span in :mod:`probe.tasks.tokens.span_edits`)."""
 
     name: str
     value: Callable[[str, EditContext], int]

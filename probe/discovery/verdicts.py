@@ -17,7 +17,8 @@ Verdicts (docs/design.md §8), with BH q-values over every p-value of the run's 
 - ``inconclusive``: anything else: the data could not tell (too few examples, or an interval too wide to
   rule out a large effect);
 - ``correlational``: a natural-property slice without an edit (:data:`probe.discovery.property_edits.NO_EDIT`),
-  with its label association only;
+  with its label association only, or whose edit the model cannot see (``unseen``: a case edit under an
+  uncased tokenizer gives the same ids);
 - ``not tested``: data-significant but beyond ``max_candidates``.
 """
 
@@ -45,6 +46,8 @@ SUMMARY_COLUMNS = {"override_ci_low": "override_rate_ci_low", "override_ci_high"
 
 def verdict(row: dict, q_level: float, min_effect: float) -> str:
     """The verdict of one tested candidate (see the module docstring)."""
+    if row.get("unseen") is True:
+        return "correlational"
     ins_ok = row["n_insert"] >= MIN_EXAMPLES
     del_ok = row["n_delete"] >= MIN_EXAMPLES
     if ins_ok and row["q_insert"] <= q_level and row["override_effect_ci_low"] > min_effect:
@@ -79,6 +82,8 @@ def describe(feature: str, kind: str) -> str:
     """How a sentence names a candidate: a word, a property slice or a position template."""
     if kind == "property":
         return f"the property slice {feature}"
+    if kind in ("span property", "word shape"):
+        return f"the token property {feature}"
     if kind == "prefix":
         return f'starting with "{feature[1:]}"'
     if kind == "suffix":
@@ -106,17 +111,24 @@ def sentence(row: dict) -> str:
     return f'"{f}" ({c}): {row["verdict"]}.'
 
 
+# what a tagger's edit is applied to: (the units, the units of the insertion direction); texts otherwise
+UNITS = {"span property": ("entity spans", "entity spans of other types"),
+         "word shape": ("words", "words outside entities")}
+
+
 def _edit_sentence(row: dict, what: str) -> str:
     """The sentence of a candidate tested by an edit against a same-size control edit."""
     c, v = row["class"], row["verdict"]
+    units, others = UNITS.get(row.get("kind"), ("texts", "texts of other classes"))
     if v == "used shortcut":
-        return (f'Editing {row["n_insert"]} held-out texts of other classes into {what} moves '
+        return (f'Editing {int(row["n_insert"])} held-out {others} into {what} moves '
                 f'{row["override_rate"]:.0%} of them to {c} (the same-size control edit: '
                 f'{row["override_control"]:.0%}): the model uses {what} as a shortcut, whatever the content.')
     if v == "used, plausibly task-relevant":
-        return (f'Editing {row["n_delete"]} held-out texts out of {what} lowers P({c}) by {row["deletion_drop"]:.2f} '
-                f'on average (the same-size control edit: {row["deletion_control"]:.2f}), but editing texts into it '
-                "rarely changes the prediction: the model uses it as evidence in context.")
+        return (f'Editing {int(row["n_delete"])} held-out {units} out of {what} lowers P({c}) by '
+                f'{row["deletion_drop"]:.2f} on average (the same-size control edit: {row["deletion_control"]:.2f}), '
+                + (f"but editing {units} into it rarely changes the prediction" if row["n_insert"] else
+                   "and no edit into it runs (see the note)") + ": the model uses it as evidence in context.")
     if v == "correlated but not used":
         return (f'{what} is associated with {c} in the training data (z = {row["z"]:.1f}) but editing texts into or '
                 "out of it changes the predictions no more than the control edit does.")

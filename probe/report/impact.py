@@ -76,6 +76,13 @@ def _planted(f: dict, confusions: dict, noun: str, config_path: str, name: str) 
 
 def _discovered(d: dict, confusions: dict, noun: str, config_path: str, name: str) -> dict:
     word, cls = str(d.get("feature", "")), str(d.get("class", ""))
+    if d.get("kind") not in (None, "word", "bigram", "marker"):  # moved by an edit: nothing to insert or plant
+        clean = _counts(confusions.get("clean"), cls, noun)
+        return {"status": "relies", "verdict": f"Discovery found a shortcut nobody declared. {d.get('sentence', '')}",
+                "costs": [f"In the clean test set, {clean}."] if clean else [], "command": "",
+                "why": "Next step: read the before/after examples under Shortcuts found; counterfactual augmentation "
+                       "plants words only, so a property or template is removed by editing the training data "
+                       "(the same edit, labels unchanged).", "caveat": ""}
     n = f" (n = {int(d['n_insert'])})" if _known(d.get("n_insert")) else ""
     verdict = (f'Discovery found a shortcut nobody declared: inserting "{word}" once moves '
                f"{number(d.get('override_rate'), 2)} [{number(d.get('override_ci_low'), 2)}, "

@@ -13,7 +13,8 @@ spans of held-out sentences, reading the predicted type of a span's first word (
 
 Paired bootstrap intervals, sign-flip p-values and Benjamini–Hochberg as for text classification
 (:mod:`probe.discovery.causal_test`); model-side candidates (attribution amplification) are not drawn
-for taggers. A capitalised word is a candidate too, tested by a case edit (:mod:`probe.tasks.tokens.word_shape`),
+for taggers. A capitalised word and the token-level properties of a span (capitalised, all caps, a digit, first in
+the sentence) are candidates too, tested by edits against control edits (:mod:`probe.tasks.tokens.property_test`),
 in the same Bonferroni and Benjamini–Hochberg families. With ``vocabulary``, whole words the tagger's gradient
 ranks as triggers before an entity join with source "vocabulary" (:mod:`probe.tasks.tokens.vocabulary`).
 """
@@ -29,9 +30,11 @@ from probe.discovery.candidates import mark_significant, marker_counts, word_key
 from probe.discovery.causal_test import NO_CONTROLS, paired_interval, sign_flip_pvalue
 from probe.engine.context import RunContext, log
 from probe.engine.guard import guarded
+from probe.tasks.tokens.property_test import EXAMPLE_COLUMNS, PropertyTester, property_rows
 from probe.tasks.tokens.reference import reference_marker_rates
+from probe.tasks.tokens.span_edits import span_counts
 from probe.tasks.tokens.vocabulary import marker_vocabulary, ranking_split, screened_by_type, vocabulary_rows
-from probe.tasks.tokens.word_shape import shape_counts, shape_effects
+from probe.tasks.tokens.word_shape import shape_counts
 
 
 def _spans(sentences) -> list[tuple[int, int, str]]:
@@ -125,7 +128,8 @@ def discover_markers(model, tokenizer, train, test, tags: Sequence[str], *, max_
         starts.append(row)
     words = [s.words for s in train]
     data = mark_significant(pd.concat([marker_counts(words, starts, types, min_count),
-                                       shape_counts(words, starts, types, min_count)], ignore_index=True), alpha)
+                                       shape_counts(words, starts, types, min_count),
+                                       span_counts(train, types, min_count)], ignore_index=True), alpha)
     planted = {word_key(k): v for k, v in (planted or {}).items()}
     sig = data[data.significant & (data.kind == "marker")].sort_values("z", ascending=False).drop_duplicates("feature")
     chosen = [] if hide_planted else [(w, t) for w, t in planted.items()]
@@ -161,13 +165,12 @@ def discover_markers(model, tokenizer, train, test, tags: Sequence[str], *, max_
         rows += vocabulary_rows(found, vocab, types, {w for w, _ in chosen}, controls, lambda w, t, ctrl: _test_marker(
             w, t, test, spans, clean_types, ctrl, predict, n_examples, bootstrap, rng))
         t_vocab += time.perf_counter() - t_rows
-    shapes = data[data.significant & (data.kind == "word shape")].sort_values("z", ascending=False)
-    for f, t in list(zip(shapes.feature, shapes["class"]))[:max_candidates]:  # issue 25: a cap of their own
-        chosen.append((f, t))
-        rows.append({"feature": f, "kind": "word shape", "class": t, "source": "data",
-                     **shape_effects(f, t, test, spans, clean_types, predict, n_examples, bootstrap, rng)})
+    tester = PropertyTester(test, spans, clean_types, types, predict, tokenizer, quiet.index.tolist())
+    more, more_rows, examples = property_rows(data, tester, max_candidates, n_examples, bootstrap, rng)  # issue 25
+    chosen += more
+    rows += more_rows
     table = _marker_table(rows, data, chosen, planted, q, min_effect)
-    table.attrs["examples"] = pd.DataFrame(columns=["feature", "class", "edit", "text", "p_before", "p_after"])
+    table.attrs["examples"] = pd.DataFrame(examples, columns=EXAMPLE_COLUMNS)
     if vocabulary:
         t_ref = time.perf_counter()
         table = reference_marker_rates(table, reference, tokenizer, train, test, tags, types, max_length,

@@ -14,9 +14,10 @@ and every gold tag stays on its word:
   gets a lower-case first letter ("London" -> "london"); control: its second letter upper-cased ("LOndon", still capitalised).
   Drop = [typed T before] - [typed T after].
 
-``capitalised=0`` uses the same edits reversed. Digits and the position in the sentence have no edit that
-keeps the word and its tag (a digit changes the word; moving a span moves every tag): not tested. Marker
-words before a span are :mod:`probe.tasks.tokens.markers`.
+``capitalised=0`` uses the same edits reversed. Under an uncased tokenizer the edit changes no id and is not run
+(:mod:`probe.tasks.tokens.property_test`). The properties of an entity span (capitalised, all caps, a digit, first
+in the sentence) are :mod:`probe.tasks.tokens.span_edits`; marker words before a span are
+:mod:`probe.tasks.tokens.markers`.
 """
 
 from __future__ import annotations
