@@ -152,10 +152,10 @@ def given_model_stage(ctx: RunContext, seed: int):
     from probe.models.adapter import ensure_pad_token
     from probe.models.checkpoints import load_checkpoint
     from probe.models.compute import load_dtype
-    from probe.models.heads import as_predictor, auto_class
+    from probe.models.heads import as_predictor, auto_class, model_noun
 
     ckpt, kind, config = ctx.given, ctx.kind, ctx.config
-    log(f"load: {ckpt.kind} checkpoint {ckpt.source} ({kind.model_noun}), reference {config.model.backbone}")
+    log(f"load: {ckpt.kind} checkpoint {ckpt.source} ({model_noun(config, kind)}), reference {config.model.backbone}")
     model = load_checkpoint(ckpt, auto_class(config, kind), ctx.backbone, kind.labels(ctx.data), seed,
                             load_dtype(config.compute.precision, ctx.device), config.model.device_map)
     model = as_predictor(model, ctx.tokenizer, kind.labels(ctx.data))

@@ -81,7 +81,7 @@ def finetune_stage(ctx: RunContext, seed: int, suffix: str):
     from probe.models.adapter import ensure_pad_token
     from probe.models.backbones import build_with_head
     from probe.models.finetune import finetune_objective
-    from probe.models.heads import as_predictor, auto_class, objective, saved_head
+    from probe.models.heads import as_predictor, auto_class, model_noun, objective, saved_head
     from probe.models.strategies import for_analysis, load_trained, prepare_model, save_trained
 
     config, kind, data, dist = ctx.config, ctx.kind, ctx.data, ctx.dist
@@ -95,8 +95,7 @@ def finetune_stage(ctx: RunContext, seed: int, suffix: str):
         model = load_trained(model_dir, ctx.backbone, labels, config.finetune, seed=seed, task_type=kind.name,
                              auto=auto_class(config, kind))
         return as_predictor(model, ctx.tokenizer, labels), json.loads((model_dir / "training.json").read_text()), ft_key
-    noun = "label-word LM" if config.model.head == "label-words" else kind.model_noun
-    log(f"finetune: {noun} on {config.model.backbone}"
+    log(f"finetune: {model_noun(config, kind)} on {config.model.backbone}"
         f"{' (pretrained here)' if config.pretrain.enabled else ''}, {config.finetune.strategy}, "
         f"{config.finetune.epochs} epochs on {ctx.device.type}, seed {seed}"
         + (f", {dist.world} processes" if dist.enabled else ""))

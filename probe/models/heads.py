@@ -23,6 +23,11 @@ def uses_label_words(config) -> bool:
     return config.model.head == LABEL_WORDS
 
 
+def model_noun(config, kind) -> str:
+    """What the log calls the model: a label-word LM, or the kind's noun (classifier, tagger)."""
+    return "label-word LM" if uses_label_words(config) else kind.model_noun
+
+
 def auto_class(config, kind):
     """The ``transformers`` auto class of the model fine-tuned or loaded: the kind's, or a causal LM."""
     if uses_label_words(config):
