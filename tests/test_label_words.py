@@ -97,21 +97,27 @@ def test_representation_is_the_last_prompt_token(tok):
                 assert torch.allclose(out.hidden_states[layer][i, len(p) - 1], alone[layer][0, -1], atol=1e-5)
 
 
-def test_training_loss_is_the_gold_label_words_negative_score(tok):
+@pytest.mark.parametrize("family", list(CONFIGS))
+@pytest.mark.parametrize("words", [CLASSES, MULTI])
+def test_training_loss_is_the_gold_label_words_negative_score(tok, family, words):
     from probe.config import FinetuneConfig
     from probe.models.label_word_training import LabelWordObjective
     from probe.tasks.sequence.objective import SequenceObjective
 
-    lm = _lm("llama")
-    lw = label_words(tok, PROMPT, MULTI, CLASSES)
+    lm = _lm(family)
+    lw = label_words(tok, PROMPT, words, CLASSES)
     reader = PromptTokenizer(tok, lw)
-    texts, labels = ["markets rallied", "the band played", "a goal"], np.array([0, 1, 3])
+    texts, labels = ["markets rallied", "the band played on and on for hours", "a goal"], np.array([0, 1, 3])
     base = SequenceObjective(reader, texts, labels, texts, labels, 32, FinetuneConfig())
     objective = LabelWordObjective(base, reader)
     objective.encode(None)
     inputs, y = objective.batch(np.arange(3), "cpu")
     with torch.no_grad():
-        loss = objective.loss(lm(**inputs).logits, y)
+        logits = lm(**inputs).logits
+        loss = objective.loss(logits, y)
+    longest = max(len(w) for w in lw.ids)  # the head ran on the positions that predict label words only
+    assert logits.shape[1] == y.shape[1] == longest + 1 < inputs["input_ids"].shape[1]
+    with torch.no_grad():
         inputs = reader.pad({"input_ids": [reader.encode_prompt(t)[0] for t in texts]}, padding=True,
                             return_tensors="pt")
         scores = LabelWordModel(lm, lw, CLASSES)(**inputs).scores.numpy()

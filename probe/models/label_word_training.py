@@ -6,6 +6,12 @@ tokens); the loss is the language-model cross-entropy of those label-word tokens
 word's tokens and averaged over examples: ``-log P(word_y | prompt)``, the negated label-word score of
 the gold class. The prompt's tokens are not trained on. Augmentation, batching order, validation and
 every strategy and regulariser are the shared loop's (:func:`probe.models.finetune.finetune_objective`).
+
+Only the positions that predict a label-word token need the language-model head, whose product with the
+vocabulary dominates the cost of a small model and the memory of a large one ([batch, length, vocabulary]
+logits). Rows are therefore padded on the left, so the label words end every row, with position ids counted
+from each row's first real token (what scoring passes, :class:`probe.models.label_words.LabelWordModel`), and
+transformers' ``logits_to_keep`` computes the head on the last ``longest label word + 1`` positions only.
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ class LabelWordObjective:
         return len(idx)
 
     def batch(self, idx: np.ndarray, device) -> tuple:
-        """Right-padded prompt + gold label word per example, and the targets: each label-word token at the
-        position that predicts it (the token before it), -100 elsewhere."""
+        """Left-padded prompt + gold label word per example, and the targets of the last ``keep`` positions
+        (the module docstring): each label-word token at the position that predicts it (the token before it),
+        -100 elsewhere."""
         import torch
 
         pad = self.tokenizer.pad_token_id
@@ -50,8 +57,11 @@ class LabelWordObjective:
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         y = torch.full((len(rows), width), IGNORE, dtype=torch.long)
         for r, (row, target) in enumerate(zip(rows, targets)):
-            ids[r, :len(row)], mask[r, :len(row)], y[r, :len(row)] = torch.as_tensor(row), 1, torch.as_tensor(target)
-        return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}, y.to(device)
+            start = width - len(row)
+            ids[r, start:], mask[r, start:], y[r, start:] = torch.as_tensor(row), 1, torch.as_tensor(target)
+        keep = min(width, max(len(w) for w in self.words.ids) + 1)
+        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp_min(0)}
+        return {**{k: v.to(device) for k, v in inputs.items()}, "logits_to_keep": keep}, y[:, -keep:].to(device)
 
     def loss(self, logits, y, reduction: str = "mean"):
         """``-log P(gold label word | prompt)`` per example (its tokens' cross-entropies summed); mean or sum
