@@ -85,7 +85,7 @@ def _fmt(v, lo, hi) -> str:
 def row_table(name: str, precise: Path, budget: Path) -> pd.DataFrame:
     """The two runs' rows of table ``name`` joined on every column but the values, with ``inside``:
     whether the budgeted value lies in the precise interval."""
-    p, b = (pd.read_csv(d / "tables" / f"{name}.csv") for d in (precise, budget))
+    p, b = (pd.read_csv(d / "tables" / f"{name}.csv").drop_duplicates() for d in (precise, budget))  # older runs
     keys = [c for c in p.columns if c not in VALUES and c in b.columns and c != "identical_inputs"]
     p[keys], b[keys] = p[keys].astype(str), b[keys].astype(str)
     m = p.merge(b, on=keys, how="outer", suffixes=("_precise", "_budget"))

@@ -229,7 +229,9 @@ def attribution_tables(config: Config, data, pretrained, model, tokenizer, pre_a
         if heat is not None:
             words.append(heat)
     keep_one_on(device, model, models.values())
-    out = {"attribution": pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()}
+    # every faithfulness method reports the same random-order ERASER baseline (same examples, same seed): keep it once
+    out = {"attribution": pd.concat(rows, ignore_index=True).drop_duplicates(ignore_index=True) if rows
+           else pd.DataFrame()}
     if words:
         out["attribution_words"] = pd.concat(words, ignore_index=True)
     if stops:
