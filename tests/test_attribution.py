@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from probe.analyses.attribution import (
-    METHODS, attribute_tokens, forward_function, pad_baseline,
-    spurious_attribution_metrics, word_attributions, _to_words, _encode,
+    METHODS, attribute_tokens, forward_function, pad_baseline, word_attributions, _to_words, _encode,
 )
+from probe.analyses.attribution_metrics import spurious_attribution_metrics
 from probe.analyses.faithfulness import faithfulness_metrics, top_k_count
 from probe.config import FinetuneConfig
 from probe.data.planted import insert_token

@@ -17,7 +17,7 @@ from probe.analyses.behaviour import metric_values
 from probe.causal.erasure import fit_leace
 from probe.causal.experiment import erasure_table
 from probe.causal.token_activations import token_activations
-from probe.config.sections import CausalConfig
+from probe.config.measurement import CausalConfig
 from probe.models.backbones import build_classifier, load_tokenizer
 
 TEXTS = ["the zebra ran home fast today", "a cat sat on the mat", "profits rose at the zebra company",

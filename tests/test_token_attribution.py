@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from probe.analyses.attribution import METHODS, pad_baseline, spurious_attribution_metrics
+from probe.analyses.attribution import METHODS, pad_baseline
+from probe.analyses.attribution_metrics import spurious_attribution_metrics
 from probe.models.backbones import load_encoder, load_tokenizer
 from probe.tasks.tokens.attribution import tag_attributions
 

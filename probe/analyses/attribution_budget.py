@@ -20,7 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from probe.analyses.attribution import WordAttributions, token_positions, word_attributions
+from probe.analyses.attribution import WordAttributions, word_attributions
+from probe.analyses.attribution_metrics import token_positions
 
 
 def adaptive_ig(model, tokenizer, texts: Sequence, *, start: int, max_steps: int, tolerance: float,

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from probe.analyses.attribution import WordAttributions, token_positions, word_attributions
+from probe.analyses.attribution import WordAttributions, word_attributions
+from probe.analyses.attribution_metrics import token_positions
 from probe.analyses.attribution_budget import (adaptive_ig, impute_unoccluded, occlusion_subsets, over_tolerance,
                                                steps_summary)
 from probe.analyses.budget import Stop, sequential_mean

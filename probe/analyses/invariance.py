@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from probe.analyses.attribution import token_positions
+from probe.analyses.attribution_metrics import token_positions
 from probe.analyses.stats import bootstrap_mean, metric_row
 from probe.models.words import covered_words, encode_words
 

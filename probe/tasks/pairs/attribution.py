@@ -24,7 +24,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from probe.analyses.attribution import WordAttributions, spurious_attribution_metrics
+from probe.analyses.attribution import WordAttributions
+from probe.analyses.attribution_metrics import spurious_attribution_metrics
 from probe.analyses.stats import bootstrap_mean, metric_row
 
 SIDES = ("first", "second")
@@ -53,7 +54,7 @@ def pair_attribution_metrics(attributions: Sequence[WordAttributions], *, model_
                              side: str | None = None) -> pd.DataFrame:
     """The rows of the module docstring: side shares of every example and, with ``token`` on ``side``, its
     side's share and the token metrics on that side; the columns of
-    :func:`probe.analyses.attribution.spurious_attribution_metrics`."""
+    :func:`probe.analyses.attribution_metrics.spurious_attribution_metrics`."""
     if token is not None and side not in SIDES:
         raise ValueError(f"side: {side!r}; allowed: {', '.join(SIDES)}")
     method = attributions[0].method if attributions else ""

@@ -264,8 +264,8 @@ def _attribute(config: Config, data, model, mname: str, method: str, partition, 
     ``probabilities``: the model's :class:`probe.analyses.faithfulness.TextProbabilities`, shared by its
     methods and partitions (their ERASER texts overlap). ``attrs``: the partition's attributions when
     already measured (a precision budget), else computed here with ``analyses.ig_steps``."""
-    from probe.analyses.attribution import (heatmap_rows, spurious_attribution_metrics, telling_examples,
-                                            word_attributions)
+    from probe.analyses.attribution import word_attributions
+    from probe.analyses.attribution_metrics import heatmap_rows, spurious_attribution_metrics, telling_examples
     from probe.analyses.faithfulness import faithfulness_metrics
 
     a = config.analyses

@@ -215,7 +215,7 @@ def attribution_tables(ctx: RunContext, model, seed: int) -> dict[str, pd.DataFr
     (:func:`probe.analyses.budgeted_attribution.budgeted_partition`), with a ``budgets`` table."""
     from tqdm.auto import tqdm
 
-    from probe.analyses.attribution import (heatmap_rows, spurious_attribution_metrics, telling_examples)
+    from probe.analyses.attribution_metrics import heatmap_rows, spurious_attribution_metrics, telling_examples
     from probe.analyses.budget import budget_rows
 
     config, data = ctx.config, ctx.data

@@ -10,7 +10,7 @@ summed to words, and IG reports its convergence delta relative to |F(x) − F(ba
 
 A tagger that relies on a planted marker (e.g. the tag of the word after "zebra") puts its
 attribution on the marker rather than on the word itself:
-:func:`probe.analyses.attribution.spurious_attribution_metrics` measures that share and the
+:func:`probe.analyses.attribution_metrics.spurious_attribution_metrics` measures that share and the
 top-1 rate on these results unchanged.
 """
 
