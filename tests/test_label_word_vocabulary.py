@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from tests.discovery_synthetic import MAX_LENGTH, make_texts
-from tests.test_label_words import CONFIGS, PROMPT
+from tests.test_label_words import PROMPT
+from tests.tiny_lms import CONFIGS
 
 WORDS = ["business", "sport"]
 

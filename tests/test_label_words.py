@@ -12,7 +12,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
 
 import probe
 from probe.errors import ProbeError
@@ -20,17 +19,9 @@ from probe.models.backbones import load_tokenizer
 from probe.models.batching import predict_logits
 from probe.models.label_words import LabelWordModel, PromptTokenizer, label_words
 from tests.conftest import tiny_overrides
+from tests.tiny_lms import CONFIGS, save_tiny_lm, tiny_lm
 
-V = 30522
 CLASSES = ["business", "entertainment", "politics", "sports", "tech"]
-CONFIGS = {
-    "gpt2": lambda: GPT2Config(vocab_size=V, n_embd=16, n_layer=2, n_head=2, n_positions=128, pad_token_id=0,
-                               bos_token_id=101, eos_token_id=102),
-    "llama": lambda: LlamaConfig(vocab_size=V, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                 num_key_value_heads=1, intermediate_size=32, pad_token_id=0),
-    "qwen2": lambda: Qwen2Config(vocab_size=V, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                 num_key_value_heads=1, intermediate_size=32, pad_token_id=0),
-}
 PROMPT = "Text: {text}\nTopic:"
 MULTI = ["business news", "film and music", "politics", "sport", "tech"]  # two multi-token words
 SMALL = {"task.train_size": 40, "task.validation_size": 20, "task.test_size": 60, "task.max_length": 32,
@@ -46,15 +37,10 @@ def tok():
     return load_tokenizer("minilm")
 
 
-def _lm(family: str, seed: int = 0):
-    torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(CONFIGS[family]()).eval()
-
-
 @pytest.mark.parametrize("family", list(CONFIGS))
 @pytest.mark.parametrize("words", [CLASSES, MULTI])
 def test_scores_equal_a_hand_computation_from_the_lm_logits(tok, family, words):
-    lm = _lm(family)
+    lm = tiny_lm(family)
     lw = label_words(tok, PROMPT, words, CLASSES)
     assert (max(len(w) for w in lw.ids) > 1) == (words is MULTI)
     reader = PromptTokenizer(tok, lw)
@@ -78,12 +64,12 @@ def test_scores_equal_a_hand_computation_from_the_lm_logits(tok, family, words):
 def test_the_zero_shot_reference_needs_no_probe_head(tok):
     from probe.discovery.discover import _reference_head
 
-    model = LabelWordModel(_lm("gpt2"), label_words(tok, PROMPT, None, CLASSES), CLASSES)
+    model = LabelWordModel(tiny_lm("gpt2"), label_words(tok, PROMPT, None, CLASSES), CLASSES)
     assert _reference_head(model, tok, ["a"], [0], 5, 32, 8, 0) is model
 
 
 def test_representation_is_the_last_prompt_token(tok):
-    lm = _lm("gpt2")
+    lm = tiny_lm("gpt2")
     lw = label_words(tok, PROMPT, MULTI, CLASSES)
     reader = PromptTokenizer(tok, lw)
     prompts = [reader.encode_prompt(t)[0] for t in ("short", "a somewhat longer text here")]
@@ -104,7 +90,7 @@ def test_training_loss_is_the_gold_label_words_negative_score(tok, family, words
     from probe.models.label_word_training import LabelWordObjective
     from probe.tasks.sequence.objective import SequenceObjective
 
-    lm = _lm(family)
+    lm = tiny_lm(family)
     lw = label_words(tok, PROMPT, words, CLASSES)
     reader = PromptTokenizer(tok, lw)
     texts, labels = ["markets rallied", "the band played on and on for hours", "a goal"], np.array([0, 1, 3])
@@ -180,12 +166,6 @@ def _run(tmp_path, name, **more):
     return probe.run(None, progress=False, **{k.replace(".", "__"): v for k, v in over.items()})
 
 
-def _save_lm(family: str, folder, tok):
-    _lm(family).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
-
-
 def _check_tables(run, n_classes: int = 5):
     for name in ("behaviour", "probing", "cka", "attribution", "erasure", "ablation"):
         assert name in run.tables and len(run.table(name)), name
@@ -216,14 +196,14 @@ def test_tiny_gpt2_with_label_words_through_every_analysis(tmp_path):
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_llama_and_qwen2_with_multi_token_label_words(tmp_path, tok, family):
-    base = _save_lm(family, tmp_path / f"{family}-base", tok)
+    base = save_tiny_lm(family, tmp_path / f"{family}-base", tok)
     run = _run(tmp_path, family, **{"model.backbone": base, "task.prompt": PROMPT, "task.label_words": MULTI})
     assert run.status == "complete"
     _check_tables(run)
 
 
 def test_lora_adapter_on_a_causal_lm_through_probe_diagnose(tmp_path, tok):
-    base = _save_lm("gpt2", tmp_path / "gpt2-base", tok)
+    base = save_tiny_lm("gpt2", tmp_path / "gpt2-base", tok)
     trained = _run(tmp_path, "lora", **{"model.backbone": base, "finetune.strategy": "lora", "causal.enabled": False,
                                          "analyses.attribution": False, "finetune.learning_rate": 5e-3})
     folder = trained.path / "models" / "finetuned"
@@ -262,7 +242,7 @@ def test_template_variants_change_one_element_and_keep_the_fields():
 def test_prompt_format_table_is_paired_against_the_training_template(tok):
     from probe.analyses.prompt_format import TRAINING, format_predictions, prompt_format_table, variant_readers
 
-    lm = _lm("gpt2", seed=3)
+    lm = tiny_lm("gpt2", seed=3)
     reader = PromptTokenizer(tok, label_words(tok, PROMPT, None, CLASSES))
     texts = [f"text number {i} about {w}" for i, w in enumerate(["markets", "films", "votes", "goals", "chips"] * 6)]
     labels = np.arange(len(texts)) % 5
@@ -308,7 +288,7 @@ def test_compare_sweep_with_remedies_on_label_words(tmp_path):
 def test_hooks_and_replayed_blocks_act_on_the_label_word_model(tok, family):
     from probe.causal.hooks import KeptStates, edit_hidden_state, resume_at
 
-    lm = _lm(family)
+    lm = tiny_lm(family)
     lw = label_words(tok, PROMPT, MULTI, CLASSES)
     reader = PromptTokenizer(tok, lw)
     model = LabelWordModel(lm, lw, CLASSES)
@@ -353,7 +333,7 @@ def test_a_classifier_checkpoint_is_refused_with_label_words(tmp_path, tok):
 
 
 def test_a_causal_lm_folder_through_probe_diagnose(tmp_path, tok):
-    folder = _save_lm("gpt2", tmp_path / "lm", tok)  # a plain transformers causal LM, its own reference
+    folder = save_tiny_lm("gpt2", tmp_path / "lm", tok)  # a plain transformers causal LM, its own reference
     res = _cli("diagnose", folder, "--data", "bbc-news", "--reference", folder, "--prompt", "Text: {text}\nLabel:",
                "--label-words", "business,entertainment,politics,sports,tech", "--quiet",
                "--set", f"output_dir={tmp_path}", "--set", "task.train_size=40", "--set", "task.validation_size=20",

@@ -15,21 +15,15 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
 from probe.errors import ProbeError
 from probe.models.backbones import load_tokenizer
 from probe.models.batching import predict_logits, tokenize
 from probe.models.label_words import LabelWordModel, PromptTokenizer, label_words
 from probe.models.pair_tokens import cut_sides, encode_pair_words
+from tests.tiny_lms import save_tiny_lm, tiny_lm
 
-V = 30522
-CONFIGS = {
-    "gpt2": lambda: GPT2Config(vocab_size=V, n_embd=16, n_layer=2, n_head=2, n_positions=128, pad_token_id=0,
-                               bos_token_id=101, eos_token_id=102),
-    "llama": lambda: LlamaConfig(vocab_size=V, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                 num_key_value_heads=1, intermediate_size=32, pad_token_id=0),
-}
+FAMILIES = ("gpt2", "llama")
 PROMPT = "Premise: {text}\nHypothesis: {text_pair}\nAnswer:"
 CLASSES = ["no", "yes"]
 
@@ -39,15 +33,10 @@ def tok():
     return load_tokenizer("minilm")
 
 
-def _lm(family: str, seed: int = 0):
-    torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(CONFIGS[family]()).eval()
-
-
-@pytest.mark.parametrize("family", list(CONFIGS))
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("words", [None, ["contradiction", "entailment"]])
 def test_pair_scores_equal_a_hand_computation_from_the_lm_logits(tok, one_thread, family, words):
-    lm = _lm(family)
+    lm = tiny_lm(family)
     lw = label_words(tok, PROMPT, words, CLASSES, pair=True)
     reader = PromptTokenizer(tok, lw)
     pairs = [("the cat sat on the mat", "a cat sat"), ("markets fell sharply today", "nothing happened"), ("a", "b")]
@@ -113,12 +102,6 @@ def _cli(*args, cwd):
                           env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
 
 
-def _save_lm(family: str, folder, tok) -> str:
-    _lm(family).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
-
-
 SMALL = {"task.train_size": 40, "task.validation_size": 20, "task.test_size": 40, "task.max_length": 40,
          "finetune.epochs": 1, "finetune.batch_size": 16, "analyses.bootstrap_samples": 100, "analyses.mdl": False,
          "analyses.attribution": True, "analyses.attribution_examples": 2, "analyses.ig_steps": 4,
@@ -160,7 +143,7 @@ def _check_pair_run(folder, token_side: str | None = None) -> dict:
 
 def test_tiny_causal_lms_with_label_words_on_pairs_through_probe_run(tmp_path, tok):
     for family in ("gpt2", "llama"):
-        config = {"model": {"backbone": _save_lm(family, tmp_path / family, tok), "head": "label-words"},
+        config = {"model": {"backbone": save_tiny_lm(family, tmp_path / family, tok), "head": "label-words"},
                   "task": {"type": "text-pair", "dataset": "bbc-news-pairs"}, "output_dir": str(tmp_path),
                   "name": f"pairs-{family}",
                   "spurious": [{"kind": "planted", "token": "zebra", "target_class": "unrelated", "side": "second",
@@ -191,7 +174,7 @@ def _nli_csv(path) -> str:
 
 
 def test_a_causal_lm_answering_pairs_through_probe_diagnose(tmp_path, tok):
-    folder = _save_lm("llama", tmp_path / "llama", tok)
+    folder = save_tiny_lm("llama", tmp_path / "llama", tok)
     data = _nli_csv(tmp_path / "nli.csv")
     res = _cli("diagnose", folder, "--data", data, "--task-type", "text-pair", "--text-column", "premise",
                "--text-pair-column", "hypothesis", "--reference", folder, "--prompt", PROMPT, "--label-words",
